@@ -1,0 +1,1 @@
+"""Development-only helpers: start the local world (Azurite, the Graph simulator). Not deployed."""

@@ -1,0 +1,153 @@
+"""Start Azurite and the Graph simulator on free loopback ports, and stop them again.
+
+Used by the demo, the tests and the benchmarks, so all three run the same local world.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[Any] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@dataclass
+class Azurite:
+    location: Path | None = None  # None: in memory
+    table_port: int = 0
+    queue_port: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> Azurite:
+        if not AZURITE_BIN.exists():
+            raise RuntimeError(f"{AZURITE_BIN} is missing: run `make setup` (npm ci) first")
+        self.table_port, self.queue_port, blob_port = free_port(), free_port(), free_port()
+        args = [str(AZURITE_BIN), "--silent", "--disableTelemetry", "--skipApiVersionCheck",
+                "--blobHost", LOOPBACK, "--queueHost", LOOPBACK, "--tableHost", LOOPBACK,
+                "--blobPort", str(blob_port), "--queuePort", str(self.queue_port),
+                "--tablePort", str(self.table_port)]
+        if self.location is None:
+            args.append("--inMemoryPersistence")
+        else:
+            self.location.mkdir(parents=True, exist_ok=True)
+            args += ["--location", str(self.location)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for_port(self.table_port, self.proc, "Azurite")
+        _wait_for_port(self.queue_port, self.proc, "Azurite")
+        return self
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+                f"TableEndpoint=http://{LOOPBACK}:{self.table_port}/{DEV_ACCOUNT};"
+                f"QueueEndpoint=http://{LOOPBACK}:{self.queue_port}/{DEV_ACCOUNT};")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@dataclass
+class Simulator:
+    tenant: Path
+    extra_args: tuple[str, ...] = ()
+    url: str = ""
+    proc: subprocess.Popen[str] | None = field(default=None, repr=False)
+
+    def start(self) -> Simulator:
+        args = [sys.executable, "-m", "simulator", "serve", "--port", "0", "--tenant", str(self.tenant),
+                *self.extra_args]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        prefix = "simulator listening on "
+        if not line.startswith(prefix):
+            _stop(self.proc)
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"the Graph simulator did not start: {line!r} {err[-2000:]}")
+        self.url = line[len(prefix):]
+        return self
+
+    @property
+    def graph_base_url(self) -> str:
+        return f"{self.url}/v1.0"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/_sim/token"
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def app_settings(azurite: Azurite, sim: Simulator, **overrides: str) -> dict[str, str]:
+    """The app settings a local run uses, as environment variables."""
+    env = {
+        "LICENSING_POLICY_PATH": str(ROOT / "policy" / "licensing-policy.yaml"),
+        "LICENSING_TIMER_SCHEDULE": "0 0 2 * * *",
+        "LICENSING_TIMER_MODE": "plan",
+        "LICENSING_GRAPH_BASE_URL": sim.graph_base_url,
+        "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
+        "LICENSING_SIM_TOKEN_URL": sim.token_url,
+        "LICENSING_TABLES_CONNECTION_STRING": azurite.connection_string,
+        "LICENSING_TABLE_PREFIX": "lic",
+        "LICENSING_ALERT_MAILBOX": "licensing-alerts@contoso.example",
+        "LICENSING_ALERT_RECIPIENTS": "it-ops@contoso.example",
+        "LICENSING_MAX_CONCURRENCY": "8",
+    }
+    env.update(overrides)
+    return env
+
+
+
+__all__ = ["Azurite", "Simulator", "app_settings", "free_port"]

@@ -1,0 +1,64 @@
+"""Apply a plan through the Graph adapter: idempotent, one group's failure isolated from the others."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from shared.graph import GraphClient, describe_graph_error
+from shared.planner import Decision, GroupPlan, Plan
+from shared.policy import ChangeBudget
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # applied | failed | not-applied (plan mode, refused run, or a decision without writes)
+    detail: str = ""
+
+
+def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
+    """Why the plan may not be applied, or None. Checked before the first write."""
+    problems = []
+    if plan.groups_changed > budget.max_groups_changed:
+        problems.append(f"{plan.groups_changed} groups would change, the budget allows "
+                        f"{budget.max_groups_changed}")
+    if plan.users_affected > budget.max_users_affected:
+        problems.append(f"{plan.users_affected} users would be affected, the budget allows "
+                        f"{budget.max_users_affected}")
+    if not problems:
+        return None
+    return ("change budget exceeded: " + "; ".join(problems)
+            + " (raise changeBudget in the policy after checking the plan)")
+
+
+async def apply_plan(plan: Plan, graph: GraphClient, max_concurrency: int) -> dict[str, Outcome]:
+    gate = asyncio.Semaphore(max_concurrency)
+
+    async def one(group: GroupPlan) -> tuple[str, Outcome]:
+        async with gate:
+            return group.group_id, await _apply_group(group, graph)
+
+    results = await asyncio.gather(*(one(g) for g in plan.changes))
+    return dict(results)
+
+
+async def _apply_group(group: GroupPlan, graph: GraphClient) -> Outcome:
+    step = "assignLicense"
+    try:
+        if group.add_licenses or group.remove_licenses:
+            await graph.assign_group_licenses(
+                group.group_id,
+                [(c.sku_id, list(c.disabled_plan_ids)) for c in group.add_licenses],
+                list(group.remove_licenses),
+            )
+        done = 0
+        for user_id in group.reprocess_user_ids:
+            step = f"reprocessLicenseAssignment for user {user_id}"
+            await graph.reprocess_user(user_id)
+            done += 1
+    except Exception as exc:  # isolate the group: record what Graph said and go on
+        return Outcome("failed", f"{step} failed: {describe_graph_error(exc)}")
+    if group.decision is Decision.REPROCESS:
+        return Outcome("applied", f"reprocessed {done} user(s)")
+    extra = f"; reprocessed {done} user(s)" if done else ""
+    return Outcome("applied", f"assignLicense accepted{extra}")

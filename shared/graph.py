@@ -1,0 +1,319 @@
+"""The only code that talks to Microsoft Graph.
+
+msgraph-sdk builds the requests and runs its middleware (auth, retries, redirects), but bulk pages are
+read as raw JSON into the project's own small models: turning every member into an SDK model object
+costs milliseconds of CPU each (../shared/TOOLCHAIN.md), minutes on a large tenant.
+
+Each operation declares the application permission it needs (`@requires`); the development credential
+asks for exactly that set and infra grants exactly that set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+from azure.core.credentials import TokenCredential
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.request_information import RequestInformation
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
+from msgraph.generated.groups.item.assign_license.assign_license_post_request_body import (
+    AssignLicensePostRequestBody,
+)
+from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
+from msgraph.generated.models.assigned_license import AssignedLicense as SdkAssignedLicense
+from msgraph.generated.models.body_type import BodyType
+from msgraph.generated.models.email_address import EmailAddress
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.subscribed_skus.subscribed_skus_request_builder import (
+    SubscribedSkusRequestBuilder,
+)
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
+    SendMailPostRequestBody,
+)
+from msgraph_core import GraphClientFactory
+
+from shared.errors import GraphReadError
+from shared.model import AssignedLicense, LicenseState, Membership, ServicePlan, Sku, User
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+PAGE_SIZE = 999  # Graph's maximum for groups and members
+HTTP_TIMEOUT_S = 60.0
+
+GROUP_SELECT = ["id", "displayName", "securityEnabled", "assignedLicenses", "licenseProcessingState"]
+MEMBER_SELECT = [
+    "id", "userPrincipalName", "displayName", "userType", "creationType", "externalUserState",
+    "accountEnabled", "assignedLicenses", "licenseAssignmentStates",
+]
+ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
+
+# operation name -> least-privilege application permission (../shared/graph/FACTS.md)
+REQUIRED_PERMISSIONS: dict[str, str] = {}
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def requires(permission: str) -> Callable[[F], F]:
+    """Declare the Graph application permission an operation needs, next to the operation."""
+
+    def mark(fn: F) -> F:
+        REQUIRED_PERMISSIONS[fn.__name__] = permission
+        return fn
+
+    return mark
+
+
+def required_roles() -> list[str]:
+    return sorted(set(REQUIRED_PERMISSIONS.values()))
+
+
+@dataclass
+class GraphStats:
+    requests: int = 0
+    writes: int = 0
+    by_operation: dict[str, int] = field(default_factory=dict)
+
+    def count(self, operation: str, write: bool = False) -> None:
+        self.requests += 1
+        self.writes += int(write)
+        self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
+
+
+class GraphClient:
+    """Typed access to the Graph calls the engine makes. Construct one per run; `await close()`."""
+
+    def __init__(self, credential: TokenCredential, base_url: str) -> None:
+        host = urlparse(base_url).hostname or ""
+        # Kiota sends no token to hosts outside allowed_hosts, silently: name the one host we call.
+        auth = AzureIdentityAuthenticationProvider(
+            credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
+        )
+        self._http = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
+        )
+        self._adapter = GraphRequestAdapter(auth, client=self._http)
+        self._adapter.base_url = base_url.rstrip("/")
+        self.sdk = GraphServiceClient(request_adapter=self._adapter)
+        self.stats = GraphStats()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _json(self, info: RequestInformation, what: str, operation: str) -> dict[str, Any]:
+        self.stats.count(operation)
+        try:
+            raw = await self._adapter.send_primitive_async(info, "bytes", ERROR_MAP)
+        except ODataError as exc:
+            err = exc.error
+            raise GraphReadError(
+                what, exc.response_status_code, err.code if err else None,
+                (err.message if err else None) or str(exc),
+            ) from exc
+        except (httpx.HTTPError, OSError) as exc:
+            raise GraphReadError(what, None, None, f"{type(exc).__name__}: {exc}") from exc
+        if not raw:
+            raise GraphReadError(what, None, None, "empty response body")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise GraphReadError(what, None, None, f"response is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise GraphReadError(what, None, None, "response is not a JSON object")
+        return body
+
+    async def _pages(self, first: RequestInformation, what: str, operation: str,
+                     with_url: Callable[[str], RequestInformation]) -> list[dict[str, Any]]:
+        """Every item of a paged collection, or GraphReadError: never a partial list."""
+        items: list[dict[str, Any]] = []
+        info = first
+        while True:
+            page = await self._json(info, what, operation)
+            value = page.get("value")
+            if not isinstance(value, list):
+                raise GraphReadError(what, None, None, "page has no 'value' list")
+            items.extend(value)
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                return items
+            if not isinstance(next_link, str):
+                raise GraphReadError(what, None, None, "@odata.nextLink is not a string")
+            info = with_url(next_link)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @requires("LicenseAssignment.Read.All")
+    async def list_skus(self) -> list[Sku]:
+        cfg = RequestConfiguration(
+            query_parameters=SubscribedSkusRequestBuilder.SubscribedSkusRequestBuilderGetQueryParameters(
+                select=["skuId", "skuPartNumber", "appliesTo", "capabilityStatus", "consumedUnits",
+                        "prepaidUnits", "servicePlans"]
+            )
+        )
+        body = await self._json(
+            self.sdk.subscribed_skus.to_get_request_information(cfg), "subscribed SKUs", "list_skus"
+        )
+        value = body.get("value")
+        if not isinstance(value, list):
+            raise GraphReadError("subscribed SKUs", None, None, "response has no 'value' list")
+        try:
+            return [_sku(item) for item in value]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GraphReadError("subscribed SKUs", None, None, f"malformed SKU: {exc!r}") from exc
+
+    @requires("GroupMember.Read.All")
+    async def find_groups(self, odata_filter: str, extra_select: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Groups matching a $filter, with the properties licensing needs (raw JSON objects)."""
+        cfg = RequestConfiguration(
+            query_parameters=GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
+                filter=odata_filter, select=[*GROUP_SELECT, *extra_select], top=PAGE_SIZE
+            )
+        )
+        what = f"groups matching {odata_filter}"
+        items = await self._pages(
+            self.sdk.groups.to_get_request_information(cfg), what, "find_groups",
+            lambda url: self.sdk.groups.with_url(url).to_get_request_information(),
+        )
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                raise GraphReadError(what, None, None, "a group without an id")
+        return items
+
+    @requires("GroupMember.Read.All")
+    async def list_members(self, group_id: str) -> Membership:
+        """A group's direct members, complete. Raises GraphReadError on any failure."""
+        builder = self.sdk.groups.by_group_id(group_id).members
+        cfg = RequestConfiguration(
+            query_parameters=MembersRequestBuilder.MembersRequestBuilderGetQueryParameters(
+                select=MEMBER_SELECT, top=PAGE_SIZE
+            )
+        )
+        what = f"members of group {group_id}"
+        items = await self._pages(
+            builder.to_get_request_information(cfg), what, "list_members",
+            lambda url: builder.with_url(url).to_get_request_information(),
+        )
+        users: list[User] = []
+        nested: list[str] = []
+        others = 0
+        for item in items:
+            kind = item.get("@odata.type") if isinstance(item, dict) else None
+            if kind == "#microsoft.graph.user":
+                try:
+                    users.append(_user(item))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise GraphReadError(what, None, None, f"malformed user: {exc!r}") from exc
+            elif kind == "#microsoft.graph.group":
+                nested.append(str(item.get("id")))
+            elif isinstance(kind, str):
+                others += 1
+            else:
+                raise GraphReadError(what, None, None, "a member without @odata.type")
+        return Membership(users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    @requires("LicenseAssignment.ReadWrite.All")
+    async def assign_group_licenses(self, group_id: str, add: list[tuple[str, list[str]]],
+                                    remove: list[str]) -> None:
+        body = AssignLicensePostRequestBody(
+            add_licenses=[SdkAssignedLicense(sku_id=_uuid(s), disabled_plans=[_uuid(p) for p in plans])
+                          for s, plans in add],
+            remove_licenses=[_uuid(s) for s in remove],
+        )
+        self.stats.count("assign_group_licenses", write=True)
+        info = self.sdk.groups.by_group_id(group_id).assign_license.to_post_request_information(body)
+        await self._adapter.send_no_response_content_async(info, ERROR_MAP)
+
+    @requires("User.ReadWrite.All")
+    async def reprocess_user(self, user_id: str) -> None:
+        self.stats.count("reprocess_user", write=True)
+        info = self.sdk.users.by_user_id(user_id).reprocess_license_assignment.to_post_request_information()
+        await self._adapter.send_no_response_content_async(info, ERROR_MAP)
+
+    @requires("Mail.Send")
+    async def send_mail(self, mailbox: str, to: list[str], subject: str, html: str) -> None:
+        body = SendMailPostRequestBody(
+            message=Message(
+                subject=subject,
+                body=ItemBody(content_type=BodyType.Html, content=html),
+                to_recipients=[Recipient(email_address=EmailAddress(address=a)) for a in to],
+            ),
+            save_to_sent_items=False,
+        )
+        self.stats.count("send_mail", write=True)
+        info = self.sdk.users.by_user_id(mailbox).send_mail.to_post_request_information(body)
+        await self._adapter.send_no_response_content_async(info, ERROR_MAP)
+
+
+def describe_graph_error(exc: BaseException) -> str:
+    """One line saying what Graph answered, for a failed write."""
+    if isinstance(exc, ODataError):
+        err = exc.error
+        code = err.code if err else None
+        message = err.message if err else None
+        return f"HTTP {exc.response_status_code} {code or ''}: {message or exc}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _uuid(value: str) -> Any:
+    import uuid
+
+    return uuid.UUID(value)
+
+
+def _sku(item: dict[str, Any]) -> Sku:
+    prepaid = item.get("prepaidUnits") or {}
+    return Sku(
+        sku_id=str(item["skuId"]).lower(),
+        part_number=str(item["skuPartNumber"]),
+        capability_status=str(item.get("capabilityStatus") or "Enabled"),
+        applies_to=str(item.get("appliesTo") or "User"),
+        enabled=int(prepaid.get("enabled") or 0),
+        consumed=int(item.get("consumedUnits") or 0),
+        service_plans=tuple(
+            ServicePlan(str(p["servicePlanId"]).lower(), str(p["servicePlanName"]))
+            for p in item.get("servicePlans") or ()
+        ),
+    )
+
+
+def parse_group_licenses(raw: Any) -> tuple[AssignedLicense, ...]:
+    return tuple(
+        AssignedLicense(str(a["skuId"]).lower(),
+                        frozenset(str(p).lower() for p in a.get("disabledPlans") or ()))
+        for a in raw or ()
+    )
+
+
+def _user(item: dict[str, Any]) -> User:
+    states = tuple(
+        LicenseState(
+            sku_id=str(s.get("skuId") or "").lower(),
+            assigned_by_group=(str(s["assignedByGroup"]).lower() if s.get("assignedByGroup") else None),
+            state=str(s.get("state") or ""),
+            error=s.get("error"),
+        )
+        for s in item.get("licenseAssignmentStates") or ()
+    )
+    return User(
+        id=str(item["id"]).lower(),
+        upn=str(item.get("userPrincipalName") or ""),
+        display_name=str(item.get("displayName") or ""),
+        user_type=item.get("userType"),
+        creation_type=item.get("creationType"),
+        external_user_state=item.get("externalUserState"),
+        account_enabled=item.get("accountEnabled"),
+        held_skus=frozenset(str(a["skuId"]).lower() for a in item.get("assignedLicenses") or ()),
+        license_states=states,
+    )

@@ -1,0 +1,130 @@
+"""What a run reads from the tenant: plain, immutable data. Built by shared.graph, used by the planner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ASSIGNABLE_CAPABILITY = frozenset({"Enabled", "Warning"})
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Sku:
+    sku_id: str
+    part_number: str
+    capability_status: str
+    applies_to: str
+    enabled: int
+    consumed: int
+    service_plans: tuple[ServicePlan, ...] = ()
+
+    @property
+    def free(self) -> int:
+        # Units in `warning` are expiring: not headroom (FACTS.md). Can be negative.
+        return self.enabled - self.consumed
+
+    @property
+    def assignable(self) -> bool:
+        return self.applies_to == "User" and self.capability_status in ASSIGNABLE_CAPABILITY
+
+    def plan_by_name_or_id(self, ref: str) -> ServicePlan | None:
+        low = ref.lower()
+        for plan in self.service_plans:
+            if plan.id.lower() == low or plan.name.lower() == low:
+                return plan
+        return None
+
+
+@dataclass(frozen=True)
+class AssignedLicense:
+    sku_id: str
+    disabled_plans: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class LicenseState:
+    sku_id: str
+    assigned_by_group: str | None
+    state: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    upn: str
+    display_name: str
+    user_type: str | None
+    creation_type: str | None
+    external_user_state: str | None
+    account_enabled: bool | None
+    held_skus: frozenset[str]
+    license_states: tuple[LicenseState, ...] = ()
+
+    @property
+    def is_b2b(self) -> bool:
+        """The robust rule from FACTS.md: any one signal marks an external (B2B) account."""
+        return (
+            (self.user_type or "").lower() == "guest"
+            or (self.creation_type or "").lower() == "invitation"
+            or "#ext#" in self.upn.lower()
+            or self.external_user_state is not None
+        )
+
+    def errors_from_group(self, group_id: str) -> dict[str, str]:
+        """sku_id -> error code for this group's assignments to this user that are in error."""
+        return {
+            s.sku_id: s.error or "Other"
+            for s in self.license_states
+            if s.assigned_by_group == group_id and s.error and s.error != "None"
+        }
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    display_name: str
+    security_enabled: bool
+    assigned_licenses: tuple[AssignedLicense, ...]
+    processing_state: str | None
+    profile: str  # the profile the policy tags it with
+    priority: int = 100  # lower is decided first
+    tag_problem: str | None = None  # e.g. tagged by two selectors with different profiles
+
+    def license_for(self, sku_id: str) -> AssignedLicense | None:
+        for lic in self.assigned_licenses:
+            if lic.sku_id == sku_id:
+                return lic
+        return None
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A group's direct members as read, complete; or why they could not be read."""
+
+    users: tuple[User, ...] = ()
+    nested_group_ids: tuple[str, ...] = ()
+    other_member_count: int = 0
+    error: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    skus: tuple[Sku, ...]
+    groups: tuple[Group, ...]
+    members: dict[str, Membership] = field(default_factory=dict)
+
+    def sku(self, sku_id: str) -> Sku | None:
+        for s in self.skus:
+            if s.sku_id == sku_id:
+                return s
+        return None

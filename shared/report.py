@@ -1,0 +1,55 @@
+"""Plain-text rendering of a run, the same from a live run or one read back from Table Storage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 70) -> str:
+    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join([line.rstrip(), rule, *body])
+
+
+def _cell(value: Any, max_width: int) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())  # one line per row, whatever the directory holds
+    return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+
+def render_run(summary: dict[str, Any], wide: bool = False) -> str:
+    """Human report from a run summary dict (see shared.run.RunReport.summary)."""
+    width = 400 if wide else 70
+    out = [
+        f"Run {summary['runId']}  mode={summary['mode']}  trigger={summary['trigger']}  "
+        f"status={summary['status']}",
+    ]
+    if summary.get("error"):
+        out.append(f"Error: {summary['error']}")
+    if summary.get("refusedReason"):
+        out.append(f"Refused: {summary['refusedReason']}")
+    groups = summary.get("groups") or []
+    if groups:
+        out += ["", "Groups", table(
+            ["group", "profile", "decision", "outcome", "reason"],
+            [[g["displayName"], g["profile"], g["decision"], g.get("outcome", ""), g["reason"]]
+             for g in groups],
+            width,
+        )]
+    skus = summary.get("skus") or []
+    if skus:
+        out += ["", "Seats", table(
+            ["sku", "status", "enabled", "consumed", "free before", "demand", "planned", "free after"],
+            [[s["skuPartNumber"], s["capabilityStatus"], s["enabled"], s["consumed"],
+              s["freeBefore"], s["demand"], s["granted"], s["freeAfter"]] for s in skus],
+        )]
+    counts = summary.get("counts") or {}
+    if counts:
+        out += ["", "Decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
+    out.append(f"Graph requests: {summary.get('graphRequests', 0)} "
+               f"(writes {summary.get('graphWrites', 0)})")
+    return "\n".join(out)

@@ -1,0 +1,166 @@
+"""Typed settings, parsed once from app settings (environment variables), with clear errors.
+
+Every key the app reads is listed in SETTINGS_KEYS and in local.settings.sample.json; a test keeps the
+two (and infra's app settings) in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from shared.errors import ConfigurationError
+
+Mode = Literal["plan", "apply"]
+CredentialKind = Literal["managed-identity", "local-simulator"]
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+
+# Key -> one-line description (also used by docs and the settings consistency test).
+SETTINGS_KEYS: dict[str, str] = {
+    "LICENSING_POLICY_PATH": "Licensing policy file (YAML or JSON), relative to the app root or absolute.",
+    "LICENSING_TIMER_SCHEDULE": "NCRONTAB schedule of the nightly run (default 0 0 2 * * *: 02:00 UTC).",
+    "LICENSING_TIMER_MODE": "What the timer run does: plan (report only, default) or apply.",
+    "LICENSING_GRAPH_BASE_URL": "Microsoft Graph v1.0 base URL (default https://graph.microsoft.com/v1.0).",
+    "LICENSING_GRAPH_CREDENTIAL": "managed-identity (Azure, default) or local-simulator (loopback only).",
+    "LICENSING_SIM_TOKEN_URL": "Token endpoint of the local Graph simulator (local-simulator only).",
+    "LICENSING_TABLES_CONNECTION_STRING": "Table Storage connection string (local/Azurite).",
+    "LICENSING_TABLES_ENDPOINT": "Table Storage endpoint for identity-based access (Azure).",
+    "LICENSING_TABLE_PREFIX": "Prefix of the table names (default lic), letters and digits.",
+    "LICENSING_ALERT_MAILBOX": "Mailbox (UPN or id) alerts are sent from; empty disables mail.",
+    "LICENSING_ALERT_RECIPIENTS": "Comma-separated addresses that receive alerts.",
+    "LICENSING_MAX_CONCURRENCY": "Groups read concurrently (default 8, 1..64).",
+}
+
+_TABLE_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,19}$")
+_NCRONTAB_FIELDS = 6
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy_path: Path
+    timer_schedule: str
+    timer_mode: Mode
+    graph_base_url: str
+    graph_credential: CredentialKind
+    sim_token_url: str | None
+    tables_connection_string: str | None
+    tables_endpoint: str | None
+    table_prefix: str
+    alert_mailbox: str | None
+    alert_recipients: tuple[str, ...]
+    max_concurrency: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse settings; raise ConfigurationError listing every problem found."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def get(key: str, default: str | None = None) -> str | None:
+            value = env.get(key)
+            if value is None or value.strip() == "":
+                return default
+            return value.strip()
+
+        policy_raw = get("LICENSING_POLICY_PATH", "policy/licensing-policy.yaml")
+        assert policy_raw is not None
+        policy_path = Path(policy_raw)
+        if not policy_path.is_absolute():
+            policy_path = APP_ROOT / policy_path
+
+        schedule = get("LICENSING_TIMER_SCHEDULE", "0 0 2 * * *")
+        assert schedule is not None
+        if len(schedule.split()) != _NCRONTAB_FIELDS:
+            problems.append(
+                f"LICENSING_TIMER_SCHEDULE={schedule!r} must be an NCRONTAB expression with six "
+                "fields (second minute hour day month day-of-week), e.g. '0 0 2 * * *'"
+            )
+
+        mode = get("LICENSING_TIMER_MODE", "plan")
+        if mode not in ("plan", "apply"):
+            problems.append(f"LICENSING_TIMER_MODE={mode!r} must be 'plan' or 'apply'")
+            mode = "plan"
+
+        base_url = (get("LICENSING_GRAPH_BASE_URL", DEFAULT_GRAPH_BASE_URL) or "").rstrip("/")
+        if not re.match(r"^https?://[^/]+/v1\.0$", base_url):
+            problems.append(
+                f"LICENSING_GRAPH_BASE_URL={base_url!r} must be an http(s) URL ending in /v1.0"
+            )
+
+        credential = get("LICENSING_GRAPH_CREDENTIAL", "managed-identity")
+        if credential not in ("managed-identity", "local-simulator"):
+            problems.append(
+                f"LICENSING_GRAPH_CREDENTIAL={credential!r} must be 'managed-identity' or "
+                "'local-simulator'"
+            )
+            credential = "managed-identity"
+        sim_token_url = get("LICENSING_SIM_TOKEN_URL")
+        if credential == "local-simulator" and not sim_token_url:
+            problems.append(
+                "LICENSING_SIM_TOKEN_URL is required when LICENSING_GRAPH_CREDENTIAL=local-simulator"
+            )
+
+        conn = get("LICENSING_TABLES_CONNECTION_STRING")
+        endpoint = get("LICENSING_TABLES_ENDPOINT")
+        if not conn and not endpoint:
+            problems.append(
+                "set LICENSING_TABLES_CONNECTION_STRING (local) or LICENSING_TABLES_ENDPOINT "
+                "(Azure, identity-based)"
+            )
+        elif conn and endpoint:
+            problems.append(
+                "set only one of LICENSING_TABLES_CONNECTION_STRING and LICENSING_TABLES_ENDPOINT"
+            )
+
+        prefix = get("LICENSING_TABLE_PREFIX", "lic")
+        assert prefix is not None
+        if not _TABLE_PREFIX_RE.match(prefix):
+            problems.append(
+                f"LICENSING_TABLE_PREFIX={prefix!r} must start with a letter and hold only "
+                "letters and digits (at most 20)"
+            )
+
+        mailbox = get("LICENSING_ALERT_MAILBOX")
+        recipients_raw = get("LICENSING_ALERT_RECIPIENTS", "") or ""
+        recipients = tuple(r.strip() for r in recipients_raw.split(",") if r.strip())
+        for r in recipients:
+            if "@" not in r:
+                problems.append(f"LICENSING_ALERT_RECIPIENTS: {r!r} is not an email address")
+        if mailbox and not recipients:
+            problems.append(
+                "LICENSING_ALERT_RECIPIENTS is required when LICENSING_ALERT_MAILBOX is set"
+            )
+
+        concurrency_raw = get("LICENSING_MAX_CONCURRENCY", "8")
+        try:
+            concurrency = int(concurrency_raw or "8")
+            if not 1 <= concurrency <= 64:
+                raise ValueError
+        except ValueError:
+            problems.append(
+                f"LICENSING_MAX_CONCURRENCY={concurrency_raw!r} must be an integer 1..64"
+            )
+            concurrency = 8
+
+        if problems:
+            raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
+        return cls(
+            policy_path=policy_path,
+            timer_schedule=schedule,
+            timer_mode=cast(Mode, mode),
+            graph_base_url=base_url,
+            graph_credential=cast(CredentialKind, credential),
+            sim_token_url=sim_token_url,
+            tables_connection_string=conn,
+            tables_endpoint=endpoint,
+            table_prefix=prefix,
+            alert_mailbox=mailbox,
+            alert_recipients=recipients,
+            max_concurrency=concurrency,
+        )
