@@ -141,8 +141,8 @@ def app_settings(azurite: Azurite, sim: Simulator, **overrides: str) -> dict[str
         "LICENSING_SIM_TOKEN_URL": sim.token_url,
         "LICENSING_TABLES_CONNECTION_STRING": azurite.connection_string,
         "LICENSING_TABLE_PREFIX": "lic",
-        "LICENSING_ALERT_MAILBOX": "licensing-alerts@contoso.example",
-        "LICENSING_ALERT_RECIPIENTS": "it-ops@contoso.example",
+        "LICENSING_ALERT_MAILBOX": "licensing-alerts@contoso.com",
+        "LICENSING_ALERT_RECIPIENTS": "it-ops@contoso.com",
         "LICENSING_MAX_CONCURRENCY": "8",
     }
     env.update(overrides)

@@ -118,6 +118,10 @@ async def process_alerts(report: RunReport, settings: Settings, graph: GraphClie
     at = datetime.now(UTC).isoformat()
     for action in transitions(now, states):
         subject, body = render(action, report.run_id)
+        if report.mode == "plan":  # plan mode writes nothing, mail included: say what apply would send
+            results.append({"condition": action.condition_key, "transition": action.transition,
+                            "subject": subject, "sent": False, "error": "plan mode: not sent"})
+            continue
         try:
             await graph.send_mail(settings.alert_mailbox, list(settings.alert_recipients), subject, body)
             sent, error = True, ""

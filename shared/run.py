@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
+from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import StatusCode, TracerProvider
 
 from shared import alerts as alerts_mod
 from shared.collect import collect
@@ -25,6 +27,15 @@ from shared.planner import Plan, make_plan
 from shared.policy import load_policy, resolve
 from shared.settings import Mode, Settings
 from shared.store import TableStore, as_json, clip, new_run_id
+from shared.telemetry import (
+    SPAN_ALERT,
+    SPAN_APPLY,
+    SPAN_COLLECT,
+    SPAN_PLAN,
+    SPAN_RECORD,
+    SPAN_RUN,
+    get_tracer,
+)
 
 Status = Literal["running", "succeeded", "partial", "failed", "refused"]
 
@@ -109,47 +120,62 @@ def _finish_status(report: RunReport) -> Status:
 async def execute_run(settings: Settings, mode: Mode, trigger: str, *,
                       credential: TokenCredential | None = None,
                       group_ids: list[str] | None = None,
-                      store: TableStore | None = None) -> RunReport:
+                      store: TableStore | None = None,
+                      tracer_provider: TracerProvider | None = None) -> RunReport:
     """Run once and record it. Raises only when the run cannot even be recorded (storage down)."""
+    tracer = get_tracer(tracer_provider)
     now = datetime.now(UTC)
     report = RunReport(new_run_id(now, secrets.token_hex(3)), mode, trigger, now,
                        policy_file=str(settings.policy_path))
-    store = store or TableStore.from_settings(settings)
-    await asyncio.to_thread(store.ensure_tables)
-    await asyncio.to_thread(store.put_run, _run_entity(report))
+    with tracer.start_as_current_span(SPAN_RUN, attributes={
+        "licensing.run_id": report.run_id, "licensing.mode": mode, "licensing.trigger": trigger,
+    }) as span:
+        store = store or TableStore.from_settings(settings)
+        await asyncio.to_thread(store.ensure_tables)
+        await asyncio.to_thread(store.put_run, _run_entity(report))
 
-    graph: GraphClient | None = None
-    try:
-        policy = load_policy(settings.policy_path)  # before any Graph call
-        report.policy_digest = policy.digest
-        cred = credential or credential_for(settings, required_roles())
-        graph = GraphClient(cred, settings.graph_base_url)
-        skus = await graph.list_skus()
-        resolved = resolve(policy, skus)
-        wanted = {g.lower() for g in group_ids} if group_ids else None
-        snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
-        report.plan = make_plan(snapshot, resolved)
-        if mode == "apply" and report.plan.changes:
-            report.refused_reason = budget_problem(report.plan, policy.change_budget)
-            if not report.refused_reason:
-                report.outcomes = await apply_plan(report.plan, graph, settings.max_concurrency)
-                try:  # measured seats after the writes, for the report
-                    report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
-                except GraphReadError:
-                    pass  # the planned figures stand; the next run measures again
-        if settings.alert_mailbox:
-            report.alerts = await alerts_mod.process_alerts(report, settings, graph, store)
-    except (PolicyError, ConfigurationError, GraphReadError) as exc:
-        report.error = str(exc)
-    except Exception as exc:  # record any failure rather than lose the run; re-raised below
-        report.error = f"{type(exc).__name__}: {exc}"
-        report.status = "failed"
-        await _record(store, report, graph)
-        raise
-    finally:
-        if graph is not None:
-            await graph.close()
-    await _record(store, report, graph)
+        graph: GraphClient | None = None
+        try:
+            policy = load_policy(settings.policy_path)  # before any Graph call
+            report.policy_digest = policy.digest
+            cred = credential or credential_for(settings, required_roles())
+            graph = GraphClient(cred, settings.graph_base_url)
+            with tracer.start_as_current_span(SPAN_COLLECT):
+                skus = await graph.list_skus()
+                resolved = resolve(policy, skus)
+                wanted = {g.lower() for g in group_ids} if group_ids else None
+                snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
+            with tracer.start_as_current_span(SPAN_PLAN):
+                report.plan = make_plan(snapshot, resolved)
+            if mode == "apply" and report.plan.changes:
+                report.refused_reason = budget_problem(report.plan, policy.change_budget)
+                if not report.refused_reason:
+                    with tracer.start_as_current_span(SPAN_APPLY):
+                        report.outcomes = await apply_plan(report.plan, graph,
+                                                           settings.max_concurrency)
+                    try:  # measured seats after the writes, for the report
+                        report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
+                    except GraphReadError:
+                        pass  # the planned figures stand; the next run measures again
+            if settings.alert_mailbox:
+                with tracer.start_as_current_span(SPAN_ALERT):
+                    report.alerts = await alerts_mod.process_alerts(report, settings, graph, store)
+        except (PolicyError, ConfigurationError, GraphReadError) as exc:
+            report.error = str(exc)
+        except Exception as exc:  # record any failure rather than lose the run; re-raised below
+            report.error = f"{type(exc).__name__}: {exc}"
+            report.status = "failed"
+            await _record(store, report, graph)
+            span.set_status(SpanStatus(StatusCode.ERROR, report.error))
+            raise
+        finally:
+            if graph is not None:
+                await graph.close()
+        with tracer.start_as_current_span(SPAN_RECORD):
+            await _record(store, report, graph)
+        span.set_attribute("licensing.status", report.status)
+        if report.status == "failed":
+            span.set_status(SpanStatus(StatusCode.ERROR, report.error or "failed"))
     return report
 
 

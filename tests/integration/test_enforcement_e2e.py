@@ -1,0 +1,190 @@
+"""The engine end to end: msgraph-sdk over real HTTP to the simulator, records in Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.run import execute_run, read_run
+from shared.settings import Mode
+from tests.integration.conftest import World
+from tests.integration.tenants import E5, EMS, PBI, POLICY, YAMMER, TenantBuilder
+
+
+def run(world: World, mode: Mode = "apply", **kwargs: Any) -> dict[str, Any]:
+    report = asyncio.run(execute_run(world.settings, mode, "test", **kwargs))
+    return report.summary()
+
+
+def by_name(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {g["displayName"]: g for g in summary["groups"]}
+
+
+def small_tenant() -> tuple[TenantBuilder, dict[str, str]]:
+    t = TenantBuilder(e5=20, ems=20, pbi=3)
+    ids = {
+        "new": t.group("LIC-New", "e5-full", t.users_named("new", 3)),
+        "guests": t.group("LIC-Guests", "e5-full", [t.user("alice"), t.user("partner", guest=True)]),
+        "bi": t.group("LIC-BI", "powerbi", t.users_named("bi", 5)),
+        "drift": t.group("LIC-Drift", "e5-no-yammer", t.users_named("drift", 2),
+                         [{"skuId": E5, "disabledPlans": []}, {"skuId": EMS, "disabledPlans": []}]),
+        "untagged": t.group("All staff", None, t.users_named("staff", 2)),
+    }
+    return t, ids
+
+
+def test_apply_assigns_repairs_and_blocks_with_reasons_in_graph_and_tables(world_factory: Any):
+    t, ids = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    summary = run(world)
+    groups = by_name(summary)
+
+    assert summary["status"] == "succeeded"
+    assert set(groups) == {"LIC-New", "LIC-Guests", "LIC-BI", "LIC-Drift"}  # untagged is not read
+    assert groups["LIC-New"]["decision"] == "assign" and groups["LIC-New"]["outcome"] == "applied"
+    assert groups["LIC-Drift"]["decision"] == "repair"
+    assert groups["LIC-Guests"]["decision"] == "blocked-guests"
+    assert "partner_fabrikam.com#EXT#@contoso.example" in groups["LIC-Guests"]["reason"]
+    assert groups["LIC-BI"]["decision"] == "blocked-seats"
+    assert groups["LIC-BI"]["shortfall"] == {"POWER_BI_PRO": 2}
+
+    # In Graph: only the assigned/repaired groups were written to.
+    posted = {w["path"] for w in world.writes() if w["path"].endswith("/assignLicense")}
+    assert posted == {f"/v1.0/groups/{ids['new']}/assignLicense", f"/v1.0/groups/{ids['drift']}/assignLicense"}
+    state = world.state()
+    assert world.group("LIC-Guests")["assignedLicenses"] == []
+    assert world.group("LIC-BI")["assignedLicenses"] == []
+    drift = {a["skuId"]: a["disabledPlans"] for a in world.group("LIC-Drift")["assignedLicenses"]}
+    assert drift == {E5: [YAMMER], EMS: []}
+    seats = {s["skuId"]: s["consumedUnits"] for s in state["skus"]}
+    assert seats[E5] == 5 and seats[PBI] == 0  # 3 new + 2 drift members; nobody got Power BI
+
+    # In Table Storage: the same decisions and reasons, read back.
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None and recorded["status"] == "succeeded"
+    rgroups = by_name(recorded)
+    assert rgroups["LIC-Guests"]["decision"] == "blocked-guests"
+    assert rgroups["LIC-Guests"]["reason"] == groups["LIC-Guests"]["reason"]
+    assert rgroups["LIC-BI"]["decision"] == "blocked-seats"
+    assert rgroups["LIC-BI"]["shortfall"] == {"POWER_BI_PRO": 2}
+    rskus = {s["skuPartNumber"]: s for s in recorded["skus"]}
+    assert rskus["ENTERPRISEPREMIUM"]["freeBefore"] == 18  # the drift group already holds 2
+    assert rskus["ENTERPRISEPREMIUM"]["freeAfter"] == 15
+    assert rskus["ENTERPRISEPREMIUM"]["freeAfterSource"] == "measured"
+
+
+def test_second_apply_right_after_the_first_makes_no_graph_writes(world: World):
+    first = run(world)
+    assert first["graphWrites"] > 0
+    world.clear_requests()
+    second = run(world)
+    assert world.writes() == []
+    assert second["graphWrites"] == 0
+    assert second["counts"]["assign"] == second["counts"]["repair"] == second["counts"]["reprocess"] == 0
+
+
+def test_plan_mode_records_the_plan_and_writes_nothing(world_factory: Any):
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    plan = run(world, "plan")
+    assert world.writes() == []
+    assert by_name(plan)["LIC-New"]["decision"] == "assign"
+    assert by_name(plan)["LIC-New"]["outcome"] == "not-applied"
+    rskus = {s["skuPartNumber"]: s for s in plan["skus"]}
+    assert rskus["ENTERPRISEPREMIUM"]["freeAfter"] == 15
+    assert rskus["ENTERPRISEPREMIUM"]["freeAfterSource"] == "planned"
+    # ...and apply then does exactly what the plan said.
+    applied = run(world, "apply")
+    assert {g["displayName"]: g["decision"] for g in applied["groups"]} == \
+        {g["displayName"]: g["decision"] for g in plan["groups"]}
+
+
+def test_malformed_policy_stops_the_run_before_any_graph_call(world_factory: Any):
+    t, _ = small_tenant()
+    bad = POLICY.replace("  powerbi:\n", "  powerbi:\n    colour: blue\n")
+    world = world_factory(t.build(), bad)
+    summary = run(world)
+    assert summary["status"] == "failed"
+    error = summary["error"]
+    assert world.settings.policy_path.name in error
+    assert "profiles.powerbi.colour" in error and "unknown key" in error
+    assert world.requests() == []
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None and recorded["status"] == "failed" and recorded["error"] == error
+
+
+def test_policy_naming_a_sku_the_tenant_lacks_fails_before_any_write(world_factory: Any):
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY.replace("sku: POWER_BI_PRO", "sku: POWER_BI_PREMIUM"))
+    summary = run(world)
+    assert summary["status"] == "failed" and "POWER_BI_PREMIUM" in summary["error"]
+    assert world.requests() and world.writes() == []
+
+
+def test_users_stuck_in_count_violation_are_reprocessed_once_seats_are_bought(world_factory: Any):
+    t = TenantBuilder(pbi=2)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 4), [{"skuId": PBI, "disabledPlans": []}])
+    world = world_factory(t.build(), POLICY)
+    blocked = run(world)
+    assert by_name(blocked)["LIC-BI"]["decision"] == "blocked-seats"
+    assert world.licence_writes() == []
+
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 4})
+    fixed = run(world)
+    group = by_name(fixed)["LIC-BI"]
+    assert group["decision"] == "reprocess" and group["reprocessUsers"] == 2
+    assert group["outcome"] == "applied"
+    assert {s["skuId"]: s["consumedUnits"] for s in world.state()["skus"]}[PBI] == 4
+    assert by_name(run(world))["LIC-BI"]["decision"] == "compliant"
+
+
+def test_a_group_whose_members_cannot_be_read_is_unknown_and_untouched(world_factory: Any):
+    t, ids = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin("POST", "/_sim/faults", {"path": f"/groups/{ids['new']}/members", "status": 503,
+                                             "count": 100})
+    summary = run(world)
+    groups = by_name(summary)
+    assert summary["status"] == "partial"
+    assert groups["LIC-New"]["decision"] == "unknown"
+    assert "503" in groups["LIC-New"]["reason"]
+    assert not any(ids["new"] in w["path"] for w in world.licence_writes())
+    assert groups["LIC-Drift"]["outcome"] == "applied"  # the others go on
+
+
+def test_change_budget_refuses_the_run_before_its_first_write(world_factory: Any):
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY + "changeBudget: {maxGroupsChanged: 1}\n")
+    summary = run(world)
+    assert summary["status"] == "refused"
+    assert "2 groups would change, the budget allows 1" in summary["refusedReason"]
+    assert world.licence_writes() == []
+    assert read_run(world.store, summary["runId"])["status"] == "refused"
+
+
+def test_only_the_requested_groups_are_considered(world_factory: Any):
+    t, ids = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    summary = run(world, group_ids=[ids["drift"]])
+    assert [g["displayName"] for g in summary["groups"]] == ["LIC-Drift"]
+    assert {w["path"] for w in world.licence_writes()} == {f"/v1.0/groups/{ids['drift']}/assignLicense"}
+
+
+def test_a_run_is_one_trace_with_a_span_per_phase(world_factory: Any):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    report = asyncio.run(execute_run(world.settings, "apply", "test", tracer_provider=provider))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"licensing.run", "licensing.collect", "licensing.plan", "licensing.apply",
+            "licensing.record"} <= set(spans)
+    root = spans["licensing.run"]
+    assert root.attributes["licensing.run_id"] == report.run_id
+    assert root.attributes["licensing.status"] == "succeeded"
+    assert {s.context.trace_id for s in spans.values()} == {root.context.trace_id}
