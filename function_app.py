@@ -1,6 +1,6 @@
 """Azure Functions triggers (Python v2 model). Triggers only: parse input, call the engine.
 
-- timer `nightly_enforcement`: schedule from LICENSING_TIMER_SCHEDULE, mode from LICENSING_TIMER_MODE
+- timer `nightly_enforcement`: schedule LICENSING_TIMER_SCHEDULE, mode LICENSING_TIMER_MODE
 - HTTP `POST /api/runs`: start a plan or apply run, answer with the run's summary
 - HTTP `GET /api/runs/{runId}`: a recorded run
 """
@@ -34,23 +34,30 @@ def settings() -> Settings:
 
 
 def _json(body: Any, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, indent=2), status_code=status,
-                             mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps(body, indent=2), status_code=status, mimetype="application/json"
+    )
 
 
 def _error(status: int, code: str, message: str) -> func.HttpResponse:
     return _json({"error": {"code": code, "message": message}}, status)
 
 
-@app.timer_trigger(schedule="%LICENSING_TIMER_SCHEDULE%", arg_name="timer", run_on_startup=False,
-                   use_monitor=True)
+@app.timer_trigger(
+    schedule="%LICENSING_TIMER_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
+)
 async def nightly_enforcement(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("the nightly run is past due; running now")
     s = settings()
     report = await execute_run(s, s.timer_mode, "timer")
-    log.info("run %s (%s) ended %s: %s", report.run_id, report.mode, report.status,
-             report.summary()["counts"])
+    log.info(
+        "run %s (%s) ended %s: %s",
+        report.run_id,
+        report.mode,
+        report.status,
+        report.summary()["counts"],
+    )
     if report.status == "failed":
         # Surface the failure to the Functions host (retries, failure metrics); the run is recorded.
         raise RuntimeError(f"run {report.run_id} failed: {report.error}")
@@ -103,7 +110,9 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params.get("runId", "")
     if not re.match(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$", run_id):
-        return _error(400, "BadRequest", f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)")
+        return _error(
+            400, "BadRequest", f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)"
+        )
     try:
         s = settings()
     except ConfigurationError as exc:

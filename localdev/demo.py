@@ -31,13 +31,15 @@ def main() -> int:
         env = app_settings(azurite, sim, LICENSING_TIMER_MODE="apply")
         os.environ.update(env)
         import function_app  # after the settings exist: it reads them once
-        from shared.run import read_run
         from shared.report import render_run
+        from shared.run import read_run
         from shared.store import TableStore
 
         print(f"Graph simulator: {sim.url} (tenant {TENANT.relative_to(ROOT)})")
-        print(f"Azurite Tables:  http://127.0.0.1:{azurite.table_port}/devstoreaccount1 "
-              f"(data kept in {(RUN_DIR / 'azurite').relative_to(ROOT)}/)\n")
+        print(
+            f"Azurite Tables:  http://127.0.0.1:{azurite.table_port}/devstoreaccount1 "
+            f"(data kept in {(RUN_DIR / 'azurite').relative_to(ROOT)}/)\n"
+        )
         asyncio.run(function_app.nightly_enforcement(TimerRequest(past_due=False)))
 
         store = TableStore.from_settings(function_app.settings())
@@ -51,16 +53,35 @@ def main() -> int:
             msg = mail["message"]
             (mail_dir / f"{i:02d}.html").write_text(msg["body"]["content"], encoding="utf-8")
         print("\nAlert mails sent (simulator outbox):")
-        print(table(["#", "from", "to", "subject"], [
-            [i, m["from"], ", ".join(r["emailAddress"]["address"] for r in m["message"]["toRecipients"]),
-             m["message"]["subject"]] for i, m in enumerate(outbox, 1)]) if outbox else "  none")
+        print(
+            table(
+                ["#", "from", "to", "subject"],
+                [
+                    [
+                        i,
+                        m["from"],
+                        ", ".join(
+                            r["emailAddress"]["address"] for r in m["message"]["toRecipients"]
+                        ),
+                        m["message"]["subject"],
+                    ]
+                    for i, m in enumerate(outbox, 1)
+                ],
+            )
+            if outbox
+            else "  none"
+        )
         names = store.names
-        print(f"\nRecorded in Table Storage: run {latest['RunId']} in table {names['runs']}, "
-              f"group and SKU results in {names['groups']} (PartitionKey {latest['RunId']}), "
-              f"seat history in {names['skus']}, alert state in {names['alerts']}.")
-        print(f"Mail bodies written to {mail_dir.relative_to(ROOT)}/; the Table data stays in "
-              f"{(RUN_DIR / 'azurite').relative_to(ROOT)}/ (start Azurite with --location on it "
-              "to browse it).")
+        print(
+            f"\nRecorded in Table Storage: run {latest['RunId']} in table {names['runs']}, "
+            f"group and SKU results in {names['groups']} (PartitionKey {latest['RunId']}), "
+            f"seat history in {names['skus']}, alert state in {names['alerts']}."
+        )
+        print(
+            f"Mail bodies written to {mail_dir.relative_to(ROOT)}/; the Table data stays in "
+            f"{(RUN_DIR / 'azurite').relative_to(ROOT)}/ (start Azurite with --location on it "
+            "to browse it)."
+        )
         return 0 if recorded["status"] in ("succeeded", "partial") else 1
     finally:
         sim.stop()

@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0) -> None:
+def _wait_for_port(
+    port: int, proc: subprocess.Popen[Any], what: str, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -64,10 +66,24 @@ class Azurite:
         if not AZURITE_BIN.exists():
             raise RuntimeError(f"{AZURITE_BIN} is missing: run `make setup` (npm ci) first")
         self.table_port, self.queue_port, blob_port = free_port(), free_port(), free_port()
-        args = [str(AZURITE_BIN), "--silent", "--disableTelemetry", "--skipApiVersionCheck",
-                "--blobHost", LOOPBACK, "--queueHost", LOOPBACK, "--tableHost", LOOPBACK,
-                "--blobPort", str(blob_port), "--queuePort", str(self.queue_port),
-                "--tablePort", str(self.table_port)]
+        args = [
+            str(AZURITE_BIN),
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--blobHost",
+            LOOPBACK,
+            "--queueHost",
+            LOOPBACK,
+            "--tableHost",
+            LOOPBACK,
+            "--blobPort",
+            str(blob_port),
+            "--queuePort",
+            str(self.queue_port),
+            "--tablePort",
+            str(self.table_port),
+        ]
         if self.location is None:
             args.append("--inMemoryPersistence")
         else:
@@ -80,9 +96,11 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-                f"TableEndpoint=http://{LOOPBACK}:{self.table_port}/{DEV_ACCOUNT};"
-                f"QueueEndpoint=http://{LOOPBACK}:{self.queue_port}/{DEV_ACCOUNT};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"TableEndpoint=http://{LOOPBACK}:{self.table_port}/{DEV_ACCOUNT};"
+            f"QueueEndpoint=http://{LOOPBACK}:{self.queue_port}/{DEV_ACCOUNT};"
+        )
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -96,10 +114,20 @@ class Simulator:
     proc: subprocess.Popen[str] | None = field(default=None, repr=False)
 
     def start(self) -> Simulator:
-        args = [sys.executable, "-m", "simulator", "serve", "--port", "0", "--tenant", str(self.tenant),
-                *self.extra_args]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        args = [
+            sys.executable,
+            "-m",
+            "simulator",
+            "serve",
+            "--port",
+            "0",
+            "--tenant",
+            str(self.tenant),
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         prefix = "simulator listening on "
@@ -107,7 +135,7 @@ class Simulator:
             _stop(self.proc)
             err = self.proc.stderr.read() if self.proc.stderr else ""
             raise RuntimeError(f"the Graph simulator did not start: {line!r} {err[-2000:]}")
-        self.url = line[len(prefix):]
+        self.url = line[len(prefix) :]
         return self
 
     @property
@@ -120,8 +148,12 @@ class Simulator:
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
             raw = resp.read()
         return json.loads(raw) if raw else None
@@ -147,7 +179,6 @@ def app_settings(azurite: Azurite, sim: Simulator, **overrides: str) -> dict[str
     }
     env.update(overrides)
     return env
-
 
 
 __all__ = ["Azurite", "Simulator", "app_settings", "free_port"]

@@ -1,1 +1,1 @@
-"""The licensing enforcement engine. Never imports azure.functions (triggers live in function_app.py)."""
+"""The licensing enforcement engine. Never imports azure.functions (triggers: function_app.py)."""

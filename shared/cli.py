@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for verb in ("plan", "apply"):
         p = sub.add_parser(verb, help=f"run enforcement in {verb} mode")
-        p.add_argument("--group", action="append", default=None, help="only this group id (repeatable)")
+        p.add_argument(
+            "--group", action="append", default=None, help="only this group id (repeatable)"
+        )
         p.add_argument("--json", action="store_true", help="print the run summary as JSON")
         p.add_argument("--wide", action="store_true", help="do not shorten long reasons")
     p = sub.add_parser("runs", help="list recent runs")
@@ -42,14 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate" and args.policy:
             policy = load_policy(args.policy)
-            print(f"{args.policy}: valid ({len(policy.profiles)} profiles, "
-                  f"{len(policy.selectors)} selectors)")
+            print(
+                f"{args.policy}: valid ({len(policy.profiles)} profiles, "
+                f"{len(policy.selectors)} selectors)"
+            )
             return 0
         settings = Settings.from_env()
         if args.command == "validate":
             policy = load_policy(settings.policy_path)
-            print(f"{settings.policy_path}: valid ({len(policy.profiles)} profiles, "
-                  f"{len(policy.selectors)} selectors)")
+            print(
+                f"{settings.policy_path}: valid ({len(policy.profiles)} profiles, "
+                f"{len(policy.selectors)} selectors)"
+            )
             return 0
         if args.command in ("plan", "apply"):
             report = asyncio.run(execute_run(settings, args.command, "cli", group_ids=args.group))
@@ -60,9 +66,22 @@ def main(argv: list[str] | None = None) -> int:
         store.ensure_tables()
         if args.command == "runs":
             rows = store.list_runs(args.limit)
-            print(table(["run", "mode", "trigger", "status", "changed", "error"],
-                        [[r["RunId"], r["Mode"], r["Trigger"], r["Status"], r.get("GroupsChanged", 0),
-                          r.get("Error") or r.get("RefusedReason") or ""] for r in rows]))
+            print(
+                table(
+                    ["run", "mode", "trigger", "status", "changed", "error"],
+                    [
+                        [
+                            r["RunId"],
+                            r["Mode"],
+                            r["Trigger"],
+                            r["Status"],
+                            r.get("GroupsChanged", 0),
+                            r.get("Error") or r.get("RefusedReason") or "",
+                        ]
+                        for r in rows
+                    ],
+                )
+            )
             return 0
         found = read_run(store, args.run_id)
         if found is None:

@@ -24,15 +24,20 @@ def _quote(value: str) -> str:
 
 
 def selector_queries(selector: Selector, profiles: Iterable[str]) -> list[tuple[str, str | None]]:
-    """($filter, profile) pairs for one selector; profile None means 'read it from the extension'."""
+    """($filter, profile) pairs for one selector; profile None: the extension's value names it."""
     if selector.extension_property:
         # `eq` is the documented way to filter on a directory extension; one query per profile.
         return [(f"{selector.extension_property} eq {_quote(p)}", p) for p in sorted(profiles)]
     if selector.display_name_prefix is not None:
-        return [(f"startswith(displayName,{_quote(selector.display_name_prefix)})", selector.profile)]
+        return [
+            (f"startswith(displayName,{_quote(selector.display_name_prefix)})", selector.profile)
+        ]
     ids = list(selector.group_ids)
     return [
-        ("id in (" + ",".join(_quote(i) for i in ids[n:n + IN_CLAUSE_LIMIT]) + ")", selector.profile)
+        (
+            "id in (" + ",".join(_quote(i) for i in ids[n : n + IN_CLAUSE_LIMIT]) + ")",
+            selector.profile,
+        )
         for n in range(0, len(ids), IN_CLAUSE_LIMIT)
     ]
 
@@ -54,8 +59,11 @@ async def find_tagged_groups(graph: GraphClient, policy: Policy) -> list[Group]:
         priority = min(s.priority for s, _ in matches)
         problem = None
         if len(profiles) > 1:
-            problem = "tagged for more than one profile (" + ", ".join(
-                f"{p!r} by selectors[{s.index}]" for s, p in matches) + "): tag it for one"
+            problem = (
+                "tagged for more than one profile ("
+                + ", ".join(f"{p!r} by selectors[{s.index}]" for s, p in matches)
+                + "): tag it for one"
+            )
         groups.append(replace(group, priority=priority, tag_problem=problem))
     groups.sort(key=lambda g: (g.display_name.lower(), g.id))
     return groups
@@ -66,7 +74,9 @@ def _group(raw: dict[str, Any], profile: str) -> Group:
     try:
         licenses = parse_group_licenses(raw.get("assignedLicenses"))
     except (KeyError, TypeError, AttributeError) as exc:
-        raise GraphReadError(f"group {raw.get('id')}", None, None, f"malformed assignedLicenses: {exc!r}") from exc
+        raise GraphReadError(
+            f"group {raw.get('id')}", None, None, f"malformed assignedLicenses: {exc!r}"
+        ) from exc
     return Group(
         id=str(raw["id"]).lower(),
         display_name=str(raw.get("displayName") or raw["id"]),
@@ -77,7 +87,9 @@ def _group(raw: dict[str, Any], profile: str) -> Group:
     )
 
 
-async def read_members(graph: GraphClient, groups: list[Group], max_concurrency: int) -> dict[str, Membership]:
+async def read_members(
+    graph: GraphClient, groups: list[Group], max_concurrency: int
+) -> dict[str, Membership]:
     gate = asyncio.Semaphore(max_concurrency)
 
     async def one(group: Group) -> tuple[str, Membership]:
@@ -90,8 +102,13 @@ async def read_members(graph: GraphClient, groups: list[Group], max_concurrency:
     return dict(await asyncio.gather(*(one(g) for g in groups)))
 
 
-async def collect(graph: GraphClient, policy: Policy, skus: list[Sku], max_concurrency: int,
-                  only_group_ids: set[str] | None = None) -> Snapshot:
+async def collect(
+    graph: GraphClient,
+    policy: Policy,
+    skus: list[Sku],
+    max_concurrency: int,
+    only_group_ids: set[str] | None = None,
+) -> Snapshot:
     groups = await find_tagged_groups(graph, policy)
     if only_group_ids is not None:
         groups = [g for g in groups if g.id in only_group_ids]

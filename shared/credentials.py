@@ -1,8 +1,8 @@
 """Credentials for Microsoft Graph.
 
-In Azure: DefaultAzureCredential (the app's managed identity; AZURE_CLIENT_ID picks a user-assigned one).
-Locally: LocalSimulatorCredential, which gets tokens from the Graph simulator and refuses, before any
-request, to serve a Graph URL or token endpoint that is not on loopback.
+In Azure: DefaultAzureCredential (the app's managed identity; AZURE_CLIENT_ID picks a
+user-assigned one). Locally: LocalSimulatorCredential, which gets tokens from the Graph simulator
+and refuses, before any request, to serve a Graph URL or token endpoint that is not on loopback.
 """
 
 from __future__ import annotations

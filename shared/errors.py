@@ -39,4 +39,4 @@ class GraphReadError(Exception):
 
 
 class RunRefused(Exception):
-    """A run stopped before its first write (change budget exceeded, another run holds the lease)."""
+    """A run stopped before its first write (over the change budget, or a concurrent run)."""

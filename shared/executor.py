@@ -1,4 +1,4 @@
-"""Apply a plan through the Graph adapter: idempotent, one group's failure isolated from the others."""
+"""Apply a plan through the Graph adapter: idempotent; one group's failure does not stop others."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from shared.policy import ChangeBudget
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # applied | failed | not-applied (plan mode, refused run, or a decision without writes)
+    status: (
+        str  # applied | failed | not-applied (plan mode, refused run, or a decision without writes)
+    )
     detail: str = ""
 
 
@@ -20,15 +22,22 @@ def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
     """Why the plan may not be applied, or None. Checked before the first write."""
     problems = []
     if plan.groups_changed > budget.max_groups_changed:
-        problems.append(f"{plan.groups_changed} groups would change, the budget allows "
-                        f"{budget.max_groups_changed}")
+        problems.append(
+            f"{plan.groups_changed} groups would change, the budget allows "
+            f"{budget.max_groups_changed}"
+        )
     if plan.users_affected > budget.max_users_affected:
-        problems.append(f"{plan.users_affected} users would be affected, the budget allows "
-                        f"{budget.max_users_affected}")
+        problems.append(
+            f"{plan.users_affected} users would be affected, the budget allows "
+            f"{budget.max_users_affected}"
+        )
     if not problems:
         return None
-    return ("change budget exceeded: " + "; ".join(problems)
-            + " (raise changeBudget in the policy after checking the plan)")
+    return (
+        "change budget exceeded: "
+        + "; ".join(problems)
+        + " (raise changeBudget in the policy after checking the plan)"
+    )
 
 
 async def apply_plan(plan: Plan, graph: GraphClient, max_concurrency: int) -> dict[str, Outcome]:

@@ -1,11 +1,11 @@
 """The only code that talks to Microsoft Graph.
 
-msgraph-sdk builds the requests and runs its middleware (auth, retries, redirects), but bulk pages are
-read as raw JSON into the project's own small models: turning every member into an SDK model object
-costs milliseconds of CPU each (../shared/TOOLCHAIN.md), minutes on a large tenant.
+msgraph-sdk builds the requests and runs its middleware (auth, retries, redirects), but bulk
+pages are read as raw JSON into the project's own small models: an SDK model object costs
+milliseconds of CPU each (../shared/TOOLCHAIN.md), minutes on a large tenant.
 
-Each operation declares the application permission it needs (`@requires`); the development credential
-asks for exactly that set and infra grants exactly that set.
+Each operation declares the application permissions it needs (`@requires`); the development
+credential asks for exactly that set and infra grants exactly that set.
 """
 
 from __future__ import annotations
@@ -51,31 +51,45 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 PAGE_SIZE = 999  # Graph's maximum for groups and members
 HTTP_TIMEOUT_S = 60.0
 
-GROUP_SELECT = ["id", "displayName", "securityEnabled", "assignedLicenses", "licenseProcessingState"]
+GROUP_SELECT = [
+    "id",
+    "displayName",
+    "securityEnabled",
+    "assignedLicenses",
+    "licenseProcessingState",
+]
 MEMBER_SELECT = [
-    "id", "userPrincipalName", "displayName", "userType", "creationType", "externalUserState",
-    "accountEnabled", "assignedLicenses", "licenseAssignmentStates",
+    "id",
+    "userPrincipalName",
+    "displayName",
+    "userType",
+    "creationType",
+    "externalUserState",
+    "accountEnabled",
+    "assignedLicenses",
+    "licenseAssignmentStates",
 ]
 ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 
-# operation name -> least-privilege application permission (../shared/graph/FACTS.md)
-REQUIRED_PERMISSIONS: dict[str, str] = {}
+# operation name -> least-privilege application permissions (../shared/graph/FACTS.md)
+REQUIRED_PERMISSIONS: dict[str, tuple[str, ...]] = {}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def requires(permission: str) -> Callable[[F], F]:
-    """Declare the Graph application permission an operation needs, next to the operation."""
+def requires(*permissions: str) -> Callable[[F], F]:
+    """Declare the Graph application permissions an operation needs, next to the operation."""
 
     def mark(fn: F) -> F:
-        REQUIRED_PERMISSIONS[fn.__name__] = permission
+        REQUIRED_PERMISSIONS[fn.__name__] = permissions
         return fn
 
     return mark
 
 
 def required_roles() -> list[str]:
-    return sorted(set(REQUIRED_PERMISSIONS.values()))
+    """Every permission the app needs: what infra grants and the local credential asks for."""
+    return sorted({p for perms in REQUIRED_PERMISSIONS.values() for p in perms})
 
 
 @dataclass
@@ -117,7 +131,9 @@ class GraphClient:
         except ODataError as exc:
             err = exc.error
             raise GraphReadError(
-                what, exc.response_status_code, err.code if err else None,
+                what,
+                exc.response_status_code,
+                err.code if err else None,
                 (err.message if err else None) or str(exc),
             ) from exc
         except (httpx.HTTPError, OSError) as exc:
@@ -132,8 +148,13 @@ class GraphClient:
             raise GraphReadError(what, None, None, "response is not a JSON object")
         return body
 
-    async def _pages(self, first: RequestInformation, what: str, operation: str,
-                     with_url: Callable[[str], RequestInformation]) -> list[dict[str, Any]]:
+    async def _pages(
+        self,
+        first: RequestInformation,
+        what: str,
+        operation: str,
+        with_url: Callable[[str], RequestInformation],
+    ) -> list[dict[str, Any]]:
         """Every item of a paged collection, or GraphReadError: never a partial list."""
         items: list[dict[str, Any]] = []
         info = first
@@ -156,8 +177,15 @@ class GraphClient:
     async def list_skus(self) -> list[Sku]:
         cfg = RequestConfiguration(
             query_parameters=SubscribedSkusRequestBuilder.SubscribedSkusRequestBuilderGetQueryParameters(
-                select=["skuId", "skuPartNumber", "appliesTo", "capabilityStatus", "consumedUnits",
-                        "prepaidUnits", "servicePlans"]
+                select=[
+                    "skuId",
+                    "skuPartNumber",
+                    "appliesTo",
+                    "capabilityStatus",
+                    "consumedUnits",
+                    "prepaidUnits",
+                    "servicePlans",
+                ]
             )
         )
         body = await self._json(
@@ -172,7 +200,9 @@ class GraphClient:
             raise GraphReadError("subscribed SKUs", None, None, f"malformed SKU: {exc!r}") from exc
 
     @requires("GroupMember.Read.All")
-    async def find_groups(self, odata_filter: str, extra_select: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    async def find_groups(
+        self, odata_filter: str, extra_select: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
         """Groups matching a $filter, with the properties licensing needs (raw JSON objects)."""
         cfg = RequestConfiguration(
             query_parameters=GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
@@ -181,7 +211,9 @@ class GraphClient:
         )
         what = f"groups matching {odata_filter}"
         items = await self._pages(
-            self.sdk.groups.to_get_request_information(cfg), what, "find_groups",
+            self.sdk.groups.to_get_request_information(cfg),
+            what,
+            "find_groups",
             lambda url: self.sdk.groups.with_url(url).to_get_request_information(),
         )
         for item in items:
@@ -189,7 +221,9 @@ class GraphClient:
                 raise GraphReadError(what, None, None, "a group without an id")
         return items
 
-    @requires("GroupMember.Read.All")
+    # Without User.Read.All, Graph returns user members with only @odata.type and id (FACTS.md):
+    # no UPN or userType, so guests could not be recognised.
+    @requires("GroupMember.Read.All", "User.Read.All")
     async def list_members(self, group_id: str) -> Membership:
         """A group's direct members, complete. Raises GraphReadError on any failure."""
         builder = self.sdk.groups.by_group_id(group_id).members
@@ -200,7 +234,9 @@ class GraphClient:
         )
         what = f"members of group {group_id}"
         items = await self._pages(
-            builder.to_get_request_information(cfg), what, "list_members",
+            builder.to_get_request_information(cfg),
+            what,
+            "list_members",
             lambda url: builder.with_url(url).to_get_request_information(),
         )
         users: list[User] = []
@@ -209,6 +245,14 @@ class GraphClient:
         for item in items:
             kind = item.get("@odata.type") if isinstance(item, dict) else None
             if kind == "#microsoft.graph.user":
+                if not item.get("userPrincipalName"):
+                    raise GraphReadError(
+                        what,
+                        None,
+                        None,
+                        f"user {item.get('id')} came back without "
+                        "userPrincipalName: is User.Read.All granted?",
+                    )
                 try:
                     users.append(_user(item))
                 except (KeyError, TypeError, ValueError) as exc:
@@ -219,26 +263,35 @@ class GraphClient:
                 others += 1
             else:
                 raise GraphReadError(what, None, None, "a member without @odata.type")
-        return Membership(users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others)
+        return Membership(
+            users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others
+        )
 
     # -- writes -----------------------------------------------------------------------------
 
     @requires("LicenseAssignment.ReadWrite.All")
-    async def assign_group_licenses(self, group_id: str, add: list[tuple[str, list[str]]],
-                                    remove: list[str]) -> None:
+    async def assign_group_licenses(
+        self, group_id: str, add: list[tuple[str, list[str]]], remove: list[str]
+    ) -> None:
         body = AssignLicensePostRequestBody(
-            add_licenses=[SdkAssignedLicense(sku_id=_uuid(s), disabled_plans=[_uuid(p) for p in plans])
-                          for s, plans in add],
+            add_licenses=[
+                SdkAssignedLicense(sku_id=_uuid(s), disabled_plans=[_uuid(p) for p in plans])
+                for s, plans in add
+            ],
             remove_licenses=[_uuid(s) for s in remove],
         )
         self.stats.count("assign_group_licenses", write=True)
-        info = self.sdk.groups.by_group_id(group_id).assign_license.to_post_request_information(body)
+        info = self.sdk.groups.by_group_id(group_id).assign_license.to_post_request_information(
+            body
+        )
         await self._adapter.send_no_response_content_async(info, ERROR_MAP)
 
     @requires("User.ReadWrite.All")
     async def reprocess_user(self, user_id: str) -> None:
         self.stats.count("reprocess_user", write=True)
-        info = self.sdk.users.by_user_id(user_id).reprocess_license_assignment.to_post_request_information()
+        info = self.sdk.users.by_user_id(
+            user_id
+        ).reprocess_license_assignment.to_post_request_information()
         await self._adapter.send_no_response_content_async(info, ERROR_MAP)
 
     @requires("Mail.Send")
@@ -290,8 +343,9 @@ def _sku(item: dict[str, Any]) -> Sku:
 
 def parse_group_licenses(raw: Any) -> tuple[AssignedLicense, ...]:
     return tuple(
-        AssignedLicense(str(a["skuId"]).lower(),
-                        frozenset(str(p).lower() for p in a.get("disabledPlans") or ()))
+        AssignedLicense(
+            str(a["skuId"]).lower(), frozenset(str(p).lower() for p in a.get("disabledPlans") or ())
+        )
         for a in raw or ()
     )
 
@@ -300,7 +354,9 @@ def _user(item: dict[str, Any]) -> User:
     states = tuple(
         LicenseState(
             sku_id=str(s.get("skuId") or "").lower(),
-            assigned_by_group=(str(s["assignedByGroup"]).lower() if s.get("assignedByGroup") else None),
+            assigned_by_group=(
+                str(s["assignedByGroup"]).lower() if s.get("assignedByGroup") else None
+            ),
             state=str(s.get("state") or ""),
             error=s.get("error"),
         )

@@ -1,4 +1,4 @@
-"""What a run reads from the tenant: plain, immutable data. Built by shared.graph, used by the planner."""
+"""What a run reads from the tenant: plain immutable data for the planner."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Pure planning: snapshot + resolved policy -> plan (a decision with a reason for every group).
 
-No I/O. Seat arithmetic (docs/architecture.md): free = enabled - consumed - reserve; demand counts each
-direct user member who does not hold the SKU once across the run; a group is assigned only if every SKU
-of its profile fits after the groups decided before it (policy priority, then smaller demand first).
+No I/O. Seat arithmetic (docs/architecture.md): free = enabled - consumed - reserve; demand
+counts each direct user member who does not hold the SKU once across the run; a group is assigned
+only if every SKU of its profile fits after the groups decided before it (policy priority,
+then smaller demand first).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ MAX_LISTED_ERRORS = 20
 
 ERROR_ADVICE = {
     "CountViolation": "not enough seats: buy or free seats; the next run reprocesses these users",
-    "MutuallyExclusiveViolation": "the user holds a licence that conflicts with this one: remove one",
+    "MutuallyExclusiveViolation": "the user holds a conflicting licence: remove one of the two",
     "DependencyViolation": "a plan this licence depends on is disabled or missing: enable it",
     "ProhibitedInUsageLocationViolation": (
-        "a service is not offered in the user's usage location: fix usageLocation or disable the plan"
+        "a service is not offered in the user's usage location: fix usageLocation or disable it"
     ),
     "UniquenessViolation": "a duplicate proxy address or UPN: fix the conflicting attribute",
     "Other": "open the user's licences in the Entra admin centre to see the error",
@@ -65,7 +66,9 @@ class GroupPlan:
     guest_count: int = 0
     guests: tuple[str, ...] = ()  # UPNs, at most MAX_LISTED_GUESTS
     nested_group_count: int = 0
-    demand: dict[str, int] = field(default_factory=dict)  # part number -> new seats this group takes
+    demand: dict[str, int] = field(
+        default_factory=dict
+    )  # part number -> new seats this group takes
     shortfall: dict[str, int] = field(default_factory=dict)  # part number -> seats missing
     notes: list[str] = field(default_factory=list)
 
@@ -138,8 +141,14 @@ class _Candidate:
 
 def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
     sku_plans = {
-        s.sku_id: SkuPlan(s.sku_id, s.part_number, s.capability_status, s.enabled, s.consumed,
-                          policy.reserves.get(s.sku_id, 0))
+        s.sku_id: SkuPlan(
+            s.sku_id,
+            s.part_number,
+            s.capability_status,
+            s.enabled,
+            s.consumed,
+            policy.reserves.get(s.sku_id, 0),
+        )
         for s in snapshot.skus
     }
     finished: list[GroupPlan] = []
@@ -164,9 +173,15 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
     available = {sid: sp.free_before - sp.reserve for sid, sp in sku_plans.items()}
     counted: dict[str, set[str]] = {sid: set() for sid in sku_plans}
     # Groups Entra is already processing take their seats first: that is happening regardless.
-    candidates.sort(key=lambda c: (not c.processing, c.plan.priority,
-                                   sum(len(u) for u in c.lacking.values()),
-                                   c.plan.display_name.lower(), c.plan.group_id))
+    candidates.sort(
+        key=lambda c: (
+            not c.processing,
+            c.plan.priority,
+            sum(len(u) for u in c.lacking.values()),
+            c.plan.display_name.lower(),
+            c.plan.group_id,
+        )
+    )
     for cand in candidates:
         _decide(cand, available, counted, sku_plans)
         finished.append(cand.plan)
@@ -179,9 +194,14 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
 def _base(group: Group, membership: Membership) -> GroupPlan:
     guests = [u for u in membership.users if u.is_b2b]
     plan = GroupPlan(
-        group_id=group.id, display_name=group.display_name, profile=group.profile,
-        decision=Decision.UNKNOWN, reason="", priority=group.priority,
-        member_count=len(membership.users), guest_count=len(guests),
+        group_id=group.id,
+        display_name=group.display_name,
+        profile=group.profile,
+        decision=Decision.UNKNOWN,
+        reason="",
+        priority=group.priority,
+        member_count=len(membership.users),
+        guest_count=len(guests),
         guests=tuple(sorted(u.upn for u in guests)[:MAX_LISTED_GUESTS]),
         nested_group_count=len(membership.nested_group_ids),
     )
@@ -195,33 +215,51 @@ def _base(group: Group, membership: Membership) -> GroupPlan:
     return plan
 
 
-def _precheck(group: Group, membership: Membership, snapshot: Snapshot,
-              policy: ResolvedPolicy) -> GroupPlan | _Candidate:
+def _precheck(
+    group: Group, membership: Membership, snapshot: Snapshot, policy: ResolvedPolicy
+) -> GroupPlan | _Candidate:
     plan = _base(group, membership)
     if not membership.known:
-        plan.reason = f"members could not be read completely ({membership.error}); nothing was changed"
+        plan.reason = (
+            f"members could not be read completely ({membership.error}); nothing was changed"
+        )
         return plan
     if group.tag_problem:
         return _blocked_policy(plan, group.tag_problem)
     profile = policy.profiles.get(group.profile)
     if profile is None:
-        return _blocked_policy(plan, f"tagged with profile {group.profile!r}, which the policy does "
-                                     f"not define (defined: {', '.join(sorted(policy.profiles))})")
+        return _blocked_policy(
+            plan,
+            f"tagged with profile {group.profile!r}, which the policy does "
+            f"not define (defined: {', '.join(sorted(policy.profiles))})",
+        )
     if not group.security_enabled:
-        return _blocked_policy(plan, "not security-enabled: Entra assigns licences only to security "
-                                     "groups; enable security or untag the group")
+        return _blocked_policy(
+            plan,
+            "not security-enabled: Entra assigns licences only to security "
+            "groups; enable security or untag the group",
+        )
     for rs in profile.skus:
         sku = snapshot.sku(rs.sku_id)
         if sku is None or not sku.assignable:
             status = sku.capability_status if sku else "missing"
-            return _blocked_policy(plan, f"{rs.part_number} is {status}, not assignable; renew the "
-                                         "subscription or change the profile")
+            return _blocked_policy(
+                plan,
+                f"{rs.part_number} is {status}, not assignable; renew the "
+                "subscription or change the profile",
+            )
     if plan.guest_count:
         listed = ", ".join(plan.guests)
-        more = "" if plan.guest_count <= len(plan.guests) else f" and {plan.guest_count - len(plan.guests)} more"
+        more = (
+            ""
+            if plan.guest_count <= len(plan.guests)
+            else f" and {plan.guest_count - len(plan.guests)} more"
+        )
         plan.decision = Decision.BLOCKED_GUESTS
-        plan.reason = (f"{plan.guest_count} B2B guest member(s) ({listed}{more}): group-based "
-                       "licensing must not be used on groups with guests; remove them from the group")
+        plan.reason = (
+            f"{plan.guest_count} B2B guest member(s) ({listed}{more}): group-based "
+            "licensing must not be used on groups with guests; remove them from the group"
+        )
         return plan
 
     profile_ids = {rs.sku_id for rs in profile.skus}
@@ -231,13 +269,16 @@ def _precheck(group: Group, membership: Membership, snapshot: Snapshot,
         current = group.license_for(rs.sku_id)
         if current is None:
             needs_write = True
-            plan.notes.append(f"{rs.part_number} is missing from the group")
+            if group.assigned_licenses:  # a repair: say what is missing
+                plan.notes.append(f"{rs.part_number} is missing from the group")
         elif current.disabled_plans != rs.disabled_plan_ids:
             needs_write = True
             plan.notes.append(f"{rs.part_number} disabled plans drifted from the profile")
         if rs.implicitly_disabled:
-            plan.notes.append(f"{rs.part_number}: plans outside the allow-list stay disabled: "
-                              f"{', '.join(rs.implicitly_disabled)}")
+            plan.notes.append(
+                f"{rs.part_number}: plans outside the allow-list stay disabled: "
+                f"{', '.join(rs.implicitly_disabled)}"
+            )
         lacking[rs.sku_id] = set()
 
     other_errors: dict[str, list[str]] = {}
@@ -256,8 +297,10 @@ def _precheck(group: Group, membership: Membership, snapshot: Snapshot,
                 lacking[rs.sku_id].add(user.id)
     for error, upns in sorted(other_errors.items()):
         listed = ", ".join(sorted(set(upns))[:MAX_LISTED_ERRORS])
-        plan.notes.append(f"{len(set(upns))} user(s) in {error} ({listed}): "
-                          f"{ERROR_ADVICE.get(error, ERROR_ADVICE['Other'])}")
+        plan.notes.append(
+            f"{len(set(upns))} user(s) in {error} ({listed}): "
+            f"{ERROR_ADVICE.get(error, ERROR_ADVICE['Other'])}"
+        )
 
     unlisted = [lic.sku_id for lic in group.assigned_licenses if lic.sku_id not in profile_ids]
     if unlisted:
@@ -267,8 +310,10 @@ def _precheck(group: Group, membership: Membership, snapshot: Snapshot,
             plan.remove_licenses = tuple(unlisted)
             plan.notes.append(f"carries {names}, not in the profile: will be removed")
         else:
-            plan.notes.append(f"carries {names}, not in the profile: left in place "
-                              "(set removeUnlistedLicenses: true to remove)")
+            plan.notes.append(
+                f"carries {names}, not in the profile: left in place "
+                "(set removeUnlistedLicenses: true to remove)"
+            )
     if needs_write:
         plan.add_licenses = tuple(
             LicenseChange(rs.sku_id, rs.part_number, tuple(sorted(rs.disabled_plan_ids)))
@@ -276,7 +321,13 @@ def _precheck(group: Group, membership: Membership, snapshot: Snapshot,
         )
     processing = group.processing_state not in (None, "ProcessingComplete")
     return _Candidate(
-        plan, profile, lacking, needs_write, bool(group.assigned_licenses), count_violations, processing
+        plan,
+        profile,
+        lacking,
+        needs_write,
+        bool(group.assigned_licenses),
+        count_violations,
+        processing,
     )
 
 
@@ -291,12 +342,19 @@ def _part(snapshot: Snapshot, sku_id: str) -> str:
     return sku.part_number if sku else sku_id
 
 
-def _decide(cand: _Candidate, available: dict[str, int], counted: dict[str, set[str]],
-            sku_plans: dict[str, SkuPlan]) -> None:
+def _decide(
+    cand: _Candidate,
+    available: dict[str, int],
+    counted: dict[str, set[str]],
+    sku_plans: dict[str, SkuPlan],
+) -> None:
     plan = cand.plan
     need = {sid: users - counted[sid] for sid, users in cand.lacking.items()}
-    shortfall = {sid: len(users) - available[sid] for sid, users in need.items()
-                 if len(users) > available[sid]}
+    shortfall = {
+        sid: len(users) - available[sid]
+        for sid, users in need.items()
+        if len(users) > available[sid]
+    }
     plan.demand = {sku_plans[sid].part_number: len(u) for sid, u in need.items() if u}
     lacking_any = any(cand.lacking.values())
 
@@ -312,9 +370,11 @@ def _decide(cand: _Candidate, available: dict[str, int], counted: dict[str, set[
         parts = []
         for sid, n in sorted(shortfall.items(), key=lambda kv: sku_plans[kv[0]].part_number):
             sp = sku_plans[sid]
-            parts.append(f"{sp.part_number} needs {len(need[sid])}, {max(0, available[sid])} "
-                         f"available{f' after a reserve of {sp.reserve}' if sp.reserve else ''}: "
-                         f"buy {n} or remove members")
+            parts.append(
+                f"{sp.part_number} needs {len(need[sid])}, {max(0, available[sid])} "
+                f"available{f' after a reserve of {sp.reserve}' if sp.reserve else ''}: "
+                f"buy {n} or remove members"
+            )
         plan.decision = Decision.BLOCKED_SEATS
         plan.reason = "not enough seats: " + "; ".join(parts)
         return
@@ -327,8 +387,10 @@ def _decide(cand: _Candidate, available: dict[str, int], counted: dict[str, set[
 
     if cand.processing and not cand.needs_write:
         plan.decision = Decision.COMPLIANT
-        plan.reason = ("licence processing is in progress; its members' seats are counted as taken "
-                       "and are checked again next run")
+        plan.reason = (
+            "licence processing is in progress; its members' seats are counted as taken "
+            "and are checked again next run"
+        )
         return
 
     stuck = sorted(set().union(*cand.lacking.values())) if lacking_any else []
@@ -343,8 +405,10 @@ def _decide(cand: _Candidate, available: dict[str, int], counted: dict[str, set[
 
     plan.decision = Decision.REPROCESS
     plan.reprocess_user_ids = tuple(stuck)
-    plan.reason = (f"{len(stuck)} member(s) lack the group's licences (licence errors such as "
-                   "CountViolation) and seats now exist: reprocess them")
+    plan.reason = (
+        f"{len(stuck)} member(s) lack the group's licences (licence errors such as "
+        "CountViolation) and seats now exist: reprocess them"
+    )
 
 
 __all__ = ["Decision", "GroupPlan", "LicenseChange", "Plan", "SkuPlan", "make_plan"]

@@ -1,7 +1,7 @@
 """The licensing policy file: profiles, selectors, per-SKU reserves, change budget.
 
-Validated strictly (unknown keys rejected) before any Graph call; every error names the file, the key
-and the problem. `resolve()` then checks the references (SKU and plan names) against the tenant.
+Validated strictly (unknown keys rejected) before any Graph call; every error names the file,
+the key and the problem. `resolve()` then checks the SKU and plan names against the tenant.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ResolvedSku:
     sku_id: str
     part_number: str
     disabled_plan_ids: frozenset[str]
-    # Plans disabled only because an allow-list does not name them (reported, e.g. plans Microsoft added).
+    # Plans disabled only because an allow-list leaves them out (reported: new Microsoft plans).
     implicitly_disabled: tuple[str, ...] = ()
 
 

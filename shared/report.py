@@ -34,22 +34,71 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
         out.append(f"Refused: {summary['refusedReason']}")
     groups = summary.get("groups") or []
     if groups:
-        out += ["", "Groups", table(
-            ["group", "profile", "decision", "outcome", "reason"],
-            [[g["displayName"], g["profile"], g["decision"], g.get("outcome", ""), g["reason"]]
-             for g in groups],
-            width,
-        )]
+        out += [
+            "",
+            "Groups",
+            table(
+                ["group", "profile", "decision", "outcome", "reason"],
+                [
+                    [
+                        g["displayName"],
+                        g["profile"],
+                        g["decision"],
+                        g.get("outcome", ""),
+                        g["reason"],
+                    ]
+                    for g in groups
+                ],
+                width,
+            ),
+        ]
+        details = []
+        for g in groups:
+            lines = [] if wide or len(g["reason"]) <= width else [g["reason"]]
+            lines += [f"note: {n}" for n in g.get("notes") or []]
+            if g.get("outcome") == "failed" or g.get("outcomeDetail"):
+                lines.append(f"{g.get('outcome')}: {g.get('outcomeDetail')}")
+            if lines:
+                details.append(f"  {g['displayName']}")
+                details += [f"    {_cell(line, 400)}" for line in lines]
+        if details:
+            out += ["", "Details", *details]
     skus = summary.get("skus") or []
     if skus:
-        out += ["", "Seats", table(
-            ["sku", "status", "enabled", "consumed", "free before", "demand", "planned", "free after"],
-            [[s["skuPartNumber"], s["capabilityStatus"], s["enabled"], s["consumed"],
-              s["freeBefore"], s["demand"], s["granted"], s["freeAfter"]] for s in skus],
-        )]
+        out += [
+            "",
+            "Seats",
+            table(
+                [
+                    "sku",
+                    "status",
+                    "enabled",
+                    "consumed",
+                    "free before",
+                    "demand",
+                    "planned",
+                    "free after",
+                ],
+                [
+                    [
+                        s["skuPartNumber"],
+                        s["capabilityStatus"],
+                        s["enabled"],
+                        s["consumed"],
+                        s["freeBefore"],
+                        s["demand"],
+                        s["granted"],
+                        s["freeAfter"],
+                    ]
+                    for s in skus
+                ],
+            ),
+        ]
     counts = summary.get("counts") or {}
     if counts:
         out += ["", "Decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
-    out.append(f"Graph requests: {summary.get('graphRequests', 0)} "
-               f"(writes {summary.get('graphWrites', 0)})")
+    out.append(
+        f"Graph requests: {summary.get('graphRequests', 0)} "
+        f"(writes {summary.get('graphWrites', 0)})"
+    )
     return "\n".join(out)

@@ -63,47 +63,73 @@ class RunReport:
         rows = []
         for g in self.plan.groups if self.plan else []:
             outcome = self.outcomes.get(g.group_id)
-            rows.append({
-                "groupId": g.group_id, "displayName": g.display_name, "profile": g.profile,
-                "decision": g.decision.value, "reason": g.reason,
-                "outcome": outcome.status if outcome else "not-applied",
-                "outcomeDetail": outcome.detail if outcome else "",
-                "memberCount": g.member_count, "guestCount": g.guest_count, "guests": list(g.guests),
-                "nestedGroupCount": g.nested_group_count, "demand": g.demand,
-                "shortfall": g.shortfall, "notes": g.notes,
-                "addLicenses": [c.part_number for c in g.add_licenses],
-                "removeLicenses": list(g.remove_licenses),
-                "reprocessUsers": len(g.reprocess_user_ids), "priority": g.priority,
-            })
+            rows.append(
+                {
+                    "groupId": g.group_id,
+                    "displayName": g.display_name,
+                    "profile": g.profile,
+                    "decision": g.decision.value,
+                    "reason": g.reason,
+                    "outcome": outcome.status if outcome else "not-applied",
+                    "outcomeDetail": outcome.detail if outcome else "",
+                    "memberCount": g.member_count,
+                    "guestCount": g.guest_count,
+                    "guests": list(g.guests),
+                    "nestedGroupCount": g.nested_group_count,
+                    "demand": g.demand,
+                    "shortfall": g.shortfall,
+                    "notes": g.notes,
+                    "addLicenses": [c.part_number for c in g.add_licenses],
+                    "removeLicenses": list(g.remove_licenses),
+                    "reprocessUsers": len(g.reprocess_user_ids),
+                    "priority": g.priority,
+                }
+            )
         return rows
 
     def sku_rows(self) -> list[dict[str, Any]]:
         rows = []
         for s in self.plan.skus if self.plan else []:
             after = self.skus_after.get(s.sku_id)
-            rows.append({
-                "skuId": s.sku_id, "skuPartNumber": s.part_number,
-                "capabilityStatus": s.capability_status, "enabled": s.enabled,
-                "consumed": s.consumed, "reserve": s.reserve, "freeBefore": s.free_before,
-                "demand": s.demand, "granted": s.granted, "shortfall": s.shortfall,
-                "freeAfter": after.free if after else s.free_after,
-                "freeAfterSource": "measured" if after else "planned",
-            })
+            rows.append(
+                {
+                    "skuId": s.sku_id,
+                    "skuPartNumber": s.part_number,
+                    "capabilityStatus": s.capability_status,
+                    "enabled": s.enabled,
+                    "consumed": s.consumed,
+                    "reserve": s.reserve,
+                    "freeBefore": s.free_before,
+                    "demand": s.demand,
+                    "granted": s.granted,
+                    "shortfall": s.shortfall,
+                    "freeAfter": after.free if after else s.free_after,
+                    "freeAfterSource": "measured" if after else "planned",
+                }
+            )
         return rows
 
     def summary(self) -> dict[str, Any]:
         plan = self.plan
         return {
-            "runId": self.run_id, "mode": self.mode, "trigger": self.trigger, "status": self.status,
+            "runId": self.run_id,
+            "mode": self.mode,
+            "trigger": self.trigger,
+            "status": self.status,
             "startedAt": self.started_at.isoformat(),
             "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
-            "policyFile": self.policy_file, "policyDigest": self.policy_digest,
-            "error": self.error, "refusedReason": self.refused_reason,
+            "policyFile": self.policy_file,
+            "policyDigest": self.policy_digest,
+            "error": self.error,
+            "refusedReason": self.refused_reason,
             "counts": plan.counts() if plan else {},
             "groupsChanged": plan.groups_changed if plan else 0,
             "usersAffected": plan.users_affected if plan else 0,
-            "graphRequests": self.graph_requests, "graphWrites": self.graph_writes,
-            "groups": self.group_rows(), "skus": self.sku_rows(), "alerts": self.alerts,
+            "graphRequests": self.graph_requests,
+            "graphWrites": self.graph_writes,
+            "groups": self.group_rows(),
+            "skus": self.sku_rows(),
+            "alerts": self.alerts,
         }
 
 
@@ -117,19 +143,34 @@ def _finish_status(report: RunReport) -> Status:
     return "partial" if unknown or failed else "succeeded"
 
 
-async def execute_run(settings: Settings, mode: Mode, trigger: str, *,
-                      credential: TokenCredential | None = None,
-                      group_ids: list[str] | None = None,
-                      store: TableStore | None = None,
-                      tracer_provider: TracerProvider | None = None) -> RunReport:
+async def execute_run(
+    settings: Settings,
+    mode: Mode,
+    trigger: str,
+    *,
+    credential: TokenCredential | None = None,
+    group_ids: list[str] | None = None,
+    store: TableStore | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> RunReport:
     """Run once and record it. Raises only when the run cannot even be recorded (storage down)."""
     tracer = get_tracer(tracer_provider)
     now = datetime.now(UTC)
-    report = RunReport(new_run_id(now, secrets.token_hex(3)), mode, trigger, now,
-                       policy_file=str(settings.policy_path))
-    with tracer.start_as_current_span(SPAN_RUN, attributes={
-        "licensing.run_id": report.run_id, "licensing.mode": mode, "licensing.trigger": trigger,
-    }) as span:
+    report = RunReport(
+        new_run_id(now, secrets.token_hex(3)),
+        mode,
+        trigger,
+        now,
+        policy_file=str(settings.policy_path),
+    )
+    with tracer.start_as_current_span(
+        SPAN_RUN,
+        attributes={
+            "licensing.run_id": report.run_id,
+            "licensing.mode": mode,
+            "licensing.trigger": trigger,
+        },
+    ) as span:
         store = store or TableStore.from_settings(settings)
         await asyncio.to_thread(store.ensure_tables)
         await asyncio.to_thread(store.put_run, _run_entity(report))
@@ -151,8 +192,9 @@ async def execute_run(settings: Settings, mode: Mode, trigger: str, *,
                 report.refused_reason = budget_problem(report.plan, policy.change_budget)
                 if not report.refused_reason:
                     with tracer.start_as_current_span(SPAN_APPLY):
-                        report.outcomes = await apply_plan(report.plan, graph,
-                                                           settings.max_concurrency)
+                        report.outcomes = await apply_plan(
+                            report.plan, graph, settings.max_concurrency
+                        )
                     try:  # measured seats after the writes, for the report
                         report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
                     except GraphReadError:
@@ -192,8 +234,15 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
     for s in report.sku_rows():
         rows.append({"RowKey": f"sku-{s['skuId']}", "Kind": "sku", **_flatten(s)})
     await asyncio.to_thread(store.put_group_results, report.run_id, rows)
-    snapshot_rows = [{"PartitionKey": s["skuId"], "At": report.started_at.isoformat(),
-                      "Mode": report.mode, **_flatten(s)} for s in report.sku_rows()]
+    snapshot_rows = [
+        {
+            "PartitionKey": s["skuId"],
+            "At": report.started_at.isoformat(),
+            "Mode": report.mode,
+            **_flatten(s),
+        }
+        for s in report.sku_rows()
+    ]
     await asyncio.to_thread(store.put_sku_snapshots, report.run_id, snapshot_rows)
     # The run row last: a run marked finished has all its rows.
     await asyncio.to_thread(store.put_run, _run_entity(report))
@@ -216,13 +265,22 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
 def _run_entity(report: RunReport) -> dict[str, Any]:
     s = report.summary()
     return {
-        "RunId": report.run_id, "Mode": report.mode, "Trigger": report.trigger,
-        "Status": report.status, "StartedAt": s["startedAt"], "FinishedAt": s["finishedAt"],
-        "PolicyFile": clip(report.policy_file), "PolicyDigest": report.policy_digest,
-        "Error": clip(report.error or ""), "RefusedReason": clip(report.refused_reason or ""),
-        "CountsJson": as_json(s["counts"]), "GroupsChanged": s["groupsChanged"],
-        "UsersAffected": s["usersAffected"], "GraphRequests": report.graph_requests,
-        "GraphWrites": report.graph_writes, "AlertsJson": as_json(report.alerts),
+        "RunId": report.run_id,
+        "Mode": report.mode,
+        "Trigger": report.trigger,
+        "Status": report.status,
+        "StartedAt": s["startedAt"],
+        "FinishedAt": s["finishedAt"],
+        "PolicyFile": clip(report.policy_file),
+        "PolicyDigest": report.policy_digest,
+        "Error": clip(report.error or ""),
+        "RefusedReason": clip(report.refused_reason or ""),
+        "CountsJson": as_json(s["counts"]),
+        "GroupsChanged": s["groupsChanged"],
+        "UsersAffected": s["usersAffected"],
+        "GraphRequests": report.graph_requests,
+        "GraphWrites": report.graph_writes,
+        "AlertsJson": as_json(report.alerts),
     }
 
 
@@ -239,22 +297,33 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
     return {
-        "runId": entity["RunId"], "mode": entity["Mode"], "trigger": entity["Trigger"],
-        "status": entity["Status"], "startedAt": entity["StartedAt"],
-        "finishedAt": entity.get("FinishedAt"), "policyFile": entity.get("PolicyFile", ""),
-        "policyDigest": entity.get("PolicyDigest", ""), "error": entity.get("Error") or None,
+        "runId": entity["RunId"],
+        "mode": entity["Mode"],
+        "trigger": entity["Trigger"],
+        "status": entity["Status"],
+        "startedAt": entity["StartedAt"],
+        "finishedAt": entity.get("FinishedAt"),
+        "policyFile": entity.get("PolicyFile", ""),
+        "policyDigest": entity.get("PolicyDigest", ""),
+        "error": entity.get("Error") or None,
         "refusedReason": entity.get("RefusedReason") or None,
         "counts": json.loads(entity.get("CountsJson") or "{}"),
-        "groupsChanged": entity.get("GroupsChanged", 0), "usersAffected": entity.get("UsersAffected", 0),
-        "graphRequests": entity.get("GraphRequests", 0), "graphWrites": entity.get("GraphWrites", 0),
-        "groups": groups, "skus": skus, "alerts": json.loads(entity.get("AlertsJson") or "[]"),
+        "groupsChanged": entity.get("GroupsChanged", 0),
+        "usersAffected": entity.get("UsersAffected", 0),
+        "graphRequests": entity.get("GraphRequests", 0),
+        "graphWrites": entity.get("GraphWrites", 0),
+        "groups": groups,
+        "skus": skus,
+        "alerts": json.loads(entity.get("AlertsJson") or "[]"),
     }
 
 
 def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
-        if key in ("PartitionKey", "RowKey", "Kind", "Timestamp", "etag") or key.startswith("odata"):
+        if key in ("PartitionKey", "RowKey", "Kind", "Timestamp", "etag") or key.startswith(
+            "odata"
+        ):
             continue
         if key.endswith("Json") and isinstance(value, str):
             key = key[: -len("Json")]

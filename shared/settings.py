@@ -1,7 +1,7 @@
 """Typed settings, parsed once from app settings (environment variables), with clear errors.
 
-Every key the app reads is listed in SETTINGS_KEYS and in local.settings.sample.json; a test keeps the
-two (and infra's app settings) in step.
+Every key the app reads is listed in SETTINGS_KEYS and in local.settings.sample.json; a test keeps
+the two (and infra's app settings) in step.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 
 # Key -> one-line description (also used by docs and the settings consistency test).
 SETTINGS_KEYS: dict[str, str] = {
-    "LICENSING_POLICY_PATH": "Licensing policy file (YAML or JSON), relative to the app root or absolute.",
-    "LICENSING_TIMER_SCHEDULE": "NCRONTAB schedule of the nightly run (default 0 0 2 * * *: 02:00 UTC).",
+    "LICENSING_POLICY_PATH": "Policy file (YAML or JSON), relative to the app root or absolute.",
+    "LICENSING_TIMER_SCHEDULE": "NCRONTAB schedule of the nightly run (default 0 0 2 * * *).",
     "LICENSING_TIMER_MODE": "What the timer run does: plan (report only, default) or apply.",
     "LICENSING_GRAPH_BASE_URL": "Microsoft Graph v1.0 base URL (default https://graph.microsoft.com/v1.0).",
-    "LICENSING_GRAPH_CREDENTIAL": "managed-identity (Azure, default) or local-simulator (loopback only).",
-    "LICENSING_SIM_TOKEN_URL": "Token endpoint of the local Graph simulator (local-simulator only).",
+    "LICENSING_GRAPH_CREDENTIAL": "managed-identity (Azure, default) or local-simulator.",
+    "LICENSING_SIM_TOKEN_URL": "Token endpoint of the local Graph simulator.",
     "LICENSING_TABLES_CONNECTION_STRING": "Table Storage connection string (local/Azurite).",
     "LICENSING_TABLES_ENDPOINT": "Table Storage endpoint for identity-based access (Azure).",
     "LICENSING_TABLE_PREFIX": "Prefix of the table names (default lic), letters and digits.",
@@ -103,7 +103,7 @@ class Settings:
         sim_token_url = get("LICENSING_SIM_TOKEN_URL")
         if credential == "local-simulator" and not sim_token_url:
             problems.append(
-                "LICENSING_SIM_TOKEN_URL is required when LICENSING_GRAPH_CREDENTIAL=local-simulator"
+                "LICENSING_SIM_TOKEN_URL is needed with LICENSING_GRAPH_CREDENTIAL=local-simulator"
             )
 
         conn = get("LICENSING_TABLES_CONNECTION_STRING")

@@ -73,7 +73,9 @@ class TableStore:
             from azure.identity import DefaultAzureCredential
 
             assert settings.tables_endpoint is not None  # Settings enforces one of the two
-            service = TableServiceClient(settings.tables_endpoint, credential=DefaultAzureCredential())
+            service = TableServiceClient(
+                settings.tables_endpoint, credential=DefaultAzureCredential()
+            )
         return cls(service, settings.table_prefix)
 
     def table(self, kind: str) -> TableClient:
@@ -136,7 +138,9 @@ class TableStore:
     # -- alerts -------------------------------------------------------------------------------
 
     def alert_states(self) -> dict[str, dict[str, Any]]:
-        rows = self.table("alerts").query_entities("PartitionKey eq @pk", parameters={"pk": ALERT_PARTITION})
+        rows = self.table("alerts").query_entities(
+            "PartitionKey eq @pk", parameters={"pk": ALERT_PARTITION}
+        )
         return {r["RowKey"]: dict(r) for r in rows}
 
     def put_alert_state(self, key: str, entity: dict[str, Any]) -> None:
@@ -146,7 +150,9 @@ class TableStore:
     @staticmethod
     def _submit_batches(table: TableClient, entities: list[dict[str, Any]]) -> None:
         for chunk in _chunks(entities, BATCH_LIMIT):
-            table.submit_transaction([(TransactionOperation.UPSERT, e, {"mode": UpdateMode.REPLACE}) for e in chunk])
+            table.submit_transaction(
+                [(TransactionOperation.UPSERT, e, {"mode": UpdateMode.REPLACE}) for e in chunk]
+            )
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from shared.model import AssignedLicense, Group, LicenseState, Membership, ServicePlan, Sku, Snapshot, User
+from shared.model import (
+    AssignedLicense,
+    Group,
+    LicenseState,
+    Membership,
+    ServicePlan,
+    Sku,
+    Snapshot,
+    User,
+)
 from shared.policy import ResolvedPolicy, parse_policy, resolve
 
 _counter = itertools.count(1)
@@ -21,33 +30,62 @@ def gid() -> str:
     return str(uuid.UUID(int=next(_counter)))
 
 
-def sku(sku_id: str, part: str, enabled: int, consumed: int = 0, status: str = "Enabled",
-        plans: tuple[ServicePlan, ...] = ()) -> Sku:
+def sku(
+    sku_id: str,
+    part: str,
+    enabled: int,
+    consumed: int = 0,
+    status: str = "Enabled",
+    plans: tuple[ServicePlan, ...] = (),
+) -> Sku:
     return Sku(sku_id, part, status, "User", enabled, consumed, plans)
 
 
 def default_skus(e5: int = 100, ems: int = 100, pbi: int = 100, **consumed: int) -> tuple[Sku, ...]:
     return (
-        sku(E5, "ENTERPRISEPREMIUM", e5, consumed.get("consumed_e5", 0),
-            plans=(ServicePlan(YAMMER, "YAMMER_ENTERPRISE"), ServicePlan(TEAMS, "TEAMS1"))),
+        sku(
+            E5,
+            "ENTERPRISEPREMIUM",
+            e5,
+            consumed.get("consumed_e5", 0),
+            plans=(ServicePlan(YAMMER, "YAMMER_ENTERPRISE"), ServicePlan(TEAMS, "TEAMS1")),
+        ),
         sku(EMS, "EMSPREMIUM", ems, consumed.get("consumed_ems", 0)),
         sku(PBI, "POWER_BI_PRO", pbi, consumed.get("consumed_pbi", 0)),
     )
 
 
-def user(name: str | None = None, holds: tuple[str, ...] = (), guest: bool = False,
-         states: tuple[LicenseState, ...] = (), upn: str | None = None, uid: str | None = None) -> User:
+def user(
+    name: str | None = None,
+    holds: tuple[str, ...] = (),
+    guest: bool = False,
+    states: tuple[LicenseState, ...] = (),
+    upn: str | None = None,
+    uid: str | None = None,
+) -> User:
     name = name or f"user{next(_counter)}"
     return User(
-        id=uid or gid(), upn=upn or f"{name}@contoso.example", display_name=name,
-        user_type="Guest" if guest else "Member", creation_type="Invitation" if guest else None,
-        external_user_state="Accepted" if guest else None, account_enabled=True,
-        held_skus=frozenset(holds), license_states=states,
+        id=uid or gid(),
+        upn=upn or f"{name}@contoso.example",
+        display_name=name,
+        user_type="Guest" if guest else "Member",
+        creation_type="Invitation" if guest else None,
+        external_user_state="Accepted" if guest else None,
+        account_enabled=True,
+        held_skus=frozenset(holds),
+        license_states=states,
     )
 
 
-def group(name: str, profile: str, licenses: tuple[AssignedLicense, ...] = (), security: bool = True,
-          priority: int = 100, processing: str | None = "ProcessingComplete", group_id: str | None = None) -> Group:
+def group(
+    name: str,
+    profile: str,
+    licenses: tuple[AssignedLicense, ...] = (),
+    security: bool = True,
+    priority: int = 100,
+    processing: str | None = "ProcessingComplete",
+    group_id: str | None = None,
+) -> Group:
     return Group(group_id or gid(), name, security, licenses, processing, profile, priority)
 
 
@@ -70,7 +108,9 @@ def resolved(text: str = POLICY, skus: tuple[Sku, ...] | None = None) -> Resolve
     return resolve(parse_policy(text), skus or default_skus())
 
 
-def snapshot(skus: tuple[Sku, ...], *groups_and_members: tuple[Group, list[User] | Membership]) -> Snapshot:
+def snapshot(
+    skus: tuple[Sku, ...], *groups_and_members: tuple[Group, list[User] | Membership]
+) -> Snapshot:
     members = {}
     for g, m in groups_and_members:
         members[g.id] = m if isinstance(m, Membership) else Membership(users=tuple(m))

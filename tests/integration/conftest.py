@@ -34,8 +34,11 @@ class World:
     store: TableStore
 
     def requests(self) -> list[dict[str, Any]]:
-        return [r for r in self.sim.admin("GET", "/_sim/requests")["value"]
-                if r["path"].startswith("/v1.0")]
+        return [
+            r
+            for r in self.sim.admin("GET", "/_sim/requests")["value"]
+            if r["path"].startswith("/v1.0")
+        ]
 
     def writes(self) -> list[dict[str, Any]]:
         return [r for r in self.requests() if r["method"] != "GET"]
@@ -58,8 +61,12 @@ class World:
 def world_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
     started: list[Simulator] = []
 
-    def make(tenant: dict[str, Any] | Path = DEMO_TENANT, policy: str | Path | None = None,
-             sim_args: tuple[str, ...] = (), **overrides: str) -> World:
+    def make(
+        tenant: dict[str, Any] | Path = DEMO_TENANT,
+        policy: str | Path | None = None,
+        sim_args: tuple[str, ...] = (),
+        **overrides: str,
+    ) -> World:
         if isinstance(tenant, dict):
             path = tmp_path / f"tenant-{len(started)}.json"
             path.write_text(json.dumps(tenant))
@@ -72,8 +79,9 @@ def world_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
             overrides["LICENSING_POLICY_PATH"] = str(policy_path)
         elif isinstance(policy, Path):
             overrides["LICENSING_POLICY_PATH"] = str(policy)
-        env = app_settings(azurite, sim, LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6),
-                           **overrides)
+        env = app_settings(
+            azurite, sim, LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6), **overrides
+        )
         settings = Settings.from_env(env)
         return World(sim, env, settings, TableStore.from_settings(settings))
 

@@ -22,14 +22,41 @@ class TenantBuilder:
         self.users: list[dict[str, Any]] = []
         self.groups: list[dict[str, Any]] = []
         self.skus = [
-            {"skuId": E5, "skuPartNumber": "ENTERPRISEPREMIUM", "appliesTo": "User",
-             "capabilityStatus": "Enabled", "prepaidUnits": {"enabled": e5, "warning": 0, "suspended": 0, "lockedOut": 0},
-             "servicePlans": [{"servicePlanId": YAMMER, "servicePlanName": "YAMMER_ENTERPRISE", "appliesTo": "User"},
-                              {"servicePlanId": EXO, "servicePlanName": "EXCHANGE_S_ENTERPRISE", "appliesTo": "User"}]},
-            {"skuId": EMS, "skuPartNumber": "EMSPREMIUM", "appliesTo": "User", "capabilityStatus": "Enabled",
-             "prepaidUnits": {"enabled": ems, "warning": 0, "suspended": 0, "lockedOut": 0}, "servicePlans": []},
-            {"skuId": PBI, "skuPartNumber": "POWER_BI_PRO", "appliesTo": "User", "capabilityStatus": "Enabled",
-             "prepaidUnits": {"enabled": pbi, "warning": 0, "suspended": 0, "lockedOut": 0}, "servicePlans": []},
+            {
+                "skuId": E5,
+                "skuPartNumber": "ENTERPRISEPREMIUM",
+                "appliesTo": "User",
+                "capabilityStatus": "Enabled",
+                "prepaidUnits": {"enabled": e5, "warning": 0, "suspended": 0, "lockedOut": 0},
+                "servicePlans": [
+                    {
+                        "servicePlanId": YAMMER,
+                        "servicePlanName": "YAMMER_ENTERPRISE",
+                        "appliesTo": "User",
+                    },
+                    {
+                        "servicePlanId": EXO,
+                        "servicePlanName": "EXCHANGE_S_ENTERPRISE",
+                        "appliesTo": "User",
+                    },
+                ],
+            },
+            {
+                "skuId": EMS,
+                "skuPartNumber": "EMSPREMIUM",
+                "appliesTo": "User",
+                "capabilityStatus": "Enabled",
+                "prepaidUnits": {"enabled": ems, "warning": 0, "suspended": 0, "lockedOut": 0},
+                "servicePlans": [],
+            },
+            {
+                "skuId": PBI,
+                "skuPartNumber": "POWER_BI_PRO",
+                "appliesTo": "User",
+                "capabilityStatus": "Enabled",
+                "prepaidUnits": {"enabled": pbi, "warning": 0, "suspended": 0, "lockedOut": 0},
+                "servicePlans": [],
+            },
         ]
 
     def sku(self, sku_id: str) -> dict[str, Any]:
@@ -38,31 +65,60 @@ class TenantBuilder:
     def user(self, name: str, guest: bool = False) -> str:
         uid = _id("user", len(self.users))
         upn = f"{name}_fabrikam.com#EXT#@contoso.example" if guest else f"{name}@contoso.example"
-        self.users.append({
-            "id": uid, "displayName": name, "userPrincipalName": upn, "mail": f"{name}@contoso.example",
-            "userType": "Guest" if guest else "Member", "creationType": "Invitation" if guest else None,
-            "externalUserState": "Accepted" if guest else None, "usageLocation": "GB", "accountEnabled": True,
-        })
+        self.users.append(
+            {
+                "id": uid,
+                "displayName": name,
+                "userPrincipalName": upn,
+                "mail": f"{name}@contoso.example",
+                "userType": "Guest" if guest else "Member",
+                "creationType": "Invitation" if guest else None,
+                "externalUserState": "Accepted" if guest else None,
+                "usageLocation": "GB",
+                "accountEnabled": True,
+            }
+        )
         return uid
 
-    def group(self, name: str, profile: str | None, members: list[str],
-              licenses: list[dict[str, Any]] | None = None, security: bool = True) -> str:
+    def group(
+        self,
+        name: str,
+        profile: str | None,
+        members: list[str],
+        licenses: list[dict[str, Any]] | None = None,
+        security: bool = True,
+    ) -> str:
         gid = _id("group", len(self.groups))
-        self.groups.append({
-            "id": gid, "displayName": name, "securityEnabled": security, "mailEnabled": not security,
-            "groupTypes": [], "extensions": {EXT: profile} if profile else {},
-            "assignedLicenses": licenses or [], "members": members,
-        })
+        self.groups.append(
+            {
+                "id": gid,
+                "displayName": name,
+                "securityEnabled": security,
+                "mailEnabled": not security,
+                "groupTypes": [],
+                "extensions": {EXT: profile} if profile else {},
+                "assignedLicenses": licenses or [],
+                "members": members,
+            }
+        )
         return gid
 
     def users_named(self, prefix: str, count: int) -> list[str]:
         return [self.user(f"{prefix}{i}") for i in range(count)]
 
     def build(self) -> dict[str, Any]:
-        mailbox = {"id": _id("user", 10_000), "displayName": "Licensing alerts",
-                   "userPrincipalName": "licensing-alerts@contoso.com", "mail": "licensing-alerts@contoso.com"}
-        return {"tenantId": "3f1b2c4d-0000-4000-8000-00000000c0de", "skus": self.skus,
-                "users": [*self.users, mailbox], "groups": self.groups}
+        mailbox = {
+            "id": _id("user", 10_000),
+            "displayName": "Licensing alerts",
+            "userPrincipalName": "licensing-alerts@contoso.com",
+            "mail": "licensing-alerts@contoso.com",
+        }
+        return {
+            "tenantId": "3f1b2c4d-0000-4000-8000-00000000c0de",
+            "skus": self.skus,
+            "users": [*self.users, mailbox],
+            "groups": self.groups,
+        }
 
 
 POLICY = f"""

@@ -1,4 +1,4 @@
-"""function_app's functions called directly with real azure.functions objects (no Functions host)."""
+"""function_app's functions called directly with real azure.functions objects (no host)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,26 @@ def app_world(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 
 def post_run(body: Any) -> func.HttpResponse:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = func.HttpRequest("POST", "http://localhost/api/runs", headers={"Content-Type": "application/json"},
-                           params={}, route_params={}, body=raw)
+    req = func.HttpRequest(
+        "POST",
+        "http://localhost/api/runs",
+        headers={"Content-Type": "application/json"},
+        params={},
+        route_params={},
+        body=raw,
+    )
     return asyncio.run(function_app.start_run(req))
 
 
 def get_run(run_id: str) -> func.HttpResponse:
-    req = func.HttpRequest("GET", f"http://localhost/api/runs/{run_id}", headers={}, params={},
-                           route_params={"runId": run_id}, body=b"")
+    req = func.HttpRequest(
+        "GET",
+        f"http://localhost/api/runs/{run_id}",
+        headers={},
+        params={},
+        route_params={"runId": run_id},
+        body=b"",
+    )
     return function_app.get_run(req)
 
 
@@ -47,7 +59,9 @@ def test_every_function_is_registered_with_its_trigger():
     assert http.auth_level == func.AuthLevel.FUNCTION
 
 
-def test_timer_runs_the_configured_mode_and_records_it(app_world: World, monkeypatch: pytest.MonkeyPatch):
+def test_timer_runs_the_configured_mode_and_records_it(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("LICENSING_TIMER_MODE", "apply")
     function_app.settings.cache_clear()
     asyncio.run(function_app.nightly_enforcement(TimerRequest(past_due=True)))
@@ -75,21 +89,27 @@ def test_http_plan_run_answers_with_the_summary_and_it_can_be_read_back(app_worl
     assert again.status_code == 200
     recorded = json.loads(again.get_body())
     assert recorded["runId"] == summary["runId"]
-    assert {g["groupId"]: g["decision"] for g in recorded["groups"]} == \
-        {g["groupId"]: g["decision"] for g in summary["groups"]}
+    assert {g["groupId"]: g["decision"] for g in recorded["groups"]} == {
+        g["groupId"]: g["decision"] for g in summary["groups"]
+    }
     assert read_run(app_world.store, summary["runId"]) == recorded
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    (b"", "send a JSON body"),
-    (b"{not json", "not valid JSON"),
-    ([1, 2], "must be a JSON object"),
-    ({"mode": "destroy"}, "mode must be 'plan' or 'apply'"),
-    ({"mode": "plan", "extra": 1}, "unknown field(s): extra"),
-    ({"mode": "plan", "groupIds": "abc"}, "groupIds must be a non-empty list"),
-    ({"mode": "plan", "groupIds": ["x'; drop"]}, "groupIds[0] is not a group id"),
-])
-def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(app_world: World, body: Any, fragment: str):
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"", "send a JSON body"),
+        (b"{not json", "not valid JSON"),
+        ([1, 2], "must be a JSON object"),
+        ({"mode": "destroy"}, "mode must be 'plan' or 'apply'"),
+        ({"mode": "plan", "extra": 1}, "unknown field(s): extra"),
+        ({"mode": "plan", "groupIds": "abc"}, "groupIds must be a non-empty list"),
+        ({"mode": "plan", "groupIds": ["x'; drop"]}, "groupIds[0] is not a group id"),
+    ],
+)
+def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(
+    app_world: World, body: Any, fragment: str
+):
     response = post_run(body)
     assert response.status_code == 400
     error = json.loads(response.get_body())["error"]
@@ -101,10 +121,15 @@ def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(app_world: World,
 def test_unknown_and_malformed_run_ids(app_world: World):
     assert get_run("20991231T000000Z-abcdef").status_code == 404
     bad = get_run("../../etc")
-    assert bad.status_code == 400 and "is not a run id" in json.loads(bad.get_body())["error"]["message"]
+    assert (
+        bad.status_code == 400
+        and "is not a run id" in json.loads(bad.get_body())["error"]["message"]
+    )
 
 
-def test_misconfigured_app_answers_503_naming_the_setting(app_world: World, monkeypatch: pytest.MonkeyPatch):
+def test_misconfigured_app_answers_503_naming_the_setting(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("LICENSING_TIMER_MODE", "sometimes")
     function_app.settings.cache_clear()
     response = post_run({"mode": "plan"})

@@ -8,22 +8,51 @@ from shared.alerts import open_conditions, render, transitions
 
 
 def summary(shortfall: int = 3, guests: list[str] | None = None) -> dict[str, Any]:
-    groups: list[dict[str, Any]] = [{
-        "groupId": "g1", "displayName": "LIC-BI <Team>", "profile": "powerbi", "decision": "blocked-seats",
-        "guestCount": 0, "guests": [], "shortfall": {"POWER_BI_PRO": shortfall} if shortfall else {},
-    }]
+    groups: list[dict[str, Any]] = [
+        {
+            "groupId": "g1",
+            "displayName": "LIC-BI <Team>",
+            "profile": "powerbi",
+            "decision": "blocked-seats",
+            "guestCount": 0,
+            "guests": [],
+            "shortfall": {"POWER_BI_PRO": shortfall} if shortfall else {},
+        }
+    ]
     if guests:
-        groups.append({"groupId": "g2", "displayName": "LIC-Partners", "profile": "e5-full",
-                       "decision": "blocked-guests", "guestCount": len(guests), "guests": guests,
-                       "shortfall": {}})
-    return {"skus": [{"skuId": "s1", "skuPartNumber": "POWER_BI_PRO", "enabled": 5, "consumed": 5,
-                      "freeBefore": 0, "reserve": 0, "demand": shortfall, "shortfall": shortfall}],
-            "groups": groups}
+        groups.append(
+            {
+                "groupId": "g2",
+                "displayName": "LIC-Partners",
+                "profile": "e5-full",
+                "decision": "blocked-guests",
+                "guestCount": len(guests),
+                "guests": guests,
+                "shortfall": {},
+            }
+        )
+    return {
+        "skus": [
+            {
+                "skuId": "s1",
+                "skuPartNumber": "POWER_BI_PRO",
+                "enabled": 5,
+                "consumed": 5,
+                "freeBefore": 0,
+                "reserve": 0,
+                "demand": shortfall,
+                "shortfall": shortfall,
+            }
+        ],
+        "groups": groups,
+    }
 
 
 def state(conditions: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k: {"Status": "open", "Notified": True, "Severity": c.severity, "Subject": c.subject}
-            for k, c in conditions.items()}
+    return {
+        k: {"Status": "open", "Notified": True, "Severity": c.severity, "Subject": c.subject}
+        for k, c in conditions.items()
+    }
 
 
 def test_exhausted_sku_opens_one_alert_with_numbers_and_what_to_do():
@@ -62,7 +91,7 @@ def test_unsent_alert_is_retried_next_run():
 def test_guest_alert_lists_the_guests_and_every_directory_value_is_escaped():
     now = open_conditions(summary(shortfall=2, guests=['eve"<script>alert(1)</script>#EXT#@x.com']))
     actions = {a.condition_key: a for a in transitions(now, {})}
-    subject, body = render(actions["group-guests-g2"], "r")
+    _, body = render(actions["group-guests-g2"], "r")
     assert "<script>" not in body and "&lt;script&gt;" in body
     _, sku_body = render(actions["sku-exhausted-s1"], "r")
     assert "LIC-BI &lt;Team&gt;" in sku_body  # the blocked group's name, escaped

@@ -9,15 +9,29 @@ from shared.errors import NonLoopbackGraphError
 from shared.settings import Settings
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/v1.0", "http://localhost/v1.0",
-                                 "http://[::1]:9/v1.0", "http://127.3.4.5/v1.0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/v1.0",
+        "http://localhost/v1.0",
+        "http://[::1]:9/v1.0",
+        "http://127.3.4.5/v1.0",
+    ],
+)
 def test_loopback_urls_are_accepted(url: str):
     assert is_loopback_url(url)
 
 
-@pytest.mark.parametrize("url", ["https://graph.microsoft.com/v1.0", "http://10.0.0.5/v1.0",
-                                 "http://192.168.1.10/v1.0", "http://localhost.evil.example/v1.0",
-                                 "http:///v1.0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://graph.microsoft.com/v1.0",
+        "http://10.0.0.5/v1.0",
+        "http://192.168.1.10/v1.0",
+        "http://localhost.evil.example/v1.0",
+        "http:///v1.0",
+    ],
+)
 def test_non_loopback_urls_are_refused(url: str):
     assert not is_loopback_url(url)
     with pytest.raises(NonLoopbackGraphError) as info:
@@ -31,10 +45,12 @@ def test_token_endpoint_must_be_loopback_too():
 
 
 def test_settings_pointing_the_local_credential_at_real_graph_are_refused():
-    settings = Settings.from_env({
-        "LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
-        "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
-        "LICENSING_SIM_TOKEN_URL": "http://127.0.0.1:1/_sim/token",
-    })
+    settings = Settings.from_env(
+        {
+            "LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
+            "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
+            "LICENSING_SIM_TOKEN_URL": "http://127.0.0.1:1/_sim/token",
+        }
+    )
     with pytest.raises(NonLoopbackGraphError):
         credential_for(settings, ["GroupMember.Read.All"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.model import AssignedLicense, LicenseState, Membership
-from shared.planner import Decision, make_plan
+from shared.planner import Decision, Plan, make_plan
 from tests.factories import (
     E5,
     EMS,
@@ -18,7 +18,7 @@ from tests.factories import (
 )
 
 
-def decisions(plan):  # noqa: ANN001, ANN201
+def decisions(plan: Plan) -> dict[str, Decision]:
     return {g.display_name: g.decision for g in plan.groups}
 
 
@@ -28,7 +28,9 @@ def test_unlicensed_group_with_enough_seats_is_assigned_its_profile():
     [gp] = plan.groups
     assert gp.decision is Decision.ASSIGN
     assert {(c.part_number, c.disabled_plan_ids) for c in gp.add_licenses} == {
-        ("ENTERPRISEPREMIUM", (YAMMER,)), ("EMSPREMIUM", ())}
+        ("ENTERPRISEPREMIUM", (YAMMER,)),
+        ("EMSPREMIUM", ()),
+    }
     assert gp.demand == {"ENTERPRISEPREMIUM": 2, "EMSPREMIUM": 2}
     e5 = next(s for s in plan.skus if s.sku_id == E5)
     assert (e5.free_before, e5.granted, e5.free_after) == (100, 2, 98)
@@ -43,9 +45,12 @@ def test_group_carrying_its_profile_with_all_members_licensed_is_compliant():
 
 
 def test_drifted_disabled_plans_are_repaired_without_new_seats():
-    g = group("LIC-Ops", "e5-full", (AssignedLicense(E5, frozenset({YAMMER})), AssignedLicense(EMS)))
-    plan = make_plan(snapshot(default_skus(e5=1, consumed_e5=1), (g, [user(holds=(E5, EMS))])),
-                     resolved())
+    g = group(
+        "LIC-Ops", "e5-full", (AssignedLicense(E5, frozenset({YAMMER})), AssignedLicense(EMS))
+    )
+    plan = make_plan(
+        snapshot(default_skus(e5=1, consumed_e5=1), (g, [user(holds=(E5, EMS))])), resolved()
+    )
     [gp] = plan.groups
     assert gp.decision is Decision.REPAIR
     assert gp.demand == {}
@@ -80,8 +85,9 @@ def test_external_member_with_member_user_type_is_still_b2b():
 
 def test_not_enough_seats_blocks_with_the_shortfall():
     g = group("LIC-BI", "powerbi")
-    plan = make_plan(snapshot(default_skus(pbi=5, consumed_pbi=3), (g, [user() for _ in range(5)])),
-                     resolved())
+    plan = make_plan(
+        snapshot(default_skus(pbi=5, consumed_pbi=3), (g, [user() for _ in range(5)])), resolved()
+    )
     gp = plan.groups[0]
     assert gp.decision is Decision.BLOCKED_SEATS
     assert gp.shortfall == {"POWER_BI_PRO": 3}
@@ -108,8 +114,9 @@ def test_user_in_two_groups_needs_one_seat():
     shared_user = user("both")
     a = group("LIC-A", "powerbi")
     b = group("LIC-B", "powerbi")
-    plan = make_plan(snapshot(default_skus(pbi=2), (a, [shared_user, user()]), (b, [shared_user])),
-                     resolved())
+    plan = make_plan(
+        snapshot(default_skus(pbi=2), (a, [shared_user, user()]), (b, [shared_user])), resolved()
+    )
     assert set(decisions(plan).values()) == {Decision.ASSIGN}
     pbi = next(s for s in plan.skus if s.sku_id == PBI)
     assert (pbi.demand, pbi.granted, pbi.free_after) == (2, 2, 0)
@@ -118,16 +125,28 @@ def test_user_in_two_groups_needs_one_seat():
 def test_smaller_demand_first_when_seats_are_short():
     big = group("LIC-Big", "powerbi")
     small = group("LIC-Small", "powerbi")
-    plan = make_plan(snapshot(default_skus(pbi=3), (big, [user() for _ in range(3)]),
-                              (small, [user() for _ in range(2)])), resolved())
+    plan = make_plan(
+        snapshot(
+            default_skus(pbi=3),
+            (big, [user() for _ in range(3)]),
+            (small, [user() for _ in range(2)]),
+        ),
+        resolved(),
+    )
     assert decisions(plan) == {"LIC-Big": Decision.BLOCKED_SEATS, "LIC-Small": Decision.ASSIGN}
 
 
 def test_policy_priority_beats_smaller_demand():
     big = group("LIC-Big", "powerbi", priority=1)
     small = group("LIC-Small", "powerbi")
-    plan = make_plan(snapshot(default_skus(pbi=3), (big, [user() for _ in range(3)]),
-                              (small, [user() for _ in range(2)])), resolved())
+    plan = make_plan(
+        snapshot(
+            default_skus(pbi=3),
+            (big, [user() for _ in range(3)]),
+            (small, [user() for _ in range(2)]),
+        ),
+        resolved(),
+    )
     assert decisions(plan) == {"LIC-Big": Decision.ASSIGN, "LIC-Small": Decision.BLOCKED_SEATS}
 
 
@@ -180,23 +199,32 @@ def test_other_licence_errors_are_reported_with_advice_not_reprocessed():
 
 
 def test_suspended_sku_is_not_assignable():
-    skus = tuple(s if s.sku_id != PBI else s.__class__(s.sku_id, s.part_number, "Suspended",
-                 s.applies_to, s.enabled, s.consumed) for s in default_skus())
+    skus = tuple(
+        s
+        if s.sku_id != PBI
+        else s.__class__(s.sku_id, s.part_number, "Suspended", s.applies_to, s.enabled, s.consumed)
+        for s in default_skus()
+    )
     plan = make_plan(snapshot(skus, (group("LIC-BI", "powerbi"), [user()])), resolved(skus=skus))
     assert plan.groups[0].decision is Decision.BLOCKED_POLICY
     assert "Suspended" in plan.groups[0].reason
 
 
 def test_sku_in_warning_is_still_assignable():
-    skus = tuple(s if s.sku_id != PBI else s.__class__(s.sku_id, s.part_number, "Warning",
-                 s.applies_to, s.enabled, s.consumed) for s in default_skus())
+    skus = tuple(
+        s
+        if s.sku_id != PBI
+        else s.__class__(s.sku_id, s.part_number, "Warning", s.applies_to, s.enabled, s.consumed)
+        for s in default_skus()
+    )
     plan = make_plan(snapshot(skus, (group("LIC-BI", "powerbi"), [user()])), resolved(skus=skus))
     assert plan.groups[0].decision is Decision.ASSIGN
 
 
 def test_group_that_is_not_security_enabled_is_refused():
-    plan = make_plan(snapshot(default_skus(), (group("LIC-DL", "powerbi", security=False), [user()])),
-                     resolved())
+    plan = make_plan(
+        snapshot(default_skus(), (group("LIC-DL", "powerbi", security=False), [user()])), resolved()
+    )
     assert plan.groups[0].decision is Decision.BLOCKED_POLICY
     assert "security" in plan.groups[0].reason
 
@@ -244,6 +272,7 @@ def test_nested_groups_are_noted():
 def test_processing_in_progress_counts_members_as_taking_seats():
     busy = group("LIC-Busy", "powerbi", (AssignedLicense(PBI),), processing="ProcessingInProgress")
     new = group("LIC-New", "powerbi")
-    plan = make_plan(snapshot(default_skus(pbi=2), (busy, [user(), user()]), (new, [user()])),
-                     resolved())
+    plan = make_plan(
+        snapshot(default_skus(pbi=2), (busy, [user(), user()]), (new, [user()])), resolved()
+    )
     assert decisions(plan) == {"LIC-Busy": Decision.COMPLIANT, "LIC-New": Decision.BLOCKED_SEATS}

@@ -1,4 +1,4 @@
-"""The policy file: strict validation with errors naming file, key and problem; tenant resolution."""
+"""The policy file: strict validation naming file, key and problem; resolution against a tenant."""
 
 from __future__ import annotations
 
@@ -57,7 +57,11 @@ def test_selector_referring_to_an_undefined_profile():
 
 
 def test_disabled_and_enabled_plans_together_are_refused():
-    err = error_for(POLICY.replace("{sku: POWER_BI_PRO}", "{sku: POWER_BI_PRO, disabledPlans: [A], enabledPlans: [B]}"))
+    err = error_for(
+        POLICY.replace(
+            "{sku: POWER_BI_PRO}", "{sku: POWER_BI_PRO, disabledPlans: [A], enabledPlans: [B]}"
+        )
+    )
     assert "not both" in err.problem
 
 
@@ -71,15 +75,21 @@ def test_wrong_version():
 
 
 def test_group_ids_must_be_guids():
-    err = error_for(POLICY.replace("  - displayNamePrefix: LIC-\n    profile: e5-full",
-                                   "  - groupIds: [not-a-guid]\n    profile: e5-full"))
+    err = error_for(
+        POLICY.replace(
+            "  - displayNamePrefix: LIC-\n    profile: e5-full",
+            "  - groupIds: [not-a-guid]\n    profile: e5-full",
+        )
+    )
     assert err.key == "selectors[0].groupIds[0]"
 
 
 def test_json_policy_files_are_read_too(tmp_path: Path):
     path = tmp_path / "p.json"
-    path.write_text('{"version": 1, "profiles": {"p": {"skus": [{"sku": "X"}]}}, '
-                    '"selectors": [{"displayNamePrefix": "L", "profile": "p"}]}')
+    path.write_text(
+        '{"version": 1, "profiles": {"p": {"skus": [{"sku": "X"}]}}, '
+        '"selectors": [{"displayNamePrefix": "L", "profile": "p"}]}'
+    )
     assert load_policy(path).profiles["p"].skus[0].sku == "X"
 
 
@@ -98,7 +108,9 @@ def test_unknown_sku_is_named_with_what_the_tenant_has():
 
 
 def test_unknown_plan_is_named_with_the_skus_plans():
-    policy = parse_policy(POLICY.replace("disabledPlans: [YAMMER_ENTERPRISE]", "disabledPlans: [KAIZALA]"))
+    policy = parse_policy(
+        POLICY.replace("disabledPlans: [YAMMER_ENTERPRISE]", "disabledPlans: [KAIZALA]")
+    )
     with pytest.raises(PolicyError) as info:
         resolve(policy, default_skus())
     assert info.value.key == "profiles.e5-no-yammer.skus[0].disabledPlans"
@@ -106,7 +118,9 @@ def test_unknown_plan_is_named_with_the_skus_plans():
 
 
 def test_allow_list_disables_every_other_plan_and_reports_them():
-    policy = parse_policy(POLICY.replace("disabledPlans: [YAMMER_ENTERPRISE]", "enabledPlans: [TEAMS1]"))
+    policy = parse_policy(
+        POLICY.replace("disabledPlans: [YAMMER_ENTERPRISE]", "enabledPlans: [TEAMS1]")
+    )
     resolved = resolve(policy, default_skus())
     [e5] = [s for s in resolved.profiles["e5-no-yammer"].skus if s.sku_id == E5]
     assert e5.disabled_plan_ids == {YAMMER}

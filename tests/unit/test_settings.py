@@ -25,19 +25,34 @@ def test_defaults_are_safe_plan_mode_nightly_at_two():
 
 def test_every_problem_is_listed_at_once():
     with pytest.raises(ConfigurationError) as info:
-        Settings.from_env({"LICENSING_TIMER_MODE": "yolo", "LICENSING_MAX_CONCURRENCY": "0",
-                           "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
-                           "LICENSING_ALERT_MAILBOX": "ops@contoso.example"})
+        Settings.from_env(
+            {
+                "LICENSING_TIMER_MODE": "yolo",
+                "LICENSING_MAX_CONCURRENCY": "0",
+                "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
+                "LICENSING_ALERT_MAILBOX": "ops@contoso.example",
+            }
+        )
     text = str(info.value)
-    for key in ("LICENSING_TIMER_MODE", "LICENSING_MAX_CONCURRENCY", "LICENSING_SIM_TOKEN_URL",
-                "LICENSING_TABLES_CONNECTION_STRING", "LICENSING_ALERT_RECIPIENTS"):
+    for key in (
+        "LICENSING_TIMER_MODE",
+        "LICENSING_MAX_CONCURRENCY",
+        "LICENSING_SIM_TOKEN_URL",
+        "LICENSING_TABLES_CONNECTION_STRING",
+        "LICENSING_ALERT_RECIPIENTS",
+    ):
         assert key in text
 
 
 def test_bad_schedule_and_graph_url_are_named():
     with pytest.raises(ConfigurationError) as info:
-        Settings.from_env({**BASE, "LICENSING_TIMER_SCHEDULE": "0 2 * * *",
-                           "LICENSING_GRAPH_BASE_URL": "https://graph.microsoft.com/beta"})
+        Settings.from_env(
+            {
+                **BASE,
+                "LICENSING_TIMER_SCHEDULE": "0 2 * * *",
+                "LICENSING_GRAPH_BASE_URL": "https://graph.microsoft.com/beta",
+            }
+        )
     assert "LICENSING_TIMER_SCHEDULE" in str(info.value)
     assert "LICENSING_GRAPH_BASE_URL" in str(info.value)
 

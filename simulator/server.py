@@ -1,0 +1,565 @@
+"""HTTP front of the simulator: auth, faults, throttling, latency, the request log, `$batch`
+and the `/_sim` admin API, on loopback only.
+
+`start_server(tenant, port=0)` runs it in a background thread (tests, the demo);
+`python -m simulator serve` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from simulator.errors import GraphError, bad_request
+from simulator.graph import PERMISSIONS, GraphApi, Request, Response
+from simulator.tenant import Tenant
+
+TOKEN_PREFIX = "sim."
+TOKEN_LIFETIME_S = 3600
+BATCH_LIMIT = 20
+THROTTLE_WINDOW_S = 10.0
+WRITE_WINDOW_S = 150.0
+WRITE_LIMIT = 3000
+
+_STATUS_CODES = {
+    400: "Request_BadRequest",
+    401: "InvalidAuthenticationToken",
+    403: "Authorization_RequestDenied",
+    404: "Request_ResourceNotFound",
+    409: "Request_MultipleObjectsWithSameKeyValue",
+    429: "TooManyRequests",
+    500: "generalException",
+    502: "badGateway",
+    503: "serviceNotAvailable",
+    504: "gatewayTimeout",
+}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_token(roles: list[str], lifetime_s: int = TOKEN_LIFETIME_S) -> str:
+    """A token that simply carries its roles; the simulator trusts only its own prefix."""
+    claims = {"roles": roles, "exp": int(time.time()) + lifetime_s}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return TOKEN_PREFIX + payload
+
+
+def read_token(header: str | None) -> frozenset[str]:
+    """Roles of a `Bearer sim.…` token; raises 401 for anything else or an expired token."""
+    if not header or not header.lower().startswith("bearer "):
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+    token = header[7:].strip()
+    try:
+        if not token.startswith(TOKEN_PREFIX):
+            raise ValueError("prefix")
+        raw = token[len(TOKEN_PREFIX) :]
+        claims = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        roles = claims["roles"]
+        expires = float(claims["exp"])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ValueError("roles")
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise GraphError(
+            401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed."
+        ) from exc
+    if expires < time.time():
+        raise GraphError(
+            401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+        )
+    return frozenset(roles)
+
+
+@dataclass
+class Fault:
+    pattern: re.Pattern[str]
+    status: int
+    remaining: int
+    method: str | None
+    code: str
+    retry_after: str | None
+
+
+class SimServer:
+    """One running simulator; `url`, `tenant`, `stop()` are the public contract."""
+
+    def __init__(
+        self,
+        tenant: Tenant,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latency_ms: float = 0,
+        processing_delay_s: float = 0,
+        seed: int | None = None,
+        ru_limit: int | None = None,
+    ) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"refusing to bind to non-loopback host {host!r}: use 127.0.0.1")
+        self.tenant = tenant
+        tenant.processing_delay_s = processing_delay_s
+        self.api = GraphApi(tenant)
+        self.latency_ms = latency_ms
+        self.rng = random.Random(seed)
+        # RU budget per 10 s by tenant size (FACTS.md "Throttling"); 0 turns throttling off.
+        users = len(tenant.users)
+        default_limit = 3500 if users < 50 else 5000 if users <= 500 else 8000
+        self.ru_limit = default_limit if ru_limit is None else ru_limit
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self._ru_window: deque[tuple[float, int]] = deque()
+        self._write_window: deque[float] = deque()
+        self.httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+        self.httpd.daemon_threads = True
+        self.host = host
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://{host}:{self.port}"
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> SimServer:
+        # A short poll interval keeps stop() (and so each test) fast.
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="graph-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.tenant.cancel_pending()
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self) -> SimServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- request ids -------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        with self.lock:
+            return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    # ---- Graph pipeline ----------------------------------------------------------------------
+
+    def graph(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        in_batch: bool = False,
+    ) -> Response:
+        """One /v1.0 request (or one $batch item): faults, auth, throttling, route, log."""
+        parts = urlsplit(target)
+        full_path = unquote(parts.path)
+        query = parts.query
+        request_id = self.new_id()
+        client_id = headers.get("client-request-id") or request_id
+        path = full_path[len("/v1.0") :] or "/"
+        ru = 1
+        try:
+            if path == "/$batch" and method == "POST" and not in_batch:
+                ru = 0  # the envelope costs nothing; each item is charged and logged itself
+                self._fault(method, full_path, query)
+                roles = read_token(headers.get("authorization"))
+                response = self._batch(headers, body)
+            else:
+                route, match = self.api.match(method, path)
+                ru = _ru_cost(route.ru, route.write, query)
+                self._fault(method, full_path, query)
+                roles = read_token(headers.get("authorization"))
+                self._throttle(ru, route.write)
+                if not roles & PERMISSIONS[route.permission]:
+                    raise GraphError(
+                        403,
+                        "Authorization_RequestDenied",
+                        "Insufficient privileges to complete the operation.",
+                    )
+                req = Request(
+                    method=method,
+                    path=path,
+                    query=query,
+                    headers=headers,
+                    body=_json_body(body),
+                    roles=roles,
+                    base_url=self.url,
+                )
+                with self.tenant.lock:
+                    response = route.handler(self.api, req, match)
+        except GraphError as err:
+            response = error_response(err, request_id, client_id)
+        response.headers.setdefault("request-id", request_id)
+        response.headers.setdefault("client-request-id", client_id)
+        if ru:
+            response.headers["x-ms-resource-unit"] = str(ru)
+        with self.lock:
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": full_path,
+                    "query": unquote(query),
+                    "status": response.status,
+                    "ru": ru,
+                    "at": datetime.now(UTC).isoformat(),
+                    "batch": in_batch,
+                }
+            )
+        return response
+
+    def _fault(self, method: str, path: str, query: str) -> None:
+        subject = f"{path}?{unquote(query)}" if query else path
+        with self.lock:
+            for fault in self.faults:
+                if fault.remaining <= 0 or (fault.method and fault.method != method):
+                    continue
+                if fault.pattern.search(subject):
+                    fault.remaining -= 1
+                    headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                    raise GraphError(
+                        fault.status,
+                        fault.code,
+                        f"Injected fault ({fault.status}) for {subject}.",
+                        headers,
+                    )
+
+    def _throttle(self, ru: int, write: bool) -> None:
+        if self.ru_limit <= 0:
+            return
+        now = time.monotonic()
+        with self.lock:
+            while self._ru_window and now - self._ru_window[0][0] >= THROTTLE_WINDOW_S:
+                self._ru_window.popleft()
+            while self._write_window and now - self._write_window[0] >= WRITE_WINDOW_S:
+                self._write_window.popleft()
+            used = sum(cost for _, cost in self._ru_window)
+            if used + ru > self.ru_limit:
+                wait = THROTTLE_WINDOW_S - (now - self._ru_window[0][0])
+                raise _too_many(wait, "Tenant")
+            if write and len(self._write_window) >= WRITE_LIMIT:
+                raise _too_many(WRITE_WINDOW_S - (now - self._write_window[0]), "Tenant writes")
+            self._ru_window.append((now, ru))
+            if write:
+                self._write_window.append(now)
+
+    def _batch(self, headers: dict[str, str], body: bytes) -> Response:
+        """JSON batching (FACTS.md "Batching"): items run in order; failed dependencies -> 424."""
+        envelope = _json_body(body)
+        items = envelope.get("requests") if isinstance(envelope, dict) else None
+        if not isinstance(items, list) or not items:
+            raise bad_request("Invalid batch payload: 'requests' must be a non-empty array.")
+        if len(items) > BATCH_LIMIT:
+            raise bad_request(f"Number of batch requests exceeds the limit of {BATCH_LIMIT}.")
+        ids = [str(i.get("id")) if isinstance(i, dict) else "" for i in items]
+        if len(set(ids)) != len(ids) or not all(ids):
+            raise bad_request("Batch request ids must be present and unique.")
+        statuses: dict[str, int] = {}
+        responses = []
+        for item, item_id in zip(items, ids, strict=True):
+            depends = item.get("dependsOn") or []
+            if not isinstance(depends, list) or any(str(d) not in statuses for d in depends):
+                raise bad_request(f"Batch request {item_id}: dependsOn must name earlier ids.")
+            item_headers = {str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()}
+            if any(statuses[str(d)] >= 400 for d in depends):
+                resp = Response(424, _error_body("FailedDependency", "Dependency failed.", "", ""))
+            elif "body" in item and "content-type" not in item_headers:
+                resp = Response(
+                    400,
+                    _error_body(
+                        "BadRequest", "A request with a body needs a Content-Type header.", "", ""
+                    ),
+                )
+            else:
+                if "authorization" in headers:
+                    item_headers.setdefault("authorization", headers["authorization"])
+                raw_body = json.dumps(item["body"]).encode() if "body" in item else b""
+                resp = self.graph(
+                    str(item.get("method", "GET")).upper(),
+                    _batch_target(str(item.get("url", ""))),
+                    item_headers,
+                    raw_body,
+                    in_batch=True,
+                )
+            statuses[item_id] = resp.status
+            out_headers = dict(resp.headers)
+            if isinstance(resp.body, dict):
+                out_headers["Content-Type"] = "application/json"
+            responses.append(
+                {"id": item_id, "status": resp.status, "headers": out_headers, "body": resp.body}
+            )
+        return Response(200, {"responses": responses})
+
+    # ---- admin API ---------------------------------------------------------------------------
+
+    def admin(self, method: str, path: str, body: bytes) -> Response:
+        data = _json_body(body)
+        parts = [unquote(p) for p in path.strip("/").split("/")][1:]  # drop "_sim"
+        key = (method, *parts[:1])
+        if key == ("POST", "token"):
+            roles = data.get("roles") if isinstance(data, dict) else None
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                raise bad_request('Body must be {"roles": ["Role.Name", ...]}.')
+            token = make_token(roles)
+            return Response(
+                200, {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}
+            )
+        if key == ("GET", "requests"):
+            with self.lock:
+                return Response(200, {"value": list(self.requests)})
+        if key == ("DELETE", "requests"):
+            with self.lock:
+                self.requests.clear()
+            return Response(204)
+        if key == ("GET", "outbox"):
+            with self.tenant.lock:
+                return Response(200, {"value": list(self.api.outbox)})
+        if key == ("DELETE", "outbox"):
+            with self.tenant.lock:
+                self.api.outbox.clear()
+            return Response(204)
+        if key == ("GET", "state"):
+            return Response(200, self.tenant.to_dict())
+        if key == ("GET", "health"):
+            return Response(200, {"status": "ok"})
+        if (
+            method == "POST"
+            and parts[:1] == ["groups"]
+            and len(parts) == 3
+            and parts[2] == "members"
+        ):
+            member = data.get("id") if isinstance(data, dict) else None
+            if not isinstance(member, str):
+                raise bad_request('Body must be {"id": "<user or group id>"}.')
+            self.tenant.add_member(parts[1], member)
+            return Response(204)
+        if (
+            method == "DELETE"
+            and parts[:1] == ["groups"]
+            and len(parts) == 4
+            and parts[2] == "members"
+        ):
+            self.tenant.remove_member(parts[1], parts[3])
+            return Response(204)
+        if key == ("POST", "users") and len(parts) == 1:
+            user = self.tenant.add_user(data)
+            return Response(201, {"id": user.id})
+        if method == "PATCH" and parts[:1] == ["skus"] and len(parts) == 2:
+            if not isinstance(data, dict) or "enabled" not in data:
+                raise bad_request('Body must be {"enabled": N}.')
+            sku = self.tenant.set_seats(parts[1], data["enabled"])
+            with self.tenant.lock:
+                return Response(200, self.tenant.sku_json(sku))
+        if key == ("POST", "faults"):
+            fault = _parse_fault(data)
+            with self.lock:
+                self.faults.append(fault)
+            return Response(
+                201,
+                {"path": fault.pattern.pattern, "status": fault.status, "count": fault.remaining},
+            )
+        if key == ("GET", "faults"):
+            with self.lock:
+                value = [
+                    {"path": f.pattern.pattern, "status": f.status, "remaining": f.remaining}
+                    for f in self.faults
+                ]
+            return Response(200, {"value": value})
+        if key == ("DELETE", "faults"):
+            with self.lock:
+                self.faults.clear()
+            return Response(204)
+        raise GraphError(404, "Request_ResourceNotFound", f"No admin route {method} {path}.")
+
+
+def start_server(
+    tenant: Tenant, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> SimServer:
+    """Start a simulator in a background thread; call `.stop()` when done."""
+    return SimServer(tenant, host, port, **options).start()
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _ru_cost(base: int, write: bool, query: str) -> int:
+    """Resource units per FACTS.md: $select -1, $expand +1, $top < 20 -1, minimum 1."""
+    if write:
+        return 1
+    options = {k.lower(): v for k, v in (p.split("=", 1) for p in query.split("&") if "=" in p)}
+    options = {unquote(k): v for k, v in options.items()}
+    cost = base
+    if "$select" in options:
+        cost -= 1
+    if "$expand" in options:
+        cost += 1
+    top = options.get("$top", "")
+    if top.isdigit() and int(top) < 20:
+        cost -= 1
+    return max(cost, 1)
+
+
+def _too_many(wait_s: float, scope: str) -> GraphError:
+    retry_after = max(1, int(wait_s + 0.999))
+    return GraphError(
+        429,
+        "TooManyRequests",
+        "Too many requests. Please retry again later.",
+        {
+            "Retry-After": str(retry_after),
+            "x-ms-throttle-scope": f"{scope}/ApplicationAndTenant",
+            "x-ms-throttle-information": "ResourceUnitLimitExceeded",
+        },
+    )
+
+
+def _json_body(body: bytes) -> Any:
+    if not body or not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"Unable to read JSON request payload: {exc}") from exc
+
+
+def _batch_target(url: str) -> str:
+    """Batch item URLs arrive as `/users/x`, `users/x`, `/v1.0/users/x` or absolute."""
+    if url.lower().startswith(("http://", "https://")):
+        parts = urlsplit(url)
+        url = parts.path + (f"?{parts.query}" if parts.query else "")
+    if not url.startswith("/"):
+        url = "/" + url
+    if not url.lower().startswith("/v1.0/"):
+        url = "/v1.0" + url
+    return url
+
+
+def _parse_fault(data: Any) -> Fault:
+    if not isinstance(data, dict):
+        raise bad_request('Body must be {"path": "regex", "status": 503, "count": N}.')
+    try:
+        pattern = re.compile(str(data["path"]))
+        status = int(data.get("status", 503))
+        count = int(data.get("count", 1))
+    except (KeyError, ValueError, TypeError, re.error) as exc:
+        raise bad_request(f"Invalid fault: {exc}") from exc
+    if not 400 <= status <= 599 or count < 1:
+        raise bad_request("Fault status must be 4xx/5xx and count >= 1.")
+    retry_after = data.get("retryAfter", "1" if status == 429 else None)
+    method = data.get("method")
+    return Fault(
+        pattern=pattern,
+        status=status,
+        remaining=count,
+        method=str(method).upper() if method else None,
+        code=str(data.get("code") or _STATUS_CODES.get(status, "generalException")),
+        retry_after=None if retry_after is None else str(retry_after),
+    )
+
+
+def _error_body(code: str, message: str, request_id: str, client_id: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": request_id,
+                "client-request-id": client_id,
+            },
+        }
+    }
+
+
+def error_response(err: GraphError, request_id: str, client_id: str) -> Response:
+    return Response(
+        err.status, _error_body(err.code, err.message, request_id, client_id), dict(err.headers)
+    )
+
+
+def _make_handler(sim: SimServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive for SDK and httpx clients
+        server_version = "graph-simulator"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the request log at /_sim/requests replaces stderr noise
+
+        def _dispatch(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            path = urlsplit(self.path).path
+            if path == "/v1.0" or path.startswith("/v1.0/"):
+                if sim.latency_ms > 0:
+                    jitter = sim.rng.uniform(0.75, 1.25)
+                    time.sleep(sim.latency_ms * jitter / 1000)
+                response = sim.graph(self.command, self.path, headers, body)
+            elif path.startswith("/_sim/"):
+                request_id = sim.new_id()
+                try:
+                    response = sim.admin(self.command, path, body)
+                except GraphError as err:
+                    response = error_response(err, request_id, request_id)
+            else:
+                unknown = GraphError(
+                    404,
+                    "Request_ResourceNotFound",
+                    f"Unknown path {path}; Graph lives under /v1.0.",
+                )
+                response = error_response(unknown, "", "")
+            self._send(response)
+
+        def _send(self, response: Response) -> None:
+            if response.body is None:
+                payload, ctype = b"", None
+            elif isinstance(response.body, str):
+                payload, ctype = response.body.encode(), "text/plain"
+            else:
+                payload = json.dumps(response.body).encode()
+                ctype = "application/json"
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            if ctype:
+                self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if payload:
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+
+    return Handler

@@ -1,0 +1,832 @@
+"""The simulated tenant: SKUs, users, groups, and Entra's group-based licensing processing.
+
+All mutation goes through `Tenant` methods that hold `Tenant.lock`, so the HTTP threads and the
+background processing timers never see a half-updated tenant. Licensing follows FACTS.md
+"What happens after": one seat per user per SKU whatever the number of sources, all-or-nothing
+per user per group, and users in error stay in error until `reprocess_user`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from simulator import schema
+from simulator.errors import GraphError, bad_request, not_found
+
+GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+EXTENSION_RE = re.compile(r"^extension_[0-9a-f]{32}_[A-Za-z0-9_]+$")
+
+ACTIVE = "Active"
+ERROR = "Error"
+NO_ERROR = "None"
+COUNT_VIOLATION = "CountViolation"
+
+QUEUED = "QueuedForProcessing"
+IN_PROGRESS = "ProcessingInProgress"
+COMPLETE = "ProcessingComplete"
+
+# Derived values a state export carries; accepted in a tenant file and recomputed on load.
+_DERIVED_USER_KEYS = frozenset({"assignedLicenses", "assignedPlans", "licenseAssignmentStates"})
+_DERIVED_GROUP_KEYS = frozenset({"licenseProcessingState", "hasMembersWithLicenseErrors"})
+_USER_KEYS = frozenset(schema.USER_DEFAULT + schema.USER_SELECT_ONLY) | {"directLicenses"}
+_GROUP_KEYS = frozenset(schema.GROUP_DEFAULT + schema.GROUP_SELECT_ONLY) | {
+    "members",
+    "extensions",
+}
+_SKU_KEYS = frozenset(schema.SKU_PROPERTIES) | {"enabledAtLoad"}
+_PREPAID_KEYS = ("enabled", "warning", "suspended", "lockedOut")
+
+
+class TenantError(ValueError):
+    """A tenant file that cannot be loaded; the message names the path and the problem."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Sku:
+    sku_id: str
+    part_number: str
+    applies_to: str
+    capability_status: str
+    prepaid: dict[str, int]
+    enabled_at_load: int
+    service_plans: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def plan_ids(self) -> set[str]:
+        return {str(p["servicePlanId"]) for p in self.service_plans}
+
+
+@dataclass
+class LicenseState:
+    sku_id: str
+    assigned_by_group: str | None
+    disabled_plans: list[str]
+    state: str
+    error: str
+    last_updated: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "assignedByGroup": self.assigned_by_group,
+            "disabledPlans": list(self.disabled_plans),
+            "error": self.error,
+            "lastUpdatedDateTime": self.last_updated,
+            "skuId": self.sku_id,
+            "state": self.state,
+        }
+
+
+@dataclass
+class User:
+    id: str
+    props: dict[str, Any]
+    direct: dict[str, list[str]] = field(default_factory=dict)
+    states: list[LicenseState] = field(default_factory=list)
+
+    @property
+    def upn(self) -> str:
+        return str(self.props["userPrincipalName"])
+
+    def active_skus(self) -> set[str]:
+        return {s.sku_id for s in self.states if s.state == ACTIVE}
+
+    def assigned_licenses(self) -> list[dict[str, Any]]:
+        """SKUs with an Active state; disabledPlans = plans disabled by every active source."""
+        result: dict[str, set[str] | None] = {}
+        for s in self.states:
+            if s.state != ACTIVE:
+                continue
+            plans = set(s.disabled_plans)
+            seen = result.get(s.sku_id)
+            # A plan stays disabled only if no active source enables it.
+            result[s.sku_id] = plans if seen is None else seen & plans
+        return [{"disabledPlans": sorted(p or ()), "skuId": k} for k, p in result.items()]
+
+
+@dataclass
+class Group:
+    id: str
+    props: dict[str, Any]
+    extensions: dict[str, Any] = field(default_factory=dict)
+    licenses: dict[str, list[str]] = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)
+    processing_state: str = COMPLETE
+
+    @property
+    def security_enabled(self) -> bool:
+        return bool(self.props.get("securityEnabled"))
+
+    def assigned_licenses(self) -> list[dict[str, Any]]:
+        return [{"disabledPlans": list(p), "skuId": k} for k, p in self.licenses.items()]
+
+
+class Tenant:
+    """The whole directory. Build with `from_file` / `from_dict`."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.skus: dict[str, Sku] = {}
+        self.users: dict[str, User] = {}
+        self.groups: dict[str, Group] = {}
+        self.lock = threading.RLock()
+        self.processing_delay_s = 0.0
+        self._by_upn: dict[str, str] = {}
+        self._consumed: dict[str, int] = {}
+        self._loading = False
+        self._timers: set[threading.Timer] = set()
+
+    # ---- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Tenant:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise TenantError(f"{p}: cannot read tenant file: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise TenantError(f"{p}: not valid JSON: {exc}") from exc
+        try:
+            return cls.from_dict(data)
+        except TenantError as exc:
+            raise TenantError(f"{p}: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Tenant:
+        if not isinstance(data, dict):
+            raise TenantError("$: a tenant must be a JSON object")
+        _check_keys(data, {"tenantId", "skus", "users", "groups"}, "$")
+        tenant = cls(_guid(data.get("tenantId"), "$.tenantId"))
+        for i, raw in enumerate(_list(data.get("skus", []), "$.skus")):
+            tenant._load_sku(raw, f"$.skus[{i}]")
+        for i, raw in enumerate(_list(data.get("users", []), "$.users")):
+            tenant._load_user(raw, f"$.users[{i}]")
+        raw_groups = _list(data.get("groups", []), "$.groups")
+        for i, raw in enumerate(raw_groups):
+            tenant._load_group(raw, f"$.groups[{i}]")
+        for i, raw in enumerate(raw_groups):
+            tenant._load_members(raw, f"$.groups[{i}]")
+        tenant._initial_processing()
+        return tenant
+
+    def _load_sku(self, raw: Any, where: str) -> None:
+        raw = _obj(raw, where)
+        _check_keys(raw, _SKU_KEYS, where)
+        sku_id = _guid(raw.get("skuId"), f"{where}.skuId")
+        if sku_id in self.skus:
+            raise TenantError(f"{where}.skuId: duplicate skuId '{sku_id}'")
+        part = _str(raw.get("skuPartNumber"), f"{where}.skuPartNumber")
+        if any(s.part_number.lower() == part.lower() for s in self.skus.values()):
+            raise TenantError(f"{where}.skuPartNumber: duplicate skuPartNumber '{part}'")
+        prepaid_raw = _obj(raw.get("prepaidUnits", {}), f"{where}.prepaidUnits")
+        _check_keys(prepaid_raw, set(_PREPAID_KEYS), f"{where}.prepaidUnits")
+        prepaid = {
+            k: _count(prepaid_raw.get(k, 0), f"{where}.prepaidUnits.{k}") for k in _PREPAID_KEYS
+        }
+        at_load = _count(raw.get("enabledAtLoad", prepaid["enabled"]), f"{where}.enabledAtLoad")
+        plans: list[dict[str, Any]] = []
+        for j, p in enumerate(_list(raw.get("servicePlans", []), f"{where}.servicePlans")):
+            pw = f"{where}.servicePlans[{j}]"
+            p = _obj(p, pw)
+            _check_keys(
+                p, {"servicePlanId", "servicePlanName", "appliesTo", "provisioningStatus"}, pw
+            )
+            plans.append(
+                {
+                    "servicePlanId": _guid(p.get("servicePlanId"), f"{pw}.servicePlanId"),
+                    "servicePlanName": _str(p.get("servicePlanName"), f"{pw}.servicePlanName"),
+                    "provisioningStatus": str(p.get("provisioningStatus", "Success")),
+                    "appliesTo": str(p.get("appliesTo", "User")),
+                }
+            )
+        extra = {k: raw[k] for k in ("accountName", "accountId", "subscriptionIds") if k in raw}
+        self.skus[sku_id] = Sku(
+            sku_id=sku_id,
+            part_number=part,
+            applies_to=_choice(raw.get("appliesTo", "User"), ("User", "Company"), where),
+            capability_status=_choice(
+                raw.get("capabilityStatus", "Enabled"),
+                ("Enabled", "Warning", "Suspended", "Deleted", "LockedOut"),
+                f"{where}.capabilityStatus",
+            ),
+            prepaid=prepaid,
+            enabled_at_load=at_load,
+            service_plans=plans,
+            extra=extra,
+        )
+        self._consumed[sku_id] = 0
+
+    def _load_user(self, raw: Any, where: str) -> None:
+        raw = _obj(raw, where)
+        _check_keys(raw, _USER_KEYS | _DERIVED_USER_KEYS, where, allow_extensions=True)
+        uid = _guid(raw.get("id"), f"{where}.id")
+        self._check_new_id(uid, f"{where}.id")
+        upn = _str(raw.get("userPrincipalName"), f"{where}.userPrincipalName")
+        if upn.lower() in self._by_upn:
+            raise TenantError(f"{where}.userPrincipalName: duplicate userPrincipalName '{upn}'")
+        props = {
+            k: v for k, v in raw.items() if k in _USER_KEYS and k not in ("id", "directLicenses")
+        }
+        props.update({k: v for k, v in raw.items() if k.startswith(schema.EXTENSION_PREFIX)})
+        props.setdefault("displayName", upn.split("@")[0])
+        props.setdefault("mail", None)
+        props.setdefault("userType", "Member")
+        props.setdefault("accountEnabled", True)
+        _choice(props["userType"], ("Member", "Guest"), f"{where}.userType")
+        _choice(
+            props.get("creationType"),
+            (None, "Invitation", "LocalAccount", "EmailVerified", "SelfServiceSignUp"),
+            f"{where}.creationType",
+        )
+        _choice(
+            props.get("externalUserState"),
+            (None, "PendingAcceptance", "Accepted"),
+            f"{where}.externalUserState",
+        )
+        if not isinstance(props["accountEnabled"], bool):
+            raise TenantError(f"{where}.accountEnabled: must be true or false")
+        user = User(id=uid, props=props)
+        for j, lic in enumerate(_list(raw.get("directLicenses", []), f"{where}.directLicenses")):
+            sku_id, plans = self._license(lic, f"{where}.directLicenses[{j}]")
+            if sku_id in user.direct:
+                raise TenantError(f"{where}.directLicenses[{j}].skuId: duplicate skuId '{sku_id}'")
+            user.direct[sku_id] = plans
+        self.users[uid] = user
+        self._by_upn[upn.lower()] = uid
+
+    def _load_group(self, raw: Any, where: str) -> None:
+        raw = _obj(raw, where)
+        _check_keys(raw, _GROUP_KEYS | _DERIVED_GROUP_KEYS, where, allow_extensions=True)
+        gid = _guid(raw.get("id"), f"{where}.id")
+        self._check_new_id(gid, f"{where}.id")
+        props = {
+            k: v
+            for k, v in raw.items()
+            if k in _GROUP_KEYS and k not in ("id", "members", "extensions", "assignedLicenses")
+        }
+        _str(raw.get("displayName"), f"{where}.displayName")
+        props.setdefault("description", None)
+        props.setdefault("securityEnabled", True)
+        props.setdefault("mailEnabled", False)
+        props.setdefault("groupTypes", [])
+        for key in ("securityEnabled", "mailEnabled"):
+            if not isinstance(props[key], bool):
+                raise TenantError(f"{where}.{key}: must be true or false")
+        extensions = dict(_obj(raw.get("extensions", {}), f"{where}.extensions"))
+        # Extension values may also be written as top-level properties, as Graph returns them.
+        extensions.update({k: v for k, v in raw.items() if k.startswith(schema.EXTENSION_PREFIX)})
+        for key in extensions:
+            if not EXTENSION_RE.match(key):
+                raise TenantError(
+                    f"{where}.extensions.{key}: not a directory extension name "
+                    "(extension_<appIdWithoutDashes>_<name>)"
+                )
+        group = Group(id=gid, props=props, extensions=extensions)
+        lic_where = f"{where}.assignedLicenses"
+        for j, lic in enumerate(_list(raw.get("assignedLicenses", []), lic_where)):
+            sku_id, plans = self._license(lic, f"{lic_where}[{j}]")
+            if sku_id in group.licenses:
+                raise TenantError(f"{lic_where}[{j}].skuId: duplicate skuId '{sku_id}'")
+            group.licenses[sku_id] = plans
+        if group.licenses and not group.security_enabled:
+            raise TenantError(
+                f"{lic_where}: only security-enabled groups can carry licences "
+                "(securityEnabled is false)"
+            )
+        self.groups[gid] = group
+
+    def _load_members(self, raw: dict[str, Any], where: str) -> None:
+        group = self.groups[str(raw["id"]).lower()]
+        for j, member in enumerate(_list(raw.get("members", []), f"{where}.members")):
+            mw = f"{where}.members[{j}]"
+            mid = _guid(member, mw)
+            if mid not in self.users and mid not in self.groups:
+                raise TenantError(f"{mw}: unknown member id '{mid}' (no such user or group)")
+            if mid == group.id:
+                raise TenantError(f"{mw}: a group cannot be a member of itself")
+            if mid in group.members:
+                raise TenantError(f"{mw}: duplicate member id '{mid}'")
+            group.members.append(mid)
+
+    def _license(self, raw: Any, where: str) -> tuple[str, list[str]]:
+        raw = _obj(raw, where)
+        _check_keys(raw, {"skuId", "disabledPlans"}, where)
+        sku_id = _guid(raw.get("skuId"), f"{where}.skuId")
+        sku = self.skus.get(sku_id)
+        if sku is None:
+            raise TenantError(f"{where}.skuId: unknown skuId '{sku_id}' (not in $.skus)")
+        plans = [
+            _guid(p, f"{where}.disabledPlans[{k}]")
+            for k, p in enumerate(_list(raw.get("disabledPlans", []), f"{where}.disabledPlans"))
+        ]
+        for k, plan in enumerate(plans):
+            if plan not in sku.plan_ids():
+                raise TenantError(
+                    f"{where}.disabledPlans[{k}]: '{plan}' is not a service plan of "
+                    f"{sku.part_number}"
+                )
+        return sku_id, plans
+
+    def _check_new_id(self, object_id: str, where: str) -> None:
+        if object_id in self.users or object_id in self.groups:
+            raise TenantError(f"{where}: duplicate object id '{object_id}'")
+
+    def _initial_processing(self) -> None:
+        """Entra's processing as it ran when the seats were `enabledAtLoad`."""
+        self._loading = True
+        try:
+            stamp = now_iso()
+            for user in self.users.values():
+                # Direct licences in the file are already assigned: they may over-consume.
+                user.states = [
+                    LicenseState(sku, None, list(plans), ACTIVE, NO_ERROR, stamp)
+                    for sku, plans in user.direct.items()
+                ]
+                for sku in user.active_skus():
+                    self._consumed[sku] += 1
+            for group in self.groups.values():
+                self._process_group(group)
+        finally:
+            self._loading = False
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    def find_user(self, key: str) -> User | None:
+        """By object id or userPrincipalName (case-insensitive), as /users/{id|upn} does."""
+        lowered = key.lower()
+        uid = lowered if lowered in self.users else self._by_upn.get(lowered)
+        return self.users.get(uid) if uid else None
+
+    def get_user(self, key: str) -> User:
+        user = self.find_user(key)
+        if user is None:
+            raise not_found(key)
+        return user
+
+    def get_group(self, key: str) -> Group:
+        group = self.groups.get(key.lower())
+        if group is None:
+            raise not_found(key)
+        return group
+
+    def find_sku(self, key: str) -> Sku | None:
+        """By skuId, `<tenantId>_<skuId>` or skuPartNumber."""
+        lowered = key.lower()
+        if lowered.startswith(self.tenant_id + "_"):
+            lowered = lowered[len(self.tenant_id) + 1 :]
+        if lowered in self.skus:
+            return self.skus[lowered]
+        return next((s for s in self.skus.values() if s.part_number.lower() == lowered), None)
+
+    def consumed(self, sku_id: str) -> int:
+        return self._consumed.get(sku_id, 0)
+
+    def free(self, sku_id: str) -> int:
+        sku = self.skus[sku_id]
+        capacity = sku.enabled_at_load if self._loading else sku.prepaid["enabled"]
+        return capacity - self.consumed(sku_id)
+
+    def direct_user_members(self, group: Group) -> Iterator[User]:
+        for mid in group.members:
+            user = self.users.get(mid)
+            if user is not None:
+                yield user
+
+    def transitive_members(self, group: Group) -> list[str]:
+        """Every member id reachable through nested groups, once, in breadth-first order."""
+        seen: dict[str, None] = {}
+        queue = list(group.members)
+        while queue:
+            mid = queue.pop(0)
+            if mid in seen or mid == group.id:
+                continue
+            seen[mid] = None
+            nested = self.groups.get(mid)
+            if nested is not None:
+                queue.extend(nested.members)
+        return list(seen)
+
+    def members_with_errors(self, group: Group) -> list[User]:
+        return [
+            u
+            for u in self.direct_user_members(group)
+            if any(s.assigned_by_group == group.id and s.state == ERROR for s in u.states)
+        ]
+
+    # ---- licensing -----------------------------------------------------------------------
+
+    def _set_states(self, user: User, states: list[LicenseState]) -> None:
+        """Replace a user's states, keeping consumedUnits (users with an Active state) exact."""
+        before = user.active_skus()
+        user.states = states
+        after = user.active_skus()
+        for sku in before - after:
+            self._consumed[sku] -= 1
+        for sku in after - before:
+            self._consumed[sku] += 1
+
+    def _apply_group(self, group: Group, user: User, *, retry_errors: bool) -> None:
+        mine = {s.sku_id: s for s in user.states if s.assigned_by_group == group.id}
+        others = [s for s in user.states if s.assigned_by_group != group.id]
+        if not group.licenses:
+            self._set_states(user, others)
+            return
+        stuck = any(s.state == ERROR for s in mine.values())
+        if stuck and not retry_errors:
+            ok = False  # Entra does not pick up freed seats for users already in error.
+        else:
+            held = {s.sku_id for s in others if s.state == ACTIVE}
+            held |= {k for k, s in mine.items() if s.state == ACTIVE}
+            needed = [sku for sku in group.licenses if sku not in held]
+            ok = all(self.free(sku) > 0 for sku in needed)
+        state, error = (ACTIVE, NO_ERROR) if ok else (ERROR, COUNT_VIOLATION)
+        stamp = now_iso()
+        updated: list[LicenseState] = []
+        for sku, plans in group.licenses.items():
+            prev = mine.get(sku)
+            if prev and (prev.state, prev.error, prev.disabled_plans) == (state, error, plans):
+                updated.append(prev)
+            else:
+                updated.append(LicenseState(sku, group.id, list(plans), state, error, stamp))
+        self._set_states(user, others + updated)
+
+    def _process_group(self, group: Group) -> None:
+        for user in self.direct_user_members(group):
+            self._apply_group(group, user, retry_errors=False)
+
+    def _schedule_processing(self, group: Group) -> None:
+        """Process now (delay 0) or walk Queued -> InProgress -> Complete on background timers."""
+        delay = self.processing_delay_s
+        if delay <= 0:
+            self._process_group(group)
+            group.processing_state = COMPLETE
+            return
+        group.processing_state = QUEUED
+
+        def start() -> None:
+            with self.lock:
+                group.processing_state = IN_PROGRESS
+            self._later(delay / 2, finish)
+
+        def finish() -> None:
+            with self.lock:
+                self._process_group(group)
+                group.processing_state = COMPLETE
+
+        self._later(delay / 2, start)
+
+    def _later(self, seconds: float, fn: Any) -> None:
+        timer: threading.Timer
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                with self.lock:
+                    self._timers.discard(timer)
+
+        timer = threading.Timer(seconds, run)
+        timer.daemon = True
+        with self.lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def cancel_pending(self) -> None:
+        with self.lock:
+            for timer in list(self._timers):
+                timer.cancel()
+            self._timers.clear()
+
+    def _validate_license_change(self, body: Any) -> tuple[dict[str, list[str]], list[str]]:
+        """Parse an assignLicense body (both keys required, case-sensitive) against the SKUs."""
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.")
+        for key in ("addLicenses", "removeLicenses"):
+            if key not in body or not isinstance(body[key], list):
+                raise bad_request(f"Required parameter '{key}' is missing or not an array.")
+        add: dict[str, list[str]] = {}
+        for item in body["addLicenses"]:
+            if not isinstance(item, dict) or not isinstance(item.get("skuId"), str):
+                raise bad_request("Each addLicenses item needs a skuId.")
+            sku = self._company_sku(item["skuId"])
+            plans = item.get("disabledPlans") or []
+            if not isinstance(plans, list) or not all(isinstance(p, str) for p in plans):
+                raise bad_request("disabledPlans must be an array of service plan ids.")
+            plans = [p.lower() for p in plans]
+            for plan in plans:
+                if plan not in sku.plan_ids():
+                    raise bad_request(
+                        f"Service plan {plan} does not belong to License {sku.sku_id}."
+                    )
+            add[sku.sku_id] = plans
+        remove: list[str] = []
+        for sku_id in body["removeLicenses"]:
+            if not isinstance(sku_id, str):
+                raise bad_request("removeLicenses must be an array of skuIds.")
+            remove.append(self._company_sku(sku_id).sku_id)
+        return add, remove
+
+    def _company_sku(self, sku_id: str) -> Sku:
+        sku = self.skus.get(sku_id.lower())
+        if sku is None or sku.applies_to != "User":
+            raise bad_request(f"License {sku_id} does not correspond to a valid company License.")
+        return sku
+
+    def assign_group_licenses(self, group_id: str, body: Any) -> Group:
+        with self.lock:
+            group = self.get_group(group_id)
+            if not group.security_enabled:
+                raise bad_request(
+                    f"Group {group.id} is not security enabled: licenses can only be assigned "
+                    "to security groups."
+                )
+            add, remove = self._validate_license_change(body)
+            for sku_id in remove:
+                group.licenses.pop(sku_id, None)
+            # Re-adding a SKU only changes its disabledPlans (its position stays).
+            group.licenses.update(add)
+            self._schedule_processing(group)
+            return group
+
+    def assign_user_licenses(self, user_key: str, body: Any) -> User:
+        with self.lock:
+            user = self.get_user(user_key)
+            add, remove = self._validate_license_change(body)
+            for sku_id in remove:
+                if sku_id not in user.direct:
+                    raise bad_request(f"User does not have a corresponding license {sku_id}.")
+            if add and not user.props.get("usageLocation"):
+                raise bad_request(
+                    "License assignment cannot be done for user with invalid usage location."
+                )
+            held = user.active_skus() - set(remove)
+            for sku_id in add:
+                if sku_id not in held and self.free(sku_id) <= 0:
+                    raise bad_request(
+                        f"Subscription with SKU {sku_id} does not have any available licenses."
+                    )
+            for sku_id in remove:
+                del user.direct[sku_id]
+            user.direct.update(add)
+            stamp = now_iso()
+            old = {s.sku_id: s for s in user.states if s.assigned_by_group is None}
+            direct_states = []
+            for sku, plans in user.direct.items():
+                prev = old.get(sku)
+                if prev and prev.disabled_plans == plans:
+                    direct_states.append(prev)
+                else:
+                    direct_states.append(
+                        LicenseState(sku, None, list(plans), ACTIVE, NO_ERROR, stamp)
+                    )
+            groups = [s for s in user.states if s.assigned_by_group is not None]
+            self._set_states(user, direct_states + groups)
+            return user
+
+    def reprocess_user(self, user_key: str) -> User:
+        """Re-evaluate every group licence of the user, errors included (seats freed since)."""
+        with self.lock:
+            user = self.get_user(user_key)
+            member_of = [g for g in self.groups.values() if user.id in g.members]
+            live = {g.id for g in member_of}
+            kept = [
+                s for s in user.states if s.assigned_by_group in live or s.assigned_by_group is None
+            ]
+            self._set_states(user, kept)
+            for group in member_of:
+                self._apply_group(group, user, retry_errors=True)
+            return user
+
+    # ---- admin mutations -----------------------------------------------------------------
+
+    def add_member(self, group_id: str, member_id: str) -> None:
+        with self.lock:
+            group = self.get_group(group_id)
+            mid = member_id.lower()
+            if mid not in self.users and mid not in self.groups:
+                raise not_found(member_id)
+            if mid == group.id:
+                raise bad_request("A group cannot be a member of itself.")
+            if mid in group.members:
+                raise bad_request(
+                    "One or more added object references already exist for the following "
+                    f"modified properties: 'members'. ({mid})"
+                )
+            group.members.append(mid)
+            if mid in self.users and group.licenses:
+                self._schedule_processing(group)
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        with self.lock:
+            group = self.get_group(group_id)
+            mid = member_id.lower()
+            if mid not in group.members:
+                raise not_found(member_id)
+            group.members.remove(mid)
+            user = self.users.get(mid)
+            if user is not None:
+                # The user loses this group's states; seats free up if no other source is Active.
+                self._set_states(user, [s for s in user.states if s.assigned_by_group != group.id])
+
+    def add_user(self, raw: Any) -> User:
+        with self.lock:
+            try:
+                self._load_user(raw, "$")
+            except TenantError as exc:
+                raise bad_request(str(exc)) from exc
+            user = self.users[str(raw["id"]).lower()]
+            stamp = now_iso()
+            for sku in user.direct:
+                if self.free(sku) <= 0:
+                    del self.users[user.id]
+                    del self._by_upn[user.upn.lower()]
+                    raise bad_request(
+                        f"Subscription with SKU {sku} does not have any available licenses."
+                    )
+            self._set_states(
+                user,
+                [
+                    LicenseState(s, None, list(p), ACTIVE, NO_ERROR, stamp)
+                    for s, p in user.direct.items()
+                ],
+            )
+            return user
+
+    def set_seats(self, sku_key: str, enabled: Any) -> Sku:
+        with self.lock:
+            sku = self.find_sku(sku_key)
+            if sku is None:
+                raise not_found(sku_key)
+            if not isinstance(enabled, int) or isinstance(enabled, bool) or enabled < 0:
+                raise bad_request("'enabled' must be a non-negative integer.")
+            sku.prepaid["enabled"] = enabled
+            return sku
+
+    # ---- JSON views ----------------------------------------------------------------------
+
+    def sku_json(self, sku: Sku) -> dict[str, Any]:
+        return {
+            "accountName": sku.extra.get("accountName", "Simulated tenant"),
+            "accountId": sku.extra.get("accountId", self.tenant_id),
+            "appliesTo": sku.applies_to,
+            "capabilityStatus": sku.capability_status,
+            "consumedUnits": self.consumed(sku.sku_id),
+            "id": f"{self.tenant_id}_{sku.sku_id}",
+            "prepaidUnits": dict(sku.prepaid),
+            "servicePlans": copy.deepcopy(sku.service_plans),
+            "skuId": sku.sku_id,
+            "skuPartNumber": sku.part_number,
+            "subscriptionIds": list(sku.extra.get("subscriptionIds", [sku.sku_id])),
+        }
+
+    def assigned_plans(self, user: User) -> list[dict[str, Any]]:
+        plans: list[dict[str, Any]] = []
+        for lic in user.assigned_licenses():
+            sku = self.skus[lic["skuId"]]
+            stamp = min(s.last_updated for s in user.states if s.sku_id == sku.sku_id)
+            for plan in sku.service_plans:
+                if plan["servicePlanId"] in lic["disabledPlans"]:
+                    continue
+                plans.append(
+                    {
+                        "assignedDateTime": stamp,
+                        "capabilityStatus": "Enabled",
+                        "service": plan["servicePlanName"],
+                        "servicePlanId": plan["servicePlanId"],
+                    }
+                )
+        return plans
+
+    def user_value(self, user: User, name: str) -> Any:
+        """One property of a user as Graph returns it (derived licence fields included)."""
+        if name == "id":
+            return user.id
+        if name == "assignedLicenses":
+            return user.assigned_licenses()
+        if name == "licenseAssignmentStates":
+            return [s.to_json() for s in user.states]
+        if name == "assignedPlans":
+            return self.assigned_plans(user)
+        return copy.deepcopy(user.props.get(name, schema.empty_value(name)))
+
+    def group_value(self, group: Group, name: str) -> Any:
+        if name == "id":
+            return group.id
+        if name == "assignedLicenses":
+            return group.assigned_licenses()
+        if name == "licenseProcessingState":
+            return {"state": group.processing_state}
+        if name == "hasMembersWithLicenseErrors":
+            return bool(self.members_with_errors(group))
+        if name in group.extensions:
+            return copy.deepcopy(group.extensions[name])
+        return copy.deepcopy(group.props.get(name, schema.empty_value(name)))
+
+    def to_dict(self, *, derived: bool = True) -> dict[str, Any]:
+        """The tenant in tenant-file format; `derived` adds consumedUnits and licence states."""
+        with self.lock:
+            skus = []
+            for sku in self.skus.values():
+                item: dict[str, Any] = {
+                    "skuId": sku.sku_id,
+                    "skuPartNumber": sku.part_number,
+                    "appliesTo": sku.applies_to,
+                    "capabilityStatus": sku.capability_status,
+                    "prepaidUnits": dict(sku.prepaid),
+                    "enabledAtLoad": sku.enabled_at_load,
+                    "servicePlans": copy.deepcopy(sku.service_plans),
+                    **copy.deepcopy(sku.extra),
+                }
+                if derived:
+                    item["consumedUnits"] = self.consumed(sku.sku_id)
+                skus.append(item)
+            users = []
+            for user in self.users.values():
+                u: dict[str, Any] = {"id": user.id, **copy.deepcopy(user.props)}
+                u["directLicenses"] = [
+                    {"skuId": k, "disabledPlans": list(p)} for k, p in user.direct.items()
+                ]
+                if derived:
+                    u["assignedLicenses"] = user.assigned_licenses()
+                    u["licenseAssignmentStates"] = [s.to_json() for s in user.states]
+                users.append(u)
+            groups = []
+            for group in self.groups.values():
+                g: dict[str, Any] = {"id": group.id, **copy.deepcopy(group.props)}
+                g["extensions"] = copy.deepcopy(group.extensions)
+                g["assignedLicenses"] = group.assigned_licenses()
+                g["members"] = list(group.members)
+                if derived:
+                    g["licenseProcessingState"] = {"state": group.processing_state}
+                groups.append(g)
+            return {"tenantId": self.tenant_id, "skus": skus, "users": users, "groups": groups}
+
+
+# ---- validation helpers ------------------------------------------------------------------
+
+
+def _check_keys(
+    raw: dict[str, Any],
+    allowed: set[str] | frozenset[str],
+    where: str,
+    *,
+    allow_extensions: bool = False,
+) -> None:
+    for key in raw:
+        if key.startswith("_"):
+            continue  # "_comment"-style keys keep hand-written tenant files readable.
+        if allow_extensions and key.startswith(schema.EXTENSION_PREFIX):
+            continue
+        if key not in allowed:
+            raise TenantError(f"{where}.{key}: unknown property")
+
+
+def _obj(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise TenantError(f"{where}: must be a JSON object")
+    return raw
+
+
+def _list(raw: Any, where: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise TenantError(f"{where}: must be a JSON array")
+    return raw
+
+
+def _str(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise TenantError(f"{where}: must be a non-empty string")
+    return raw
+
+
+def _guid(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not GUID_RE.match(raw.lower()):
+        raise TenantError(f"{where}: not a GUID: {raw!r}")
+    return raw.lower()
+
+
+def _count(raw: Any, where: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise TenantError(f"{where}: must be a non-negative integer, got {raw!r}")
+    return raw
+
+
+def _choice(raw: Any, allowed: tuple[Any, ...], where: str) -> Any:
+    if raw not in allowed:
+        raise TenantError(f"{where}: {raw!r} is not one of {', '.join(map(repr, allowed))}")
+    return raw
+
+
+__all__ = ["GraphError", "Group", "LicenseState", "Sku", "Tenant", "TenantError", "User"]

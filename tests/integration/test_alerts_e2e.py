@@ -1,0 +1,105 @@
+"""Alert mail end to end: the simulator's outbox holds exactly the mails a person would expect."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.run import execute_run, read_run
+from tests.integration.conftest import World
+from tests.integration.tenants import PBI, POLICY, TenantBuilder
+
+
+def apply(world: World) -> dict[str, Any]:
+    return asyncio.run(execute_run(world.settings, "apply", "test")).summary()
+
+
+def subjects(world: World) -> list[str]:
+    return [m["message"]["subject"] for m in world.sim.admin("GET", "/_sim/outbox")["value"]]
+
+
+def test_exhaustion_mails_once_again_when_worse_and_when_resolved(world_factory: Any):
+    t = TenantBuilder(pbi=2)
+    bi = t.group("LIC-BI", "powerbi", t.users_named("bi", 4))
+    world = world_factory(t.build(), POLICY)
+
+    apply(world)  # 4 wanted, 2 free: short by 2
+    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+    apply(world)  # unchanged: no second mail
+    assert len(subjects(world)) == 1
+
+    newcomer = t.user("late")
+    world.sim.admin("POST", "/_sim/users", t.users[-1])
+    world.sim.admin("POST", f"/_sim/groups/{bi}/members", {"id": newcomer})
+    apply(world)  # worse: short by 3
+    assert subjects(world)[1:] == [
+        "[Licensing] Worse: POWER_BI_PRO has run out: 3 more seat(s) needed"
+    ]
+
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 10})  # seats bought
+    summary = apply(world)
+    assert {g["displayName"]: g["decision"] for g in summary["groups"]} == {"LIC-BI": "assign"}
+    assert subjects(world)[2:] == [
+        "[Licensing] Resolved: POWER_BI_PRO has run out: 3 more seat(s) needed"
+    ]
+    apply(world)
+    assert len(subjects(world)) == 3
+
+
+def test_guest_added_then_removed_mails_blocked_then_resolved(world_factory: Any):
+    t = TenantBuilder()
+    team = t.group("LIC-Team", "e5-full", t.users_named("team", 2))
+    world = world_factory(t.build(), POLICY)
+    apply(world)
+    assert subjects(world) == []
+
+    guest = t.user("partner", guest=True)
+    world.sim.admin("POST", "/_sim/users", t.users[-1])
+    world.sim.admin("POST", f"/_sim/groups/{team}/members", {"id": guest})
+    apply(world)
+    apply(world)
+    mails = world.sim.admin("GET", "/_sim/outbox")["value"]
+    assert [m["message"]["subject"] for m in mails] == [
+        "[Licensing] Group LIC-Team is blocked: 1 B2B guest(s)"
+    ]
+    assert "partner_fabrikam.com#EXT#@contoso.example" in mails[0]["message"]["body"]["content"]
+    assert [r["emailAddress"]["address"] for r in mails[0]["message"]["toRecipients"]] == [
+        "it-ops@contoso.com"
+    ]
+
+    world.sim.admin("DELETE", f"/_sim/groups/{team}/members/{guest}")
+    apply(world)
+    assert subjects(world)[1:] == [
+        "[Licensing] Resolved: Group LIC-Team is blocked: 1 B2B guest(s)"
+    ]
+
+
+def test_a_failing_mailbox_leaves_enforcement_and_records_intact_and_retries(world_factory: Any):
+    t = TenantBuilder(pbi=1)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 3))
+    t.group("LIC-Team", "e5-full", t.users_named("team", 2))
+    world = world_factory(t.build(), POLICY)
+    # The mailbox refuses the app, as when the Exchange application access policy leaves it out.
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {"path": "/sendMail", "status": 403, "count": 100, "code": "ErrorAccessDenied"},
+    )
+
+    summary = apply(world)
+    assert summary["status"] == "succeeded"
+    assert {g["displayName"]: g["outcome"] for g in summary["groups"]} == {
+        "LIC-BI": "not-applied",
+        "LIC-Team": "applied",
+    }
+    [alert] = summary["alerts"]
+    assert (
+        alert["sent"] is False and "403" in alert["error"] and "ErrorAccessDenied" in alert["error"]
+    )
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None and recorded["alerts"] == summary["alerts"]
+    assert subjects(world) == []
+
+    world.sim.admin("DELETE", "/_sim/faults")
+    apply(world)  # the unsent alert goes out on the next run
+    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
