@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import DEMO, ROOT, Client, gid, uid
+from tests.simulator.conftest import DEMO, ROOT, Client, gid, uid
 
 MAIL = {
     "message": {
@@ -83,7 +83,7 @@ def test_request_log_records_status_and_resource_units(client: Client) -> None:
 
 
 def test_throttling_by_resource_units() -> None:
-    from conftest import serve, small_tenant
+    from tests.simulator.conftest import serve, small_tenant
 
     server = serve(small_tenant(), ru_limit=5)
     try:

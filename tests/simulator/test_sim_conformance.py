@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-from conftest import EXAMPLES, Client, serve
+
+from tests.simulator.conftest import EXAMPLES, Client, serve
 
 TENANT = "48a80680-7326-48cd-9935-b556b81d3a4e"
 GROUP = "02bd9fd6-8f93-4758-87c3-1fb73740a315"  # stands in for the docs' "{id}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from conftest import E5, EXT, READ_ALL, TENANT_ID, Client, gid, uid
+
+from tests.simulator.conftest import E5, EXT, READ_ALL, TENANT_ID, Client, gid, uid
 
 AQ = {"ConsistencyLevel": "eventual"}
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import time
 
-from conftest import E5, EMS, EXCHANGE, PBI, YAMMER, Client, gid, serve, small_tenant, uid
+from tests.simulator.conftest import (
+    E5,
+    EMS,
+    EXCHANGE,
+    PBI,
+    YAMMER,
+    Client,
+    gid,
+    serve,
+    small_tenant,
+    uid,
+)
 
 
 def _assign(client: Client, group: str, add: list[dict[str, object]], remove: list[str] = []):  # noqa: B006

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEMO, E5, gid, small_tenant, uid
 
 from simulator.tenant import Tenant, TenantError
+from tests.simulator.conftest import DEMO, E5, gid, small_tenant, uid
 
 
 def _mutated(change: Any) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def test_other_licence_errors_are_reported_with_advice_not_reprocessed():
     plan = make_plan(snapshot(default_skus(), (g, [bad, user(holds=(PBI,))])), resolved())
     gp = plan.groups[0]
     assert gp.decision is Decision.COMPLIANT
-    assert any("MutuallyExclusiveViolation" in n and "conflicts" in n for n in gp.notes)
+    assert any("MutuallyExclusiveViolation" in n and "conflicting licence" in n for n in gp.notes)
 
 
 def test_suspended_sku_is_not_assignable():
