@@ -11,8 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from shared.errors import ConfigurationError, PolicyError
-from shared.policy import load_policy
+from shared.collect import find_tagged_groups
+from shared.credentials import credential_for
+from shared.errors import ConfigurationError, GraphReadError, PolicyError
+from shared.graph import GraphClient, required_roles
+from shared.policy import Policy, load_policy, resolve
 from shared.report import render_run, table
 from shared.run import execute_run, read_run
 from shared.settings import Settings
@@ -37,26 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.add_argument("--wide", action="store_true")
-    p = sub.add_parser("validate", help="check a policy file offline")
-    p.add_argument("policy", nargs="?", type=Path)
+    p = sub.add_parser("validate", help="check a policy file, offline or against the tenant")
+    p.add_argument("policy", nargs="?", type=Path, help="default: LICENSING_POLICY_PATH")
+    p.add_argument(
+        "--tenant",
+        action="store_true",
+        help="also resolve SKU and plan names and list the tagged groups (reads Graph)",
+    )
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "validate" and args.policy:
-            policy = load_policy(args.policy)
-            print(
-                f"{args.policy}: valid ({len(policy.profiles)} profiles, "
-                f"{len(policy.selectors)} selectors)"
-            )
-            return 0
-        settings = Settings.from_env()
         if args.command == "validate":
-            policy = load_policy(settings.policy_path)
-            print(
-                f"{settings.policy_path}: valid ({len(policy.profiles)} profiles, "
-                f"{len(policy.selectors)} selectors)"
-            )
-            return 0
+            return _validate(args.policy, args.tenant)
+        settings = Settings.from_env()
         if args.command in ("plan", "apply"):
             report = asyncio.run(execute_run(settings, args.command, "cli", group_ids=args.group))
             summary = report.summary()
@@ -92,3 +88,50 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigurationError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except GraphReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _validate(path: Path | None, against_tenant: bool) -> int:
+    settings = Settings.from_env() if against_tenant or path is None else None
+    policy_path = path or (settings.policy_path if settings else Path())
+    policy = load_policy(policy_path)
+    print(
+        f"{policy_path}: valid ({len(policy.profiles)} profiles, {len(policy.selectors)} selectors)"
+    )
+    if not against_tenant:
+        return 0
+    assert settings is not None
+    return asyncio.run(_validate_against_tenant(policy, settings))
+
+
+async def _validate_against_tenant(policy: Policy, settings: Settings) -> int:
+    graph = GraphClient(credential_for(settings, required_roles()), settings.graph_base_url)
+    try:
+        skus = await graph.list_skus()
+        resolve(policy, skus)  # raises PolicyError naming an unknown SKU or plan
+        warnings: list[str] = []
+        groups = await find_tagged_groups(graph, policy, warnings)
+    finally:
+        await graph.close()
+    print(f"resolved against the tenant: {len(skus)} subscribed SKUs")
+    problems = [g for g in groups if g.tag_problem or g.profile not in policy.profiles]
+    print(
+        table(
+            ["group", "profile", "security", "problem"],
+            [
+                [
+                    g.display_name,
+                    g.profile,
+                    "yes" if g.security_enabled else "NO",
+                    g.tag_problem
+                    or ("" if g.profile in policy.profiles else "profile not defined"),
+                ]
+                for g in groups
+            ],
+        )
+    )
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return 0 if not problems else 2

@@ -7,7 +7,7 @@ read makes only that group unknown.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -42,16 +42,24 @@ def selector_queries(selector: Selector, profiles: Iterable[str]) -> list[tuple[
     ]
 
 
-async def find_tagged_groups(graph: GraphClient, policy: Policy) -> list[Group]:
+async def find_tagged_groups(
+    graph: GraphClient, policy: Policy, warnings: list[str] | None = None
+) -> list[Group]:
     found: dict[str, Group] = {}
     tags: dict[str, list[tuple[Selector, str]]] = {}
+
+    def tag(raw: dict[str, Any], selector: Selector, profile: str) -> None:
+        group = _group(raw, profile)
+        found.setdefault(group.id, group)
+        tags.setdefault(group.id, []).append((selector, profile))
+
     for selector in policy.selectors:
         extra = (selector.extension_property,) if selector.extension_property else ()
         for odata_filter, profile in selector_queries(selector, policy.profiles):
             for raw in await graph.find_groups(odata_filter, extra):
-                group = _group(raw, profile or "")
-                found.setdefault(group.id, group)
-                tags.setdefault(group.id, []).append((selector, group.profile))
+                tag(raw, selector, profile or "")
+        if selector.extension_property:
+            await _scan_unknown_profiles(graph, policy, selector, tag, warnings)
     groups: list[Group] = []
     for gid, group in found.items():
         matches = tags[gid]
@@ -67,6 +75,36 @@ async def find_tagged_groups(graph: GraphClient, policy: Policy) -> list[Group]:
         groups.append(replace(group, priority=priority, tag_problem=problem))
     groups.sort(key=lambda g: (g.display_name.lower(), g.id))
     return groups
+
+
+async def _scan_unknown_profiles(
+    graph: GraphClient,
+    policy: Policy,
+    selector: Selector,
+    tag: Callable[[dict[str, Any], Selector, str], None],
+    warnings: list[str] | None,
+) -> None:
+    """Find groups tagged with a value that names no profile (a typo), so they get reported.
+
+    `ne null` on a group's directory extension needs an advanced query and is not confirmed by
+    Microsoft's docs (decisions.md 3): if Graph refuses it, the run goes on and says what it could
+    not check. The `eq` queries stay the authoritative source of tagged groups.
+    """
+    ext = selector.extension_property
+    assert ext is not None
+    try:
+        raws = await graph.find_groups(f"{ext} ne null", (ext,), advanced=True)
+    except GraphReadError as exc:
+        if warnings is not None:
+            warnings.append(
+                f"groups tagged in {ext} with a value that names no profile could not be "
+                f"listed ({exc}); only the defined profiles were queried"
+            )
+        return
+    for raw in raws:
+        value = raw.get(ext)
+        if isinstance(value, str) and value not in policy.profiles:
+            tag(raw, selector, value)
 
 
 def _group(raw: dict[str, Any], profile: str) -> Group:
@@ -109,8 +147,14 @@ async def collect(
     max_concurrency: int,
     only_group_ids: set[str] | None = None,
 ) -> Snapshot:
-    groups = await find_tagged_groups(graph, policy)
+    warnings: list[str] = []
+    groups = await find_tagged_groups(graph, policy, warnings)
     if only_group_ids is not None:
+        missing = sorted(only_group_ids - {g.id for g in groups})
+        if missing:
+            warnings.append(f"requested group(s) not tagged by the policy: {', '.join(missing)}")
         groups = [g for g in groups if g.id in only_group_ids]
     members = await read_members(graph, groups, max_concurrency)
-    return Snapshot(skus=tuple(skus), groups=tuple(groups), members=members)
+    return Snapshot(
+        skus=tuple(skus), groups=tuple(groups), members=members, warnings=tuple(warnings)
+    )

@@ -201,20 +201,33 @@ class GraphClient:
 
     @requires("GroupMember.Read.All")
     async def find_groups(
-        self, odata_filter: str, extra_select: tuple[str, ...] = ()
+        self, odata_filter: str, extra_select: tuple[str, ...] = (), advanced: bool = False
     ) -> list[dict[str, Any]]:
-        """Groups matching a $filter, with the properties licensing needs (raw JSON objects)."""
+        """Groups matching a $filter, with the properties licensing needs (raw JSON objects).
+
+        `advanced` sends an advanced query (ConsistencyLevel: eventual + $count=true), which `ne`
+        and `not` need; the header is re-sent on every page (Graph does not carry it over).
+        """
         cfg = RequestConfiguration(
             query_parameters=GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
-                filter=odata_filter, select=[*GROUP_SELECT, *extra_select], top=PAGE_SIZE
+                filter=odata_filter,
+                select=[*GROUP_SELECT, *extra_select],
+                top=PAGE_SIZE,
+                count=True if advanced else None,
             )
         )
+
+        def with_headers(info: RequestInformation) -> RequestInformation:
+            if advanced:
+                info.headers.try_add("ConsistencyLevel", "eventual")
+            return info
+
         what = f"groups matching {odata_filter}"
         items = await self._pages(
-            self.sdk.groups.to_get_request_information(cfg),
+            with_headers(self.sdk.groups.to_get_request_information(cfg)),
             what,
             "find_groups",
-            lambda url: self.sdk.groups.with_url(url).to_get_request_information(),
+            lambda url: with_headers(self.sdk.groups.with_url(url).to_get_request_information()),
         )
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):

@@ -122,6 +122,7 @@ class Snapshot:
     skus: tuple[Sku, ...]
     groups: tuple[Group, ...]
     members: dict[str, Membership] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # run-level: what could not be checked, and why
 
     def sku(self, sku_id: str) -> Sku | None:
         for s in self.skus:

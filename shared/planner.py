@@ -108,6 +108,7 @@ class SkuPlan:
 class Plan:
     groups: list[GroupPlan]
     skus: list[SkuPlan]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[GroupPlan]:
@@ -188,7 +189,7 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
 
     order = {g.id: i for i, g in enumerate(snapshot.groups)}
     finished.sort(key=lambda g: order.get(g.group_id, len(order)))
-    return Plan(finished, list(sku_plans.values()))
+    return Plan(finished, list(sku_plans.values()), list(snapshot.warnings))
 
 
 def _base(group: Group, membership: Membership) -> GroupPlan:

@@ -32,6 +32,8 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
         out.append(f"Error: {summary['error']}")
     if summary.get("refusedReason"):
         out.append(f"Refused: {summary['refusedReason']}")
+    for warning in summary.get("warnings") or []:
+        out.append(f"Warning: {warning}")
     groups = summary.get("groups") or []
     if groups:
         out += [

@@ -130,6 +130,7 @@ class RunReport:
             "groups": self.group_rows(),
             "skus": self.sku_rows(),
             "alerts": self.alerts,
+            "warnings": plan.warnings if plan else [],
         }
 
 
@@ -281,6 +282,7 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
         "GraphRequests": report.graph_requests,
         "GraphWrites": report.graph_writes,
         "AlertsJson": as_json(report.alerts),
+        "WarningsJson": as_json(report.plan.warnings if report.plan else []),
     }
 
 
@@ -315,6 +317,7 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         "groups": groups,
         "skus": skus,
         "alerts": json.loads(entity.get("AlertsJson") or "[]"),
+        "warnings": json.loads(entity.get("WarningsJson") or "[]"),
     }
 
 

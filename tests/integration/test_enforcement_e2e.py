@@ -213,3 +213,23 @@ def test_a_run_is_one_trace_with_a_span_per_phase(world_factory: Any):
     assert root.attributes["licensing.run_id"] == report.run_id
     assert root.attributes["licensing.status"] == "succeeded"
     assert {s.context.trace_id for s in spans.values()} == {root.context.trace_id}
+
+
+def test_group_tagged_with_an_undefined_profile_is_reported_not_ignored(world_factory: Any):
+    t, _ = small_tenant()
+    t.group("LIC-Typo", "e5-ful", t.users_named("typo", 2))
+    world = world_factory(t.build(), POLICY)
+    groups = by_name(run(world))
+    assert groups["LIC-Typo"]["decision"] == "blocked-policy"
+    assert "'e5-ful'" in groups["LIC-Typo"]["reason"]
+    assert not any("LIC-Typo" in w["path"] for w in world.licence_writes())
+
+
+def test_requesting_a_group_the_policy_does_not_tag_says_so(world_factory: Any):
+    t, ids = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    summary = run(world, "plan", group_ids=[ids["untagged"]])
+    assert summary["groups"] == []
+    assert summary["warnings"] == [
+        f"requested group(s) not tagged by the policy: {ids['untagged']}"
+    ]
