@@ -57,7 +57,7 @@ def tenants(draw: st.DrawFn) -> tuple[Snapshot, ResolvedPolicy]:
         member_users = []
         for ui in sorted(chosen):
             u = users[ui]
-            # Members of a licensed group lacking its SKUs sit in CountViolation, as Entra leaves them.
+            # Members of a licensed group lacking its SKUs sit in CountViolation.
             states = tuple(
                 LicenseState(s, group.id, "Error", "CountViolation")
                 for s in PROFILES[profile]
