@@ -1,190 +1,400 @@
-"""Alerts: which conditions are open (pure), what changed since last run (pure), and sending mail.
+"""Alerts: which conditions hold, what changed since the last run, rendering (all pure); sending.
 
-Lifecycle per condition, with state in Table Storage: a mail when it opens, another when it worsens,
-none while it merely continues, and a "resolved" mail when it clears. A failed send is recorded and
-retried next run; it never fails the enforcement.
+Lifecycle per condition, with state in Table Storage (the alerts table):
+- opened: a mail when it first holds (after `stuckProcessingHours` for stuck processing);
+- continuing: no mail, except a reminder once `cooldownHours` have passed since the last mail;
+- worsened: a mail when it gets worse (more seats short, more guests, more users in error);
+- resolved: a mail when it clears (only if someone was told it was open);
+- reopened: a mail when a resolved condition holds again;
+- snoozed: an operator can silence a condition until a time; it still resolves normally.
+A failed send is recorded and retried on the next run; it never fails the enforcement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.forecast import forecast
 from shared.graph import GraphClient, describe_graph_error
+from shared.policy import AlertSettings, ResolvedPolicy
 
 if TYPE_CHECKING:
+    from shared.policy import Policy
     from shared.run import RunReport
     from shared.settings import Settings
     from shared.store import TableStore
 
+# Kinds whose severity can grow in a way worth a new mail.
+WORSENING_KINDS = frozenset({"sku-exhausted", "group-guests", "group-errors", "run-problem"})
+MAILED = frozenset({"opened", "reopened", "worsened", "reminder", "resolved"})
+
 
 @dataclass(frozen=True)
 class Condition:
-    key: str  # stable identity, safe as a Table RowKey
-    kind: str  # sku-exhausted | group-guests
+    key: str  # stable identity, safe as a Table RowKey (ids only, never names)
+    kind: str  # one of shared.policy.ALERT_KINDS
     subject: str
-    severity: int  # larger is worse (seats short, guests present)
-    facts: tuple[tuple[str, str], ...]  # label, value (from the directory: escaped when rendered)
+    severity: int  # larger is worse
+    facts: tuple[tuple[str, str], ...]  # label, value; directory values are escaped when rendered
     advice: str
+    min_age: timedelta = timedelta(0)  # how long it must hold before anyone is told
 
 
 @dataclass(frozen=True)
 class AlertAction:
-    condition_key: str
-    transition: str  # opened | worsened | resolved
-    condition: Condition | None  # None when resolved
-    previous_subject: str = ""
+    key: str
+    transition: str  # opened | reopened | worsened | reminder | resolved | pending | quiet-resolve
+    condition: Condition | None  # None when it cleared
+    state: Mapping[str, Any] = field(default_factory=dict)  # the state before this run
+
+    @property
+    def mails(self) -> bool:
+        return self.transition in MAILED
+
+    @property
+    def subject(self) -> str:
+        return (
+            self.condition.subject if self.condition else str(self.state.get("Subject", self.key))
+        )
+
+    @property
+    def kind(self) -> str:
+        return self.condition.kind if self.condition else str(self.state.get("Kind", ""))
 
 
-def open_conditions(summary: dict[str, Any]) -> dict[str, Condition]:
+# ---------------------------------------------------------------------------------------------
+# Which conditions hold (pure)
+
+
+def open_conditions(
+    summary: Mapping[str, Any],
+    status: str,
+    resolved: ResolvedPolicy | None = None,
+    alert_settings: AlertSettings | None = None,
+    history: Mapping[str, Sequence[tuple[datetime, int]]] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Condition]:
+    """The conditions a run's summary shows. `history` is (time, consumed) per SKU id."""
+    cfg = alert_settings or AlertSettings()
+    now = now or datetime.now(UTC)
     found: dict[str, Condition] = {}
-    for sku in summary.get("skus", []):
+    groups = list(summary.get("groups") or [])
+
+    for sku in summary.get("skus") or []:
+        sid, part = sku["skuId"], sku["skuPartNumber"]
+        blocked = [g["displayName"] for g in groups if part in (g.get("shortfall") or {})]
+        numbers = (
+            ("Licence", part),
+            ("Enabled", str(sku["enabled"])),
+            ("Consumed", str(sku["consumed"])),
+            ("Free", str(sku["freeBefore"])),
+            ("Reserve", str(sku["reserve"])),
+            ("Demand", str(sku["demand"])),
+        )
         if sku["shortfall"] > 0:
-            key = f"sku-exhausted-{sku['skuId']}"
-            found[key] = Condition(
-                key,
+            found[f"sku-exhausted-{sid}"] = Condition(
+                f"sku-exhausted-{sid}",
                 "sku-exhausted",
-                f"{sku['skuPartNumber']} has run out: {sku['shortfall']} more seat(s) needed",
+                f"{part} has run out: {sku['shortfall']} more seat(s) needed",
                 int(sku["shortfall"]),
-                (
-                    ("Licence", sku["skuPartNumber"]),
-                    ("Enabled", str(sku["enabled"])),
-                    ("Consumed", str(sku["consumed"])),
-                    ("Free", str(sku["freeBefore"])),
-                    ("Reserve", str(sku["reserve"])),
-                    ("Demand", str(sku["demand"])),
-                    (
-                        "Groups blocked",
-                        ", ".join(
-                            g["displayName"]
-                            for g in summary.get("groups", [])
-                            if sku["skuPartNumber"] in (g.get("shortfall") or {})
-                        ),
-                    ),
-                ),
-                f"Buy {sku['shortfall']} seat(s) of {sku['skuPartNumber']} or remove members; "
-                "the next run assigns the blocked groups and reprocesses stuck users.",
+                (*numbers, ("Groups blocked", ", ".join(blocked) or "none")),
+                f"Buy {sku['shortfall']} seat(s) of {part} or remove members; the next run "
+                "assigns the blocked groups and reprocesses users stuck in CountViolation.",
             )
-    for g in summary.get("groups", []):
+            continue
+        low = _low_reason(sku, resolved, cfg, history, now)
+        if low:
+            found[f"sku-low-{sid}"] = Condition(
+                f"sku-low-{sid}",
+                "sku-low",
+                f"{part} is running low: {low}",
+                0,
+                numbers,
+                f"Buy seats of {part} before it runs out; new members of its groups then get "
+                "nothing until seats are bought.",
+            )
+
+    for g in groups:
+        gid, name = g["groupId"], g["displayName"]
         if g["decision"] == "blocked-guests":
-            key = f"group-guests-{g['groupId']}"
-            found[key] = Condition(
-                key,
+            found[f"group-guests-{gid}"] = Condition(
+                f"group-guests-{gid}",
                 "group-guests",
-                f"Group {g['displayName']} is blocked: {g['guestCount']} B2B guest(s)",
+                f"Group {name} is blocked: {g['guestCount']} B2B guest(s)",
                 int(g["guestCount"]),
-                (
-                    ("Group", g["displayName"]),
-                    ("Profile", g["profile"]),
-                    ("Guests", ", ".join(g.get("guests") or [])),
-                ),
-                "Remove the listed guests from the group (group-based licensing must not be used "
-                "with B2B accounts); the next run assigns its licences.",
+                (("Group", name), ("Profile", g["profile"]), ("Guests", ", ".join(g["guests"]))),
+                "Remove the listed guests from the group (group-based licensing must not be "
+                "used with B2B accounts); the next run assigns its licences.",
             )
+        errors: Mapping[str, Sequence[str]] = g.get("licenseErrors") or {}
+        if errors:
+            count = sum(len(v) for v in errors.values())
+            from shared.planner import ERROR_ADVICE  # the advice lives with the decisions
+
+            found[f"group-errors-{gid}"] = Condition(
+                f"group-errors-{gid}",
+                "group-errors",
+                f"Group {name}: {count} member(s) in licence errors that seats will not fix",
+                count,
+                (("Group", name), *((e, ", ".join(u)) for e, u in sorted(errors.items()))),
+                " ".join(
+                    f"{e}: {ERROR_ADVICE.get(e, ERROR_ADVICE['Other'])}." for e in sorted(errors)
+                ),
+            )
+        state = g.get("processingState")
+        if state and state != "ProcessingComplete":
+            found[f"group-stuck-{gid}"] = Condition(
+                f"group-stuck-{gid}",
+                "group-stuck",
+                f"Group {name} has been in licence processing ({state}) for over "
+                f"{cfg.stuck_processing_hours} h",
+                0,
+                (("Group", name), ("State", state)),
+                "Open the group's licences in the Entra admin centre; if processing does not "
+                "finish, reprocess the group or open a support case.",
+                min_age=timedelta(hours=cfg.stuck_processing_hours),
+            )
+
+    if status in ("failed", "partial"):
+        unknown = [g["displayName"] for g in groups if g["decision"] == "unknown"]
+        failed = [g["displayName"] for g in groups if g.get("outcome") == "failed"]
+        found["run-problem"] = Condition(
+            "run-problem",
+            "run-problem",
+            f"Licensing run {status}",
+            2 if status == "failed" else 1,
+            (
+                ("Status", status),
+                ("Error", summary.get("error") or ""),
+                ("Groups not read", ", ".join(unknown) or "none"),
+                ("Writes failed", ", ".join(failed) or "none"),
+            ),
+            "Read the run (python -m shared show RUN_ID, or GET /api/runs/RUN_ID); the next "
+            "run retries what was not done.",
+        )
     return found
 
 
-def transitions(now: dict[str, Condition], states: dict[str, dict[str, Any]]) -> list[AlertAction]:
+def _low_reason(
+    sku: Mapping[str, Any],
+    resolved: ResolvedPolicy | None,
+    cfg: AlertSettings,
+    history: Mapping[str, Sequence[tuple[datetime, int]]] | None,
+    now: datetime,
+) -> str | None:
+    sid = sku["skuId"]
+    free = int(sku["freeAfter"])
+    enabled = int(sku["enabled"])
+    if resolved is not None:
+        absolute = resolved.warn_below_free.get(sid)
+        if absolute is not None and free < absolute:
+            return f"{free} free seat(s), under the warning level of {absolute}"
+        percent = resolved.warn_below_percent.get(sid)
+        if percent is not None and enabled > 0 and free * 100 < percent * enabled:
+            return f"{free} free seat(s) of {enabled}, under {percent} %"
+    if history and cfg.forecast_days and sid in history:
+        fc = forecast(history[sid], free, now)
+        days = fc.days_left(now)
+        if fc.runs_out_on is not None and days is not None and days <= cfg.forecast_days:
+            return (
+                f"at {fc.slope_per_day:.1f} seat(s) a day it runs out in about {days:.0f} day(s) "
+                f"(around {fc.runs_out_on:%Y-%m-%d})"
+            )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# What changed since the last run (pure)
+
+
+def transitions(
+    now_conditions: Mapping[str, Condition],
+    states: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+    cooldown: timedelta = timedelta(hours=72),
+) -> list[AlertAction]:
     actions: list[AlertAction] = []
-    for key, cond in sorted(now.items()):
-        state = states.get(key)
-        if state is None or state.get("Status") != "open" or not state.get("Notified"):
-            actions.append(AlertAction(key, "opened", cond))
-        elif cond.severity > int(state.get("Severity", 0)):
-            actions.append(AlertAction(key, "worsened", cond))
-    for key, state in sorted(states.items()):
-        if state.get("Status") == "open" and key not in now and state.get("Notified"):
-            actions.append(AlertAction(key, "resolved", None, str(state.get("Subject", key))))
+    for key, cond in sorted(now_conditions.items()):
+        st = states.get(key) or {}
+        status = st.get("Status")
+        snoozed = _time(st.get("SnoozedUntil")) > now
+        if status in (None, "resolved"):
+            if cond.min_age > timedelta(0):
+                actions.append(AlertAction(key, "pending", cond, st))
+                continue
+            actions.append(AlertAction(key, "reopened" if status else "opened", cond, st))
+        elif status == "pending":
+            if now - _time(st.get("FirstSeen")) >= cond.min_age:
+                actions.append(AlertAction(key, "opened", cond, st))
+        elif not st.get("Notified"):
+            actions.append(AlertAction(key, str(st.get("LastChange") or "opened"), cond, st))
+        elif snoozed:
+            continue
+        elif cond.kind in WORSENING_KINDS and cond.severity > int(st.get("Severity") or 0):
+            actions.append(AlertAction(key, "worsened", cond, st))
+        elif st.get("LastMailAt") and now - _time(st["LastMailAt"]) >= cooldown:
+            actions.append(AlertAction(key, "reminder", cond, st))
+    for key, st in sorted(states.items()):
+        if key in now_conditions or st.get("Status") not in ("open", "pending"):
+            continue
+        told = st.get("Status") == "open" and st.get("Notified")
+        actions.append(AlertAction(key, "resolved" if told else "quiet-resolve", None, st))
     return actions
 
 
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return datetime.min.replace(tzinfo=UTC)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (pure)
+
+_CELL = (
+    "padding:4px 10px;border:1px solid #d0d0d0;font-family:Segoe UI,Arial,sans-serif;font-size:13px"
+)
+_TEXT = "font-family:Segoe UI,Arial,sans-serif;font-size:14px;margin:8px 0"
+_LABELS = {"worsened": "Worse: ", "reopened": "Again: ", "reminder": "Still: "}
+
+
 def render(action: AlertAction, run_id: str) -> tuple[str, str]:
-    """(subject, HTML body) for one alert mail. Every directory value is escaped."""
+    """(subject, HTML body) for one alert mail; every value from the directory is escaped."""
     e = html.escape
-    cell = (
-        "padding:4px 10px;border:1px solid #d0d0d0;"
-        "font-family:Segoe UI,Arial,sans-serif;font-size:13px"
-    )
-    if action.transition == "resolved" or action.condition is None:
-        subject = f"[Licensing] Resolved: {action.previous_subject}"
+    if action.condition is None:
+        subject = f"[Licensing] Resolved: {action.subject}"
         body = (
-            f'<p style="{cell};border:none">The condition below has cleared.</p>'
-            f'<p style="{cell};border:none"><b>{e(action.previous_subject)}</b></p>'
+            f'<p style="{_TEXT}">This has cleared:</p>'
+            f'<p style="{_TEXT}"><b>{e(action.subject)}</b></p>'
         )
     else:
         c = action.condition
-        label = {"opened": "", "worsened": "Worse: "}.get(action.transition, "")
-        subject = f"[Licensing] {label}{c.subject}"
+        subject = f"[Licensing] {_LABELS.get(action.transition, '')}{c.subject}"
         rows = "".join(
-            f'<tr><td style="{cell};background:#f4f4f4">{e(k)}</td>'
-            f'<td style="{cell}">{e(v)}</td></tr>'
+            f'<tr><td style="{_CELL};background:#f4f4f4">{e(k)}</td>'
+            f'<td style="{_CELL}">{e(v)}</td></tr>'
             for k, v in c.facts
         )
         body = (
-            f'<p style="{cell};border:none"><b>{e(c.subject)}</b></p>'
+            f'<p style="{_TEXT}"><b>{e(c.subject)}</b></p>'
             f'<table style="border-collapse:collapse">{rows}</table>'
-            f'<p style="{cell};border:none"><b>What to do:</b> {e(c.advice)}</p>'
+            f'<p style="{_TEXT}"><b>What to do:</b> {e(c.advice)}</p>'
         )
-    body += f'<p style="{cell};border:none;color:#666">Run {e(run_id)}</p>'
-    return subject.replace("\r", " ").replace("\n", " "), f"<html><body>{body}</body></html>"
+    body += f'<p style="{_TEXT};color:#666666">From licensing run {e(run_id)}</p>'
+    # A header must stay one line whatever a group name holds.
+    subject = " ".join(subject.split())
+    return subject, f"<html><body>{body}</body></html>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending
 
 
 async def process_alerts(
-    report: RunReport, settings: Settings, graph: GraphClient | None, store: TableStore
+    report: RunReport,
+    status: str,
+    settings: Settings,
+    graph: GraphClient,
+    store: TableStore,
+    policy: Policy | None,
+    resolved: ResolvedPolicy | None,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Send the mails this run calls for; return what happened (recorded with the run)."""
-    if report.plan is None or graph is None or not settings.alert_mailbox:
+    """Send the mails this run calls for and record the alert states; return what happened.
+
+    Plan mode writes nothing, mail included: it reports what apply would send.
+    """
+    if not settings.alert_mailbox:
         return []
+    cfg = policy.alerts if policy else AlertSettings()
+    now = now or datetime.now(UTC)
     summary = report.summary()
-    now = open_conditions(summary)
+    history = {}
+    if cfg.forecast_days:
+        for sku in summary["skus"]:
+            rows = await asyncio.to_thread(store.sku_history, sku["skuId"])
+            history[sku["skuId"]] = [(_time(r.get("At")), int(r.get("Consumed", 0))) for r in rows]
+    conditions = open_conditions(summary, status, resolved, cfg, history, now)
     states = await asyncio.to_thread(store.alert_states)
     results: list[dict[str, Any]] = []
-    at = datetime.now(UTC).isoformat()
-    for action in transitions(now, states):
+    for action in transitions(conditions, states, now, timedelta(hours=cfg.cooldown_hours)):
         subject, body = render(action, report.run_id)
-        if (
-            report.mode == "plan"
-        ):  # plan mode writes nothing, mail included: say what apply would send
-            results.append(
-                {
-                    "condition": action.condition_key,
-                    "transition": action.transition,
-                    "subject": subject,
-                    "sent": False,
-                    "error": "plan mode: not sent",
-                }
-            )
-            continue
-        try:
-            await graph.send_mail(
-                settings.alert_mailbox, list(settings.alert_recipients), subject, body
-            )
-            sent, error = True, ""
-        except Exception as exc:  # a mailbox failure must never fail the enforcement
-            sent, error = False, describe_graph_error(exc)
-        cond = action.condition
-        entity = {
-            "Status": "resolved" if action.transition == "resolved" and sent else "open",
-            "Kind": cond.kind if cond else states.get(action.condition_key, {}).get("Kind", ""),
-            "Subject": cond.subject if cond else action.previous_subject,
-            "Severity": cond.severity if cond else 0,
-            "Notified": sent or action.transition == "resolved",
-            "LastRunId": report.run_id,
-            "LastChange": action.transition,
-            "UpdatedAt": at,
-            "SendError": error,
+        to = list(cfg.recipients.get(action.kind) or settings.alert_recipients)
+        result: dict[str, Any] = {
+            "condition": action.key,
+            "transition": action.transition,
+            "subject": subject,
+            "to": to,
+            "sent": False,
+            "error": "",
         }
-        await asyncio.to_thread(store.put_alert_state, action.condition_key, entity)
-        results.append(
-            {
-                "condition": action.condition_key,
-                "transition": action.transition,
-                "subject": subject,
-                "sent": sent,
-                "error": error,
-            }
-        )
+        if report.mode == "plan":
+            if action.mails:
+                result["error"] = "plan mode: not sent"
+                results.append(result)
+            continue
+        sent, error = False, ""
+        if action.mails:
+            try:
+                await graph.send_mail(settings.alert_mailbox, to, subject, body)
+                sent = True
+            except Exception as exc:  # a mailbox failure must never fail the enforcement
+                error = describe_graph_error(exc)
+        result.update(sent=sent, error=error)
+        entity = _next_state(action, sent, error, report.run_id, now)
+        await asyncio.to_thread(store.put_alert_state, action.key, entity)
+        if action.mails:
+            results.append(result)
     return results
+
+
+def _next_state(
+    action: AlertAction, sent: bool, error: str, run_id: str, now: datetime
+) -> dict[str, Any]:
+    st = dict(action.state)
+    cond = action.condition
+    entity: dict[str, Any] = {
+        "Kind": action.kind,
+        "Subject": action.subject,
+        "Severity": cond.severity if cond else int(st.get("Severity") or 0),
+        "FirstSeen": st.get("FirstSeen") if st.get("Status") in ("open", "pending") else now,
+        "LastRunId": run_id,
+        "LastChange": action.transition,
+        "UpdatedAt": now,
+        "SnoozedUntil": st.get("SnoozedUntil") or "",
+        "SendError": error,
+        "LastMailAt": now if sent else st.get("LastMailAt") or "",
+    }
+    if action.transition == "pending":
+        entity.update(Status="pending", Notified=False, FirstSeen=now)
+    elif action.transition in ("resolved", "quiet-resolve"):
+        # An unsent "resolved" stays open and is retried; a condition nobody was told of just ends.
+        done = sent or action.transition == "quiet-resolve"
+        entity.update(Status="resolved" if done else "open", Notified=not done)
+        if not done:
+            entity["LastChange"] = "resolved"
+    else:
+        entity.update(Status="open", Notified=sent)
+    return entity
+
+
+async def snooze(store: TableStore, key: str, until: datetime) -> bool:
+    """Silence one condition's mails until `until` (it still resolves). False: no such alert."""
+    states = await asyncio.to_thread(store.alert_states)
+    if key not in states:
+        return False
+    entity = {k: v for k, v in states[key].items() if k not in ("PartitionKey", "RowKey")}
+    entity["SnoozedUntil"] = until
+    await asyncio.to_thread(store.put_alert_state, key, entity)
+    return True

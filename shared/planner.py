@@ -71,6 +71,9 @@ class GroupPlan:
     )  # part number -> new seats this group takes
     shortfall: dict[str, int] = field(default_factory=dict)  # part number -> seats missing
     notes: list[str] = field(default_factory=list)
+    processing_state: str | None = None
+    # error code -> UPNs (capped) of members whose assignment failed for a reason seats won't fix
+    license_errors: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def users_affected(self) -> int:
@@ -205,6 +208,7 @@ def _base(group: Group, membership: Membership) -> GroupPlan:
         guest_count=len(guests),
         guests=tuple(sorted(u.upn for u in guests)[:MAX_LISTED_GUESTS]),
         nested_group_count=len(membership.nested_group_ids),
+        processing_state=group.processing_state,
     )
     if membership.nested_group_ids:
         plan.notes.append(
@@ -297,6 +301,7 @@ def _precheck(
             else:
                 lacking[rs.sku_id].add(user.id)
     for error, upns in sorted(other_errors.items()):
+        plan.license_errors[error] = sorted(set(upns))[:MAX_LISTED_ERRORS]
         listed = ", ".join(sorted(set(upns))[:MAX_LISTED_ERRORS])
         plan.notes.append(
             f"{len(set(upns))} user(s) in {error} ({listed}): "

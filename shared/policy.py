@@ -20,6 +20,7 @@ from shared.model import Sku
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 EXTENSION_RE = re.compile(r"^extension_[0-9a-fA-F]{32}_[A-Za-z0-9_]+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_PRIORITY = 100
 
@@ -60,7 +61,26 @@ class Selector:
 @dataclass(frozen=True)
 class SkuSettings:
     reserve: int = 0
-    warn_below_free: int | None = None
+    warn_below_free: int | None = None  # absolute free seats
+    warn_below_percent: int | None = None  # free seats as a percentage of enabled
+
+
+ALERT_KINDS = (
+    "sku-exhausted",  # demand above free seats (users in CountViolation included)
+    "sku-low",  # under the warning threshold, or will run out within forecastDays
+    "group-guests",  # a group blocked by B2B guests
+    "group-errors",  # members in licence errors that more seats will not fix
+    "group-stuck",  # licence processing not complete for longer than stuckProcessingHours
+    "run-problem",  # a run failed or was partial
+)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    cooldown_hours: int = 72  # a continuing condition is mailed again after this long
+    forecast_days: int = 30  # warn when a SKU runs out within this many days at its growth
+    stuck_processing_hours: int = 24
+    recipients: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> addresses
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class Policy:
     sku_settings: dict[str, SkuSettings] = field(default_factory=dict)
     change_budget: ChangeBudget = ChangeBudget()
     remove_unlisted_licenses: bool = False
+    alerts: AlertSettings = AlertSettings()
 
 
 @dataclass(frozen=True)
@@ -100,7 +121,8 @@ class ResolvedPolicy:
     policy: Policy
     profiles: dict[str, ResolvedProfile]
     reserves: dict[str, int]  # sku_id -> seats kept back
-    warn_below_free: dict[str, int]  # sku_id -> warning threshold
+    warn_below_free: dict[str, int]  # sku_id -> warning threshold (absolute)
+    warn_below_percent: dict[str, int] = field(default_factory=dict)  # sku_id -> percent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +237,15 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
     top = c.mapping(
         data,
         "",
-        {"version", "profiles", "selectors", "skus", "changeBudget", "removeUnlistedLicenses"},
+        {
+            "version",
+            "profiles",
+            "selectors",
+            "skus",
+            "changeBudget",
+            "removeUnlistedLicenses",
+            "alerts",
+        },
         {"version", "profiles", "selectors"},
     )
     if top["version"] != 1:
@@ -335,8 +365,13 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
         )
         for ref, body in raw.items():
             key = f"skus.{ref}"
-            b = c.mapping(body, key, {"reserve", "warnBelowFree"})
+            b = c.mapping(body, key, {"reserve", "warnBelowFree", "warnBelowPercent"})
             sku_settings[ref] = SkuSettings(
+                warn_below_percent=c.integer(
+                    b["warnBelowPercent"], f"{key}.warnBelowPercent", 0, 100
+                )
+                if "warnBelowPercent" in b
+                else None,
                 reserve=c.integer(b["reserve"], f"{key}.reserve", 0, 10_000_000)
                 if "reserve" in b
                 else 0,
@@ -367,7 +402,37 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
     if not isinstance(remove, bool):
         raise c.fail("removeUnlistedLicenses", f"must be true or false, got {_kind(remove)}")
 
-    return Policy(source, digest, profiles, tuple(selectors), sku_settings, budget, remove)
+    alerts = AlertSettings()
+    if "alerts" in top:
+        a = c.mapping(
+            top["alerts"],
+            "alerts",
+            {"cooldownHours", "forecastDays", "stuckProcessingHours", "recipients"},
+        )
+        recipients: dict[str, tuple[str, ...]] = {}
+        if "recipients" in a:
+            r = c.mapping(a["recipients"], "alerts.recipients", set(ALERT_KINDS))
+            for kind, addresses in r.items():
+                recipients[kind] = c.string_list(
+                    addresses, f"alerts.recipients.{kind}", EMAIL_RE, "an email address"
+                )
+        alerts = AlertSettings(
+            cooldown_hours=c.integer(
+                a.get("cooldownHours", alerts.cooldown_hours), "alerts.cooldownHours", 1, 24 * 365
+            ),
+            forecast_days=c.integer(
+                a.get("forecastDays", alerts.forecast_days), "alerts.forecastDays", 0, 3650
+            ),
+            stuck_processing_hours=c.integer(
+                a.get("stuckProcessingHours", alerts.stuck_processing_hours),
+                "alerts.stuckProcessingHours",
+                1,
+                24 * 90,
+            ),
+            recipients=recipients,
+        )
+
+    return Policy(source, digest, profiles, tuple(selectors), sku_settings, budget, remove, alerts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,12 +478,15 @@ def resolve(policy: Policy, skus: tuple[Sku, ...] | list[Sku]) -> ResolvedPolicy
 
     reserves: dict[str, int] = {}
     warn: dict[str, int] = {}
+    warn_percent: dict[str, int] = {}
     for ref, ss in policy.sku_settings.items():
         sku = find_sku(ref, f"skus.{ref}")
         reserves[sku.sku_id] = ss.reserve
         if ss.warn_below_free is not None:
             warn[sku.sku_id] = ss.warn_below_free
-    return ResolvedPolicy(policy, profiles, reserves, warn)
+        if ss.warn_below_percent is not None:
+            warn_percent[sku.sku_id] = ss.warn_below_percent
+    return ResolvedPolicy(policy, profiles, reserves, warn, warn_percent)
 
 
 def _plan_id(sku: Sku, ref: str, key: str, source: str) -> str:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace import StatusCode, TracerProvider
 
@@ -24,7 +27,7 @@ from shared.executor import Outcome, apply_plan, budget_problem
 from shared.graph import GraphClient, required_roles
 from shared.model import Sku
 from shared.planner import Plan, make_plan
-from shared.policy import load_policy, resolve
+from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
 from shared.settings import Mode, Settings
 from shared.store import TableStore, as_json, clip, new_run_id
 from shared.telemetry import (
@@ -34,8 +37,15 @@ from shared.telemetry import (
     SPAN_PLAN,
     SPAN_RECORD,
     SPAN_RUN,
+    InstrumentedGraphClient,
+    ProgressCallback,
+    ProgressEvent,
+    RunMetrics,
+    decision_events,
     get_tracer,
 )
+
+log = logging.getLogger("licensing")
 
 Status = Literal["running", "succeeded", "partial", "failed", "refused"]
 
@@ -83,6 +93,8 @@ class RunReport:
                     "removeLicenses": list(g.remove_licenses),
                     "reprocessUsers": len(g.reprocess_user_ids),
                     "priority": g.priority,
+                    "processingState": g.processing_state,
+                    "licenseErrors": g.license_errors,
                 }
             )
         return rows
@@ -153,12 +165,21 @@ async def execute_run(
     group_ids: list[str] | None = None,
     store: TableStore | None = None,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    progress: ProgressCallback | None = None,
+    run_id: str | None = None,
 ) -> RunReport:
-    """Run once and record it. Raises only when the run cannot even be recorded (storage down)."""
+    """Run once and record it. Raises only when the run cannot even be recorded (storage down).
+
+    run_id: a pre-made id (a queued run recorded before it starts); default: a new one.
+    progress: called with ProgressEvents (members read, decided, writes applied).
+    """
     tracer = get_tracer(tracer_provider)
+    run_metrics = RunMetrics(meter_provider)
+    clock = time.monotonic()
     now = datetime.now(UTC)
     report = RunReport(
-        new_run_id(now, secrets.token_hex(3)),
+        run_id or new_run_id(now, secrets.token_hex(3)),
         mode,
         trigger,
         now,
@@ -176,35 +197,57 @@ async def execute_run(
         await asyncio.to_thread(store.ensure_tables)
         await asyncio.to_thread(store.put_run, _run_entity(report))
 
-        graph: GraphClient | None = None
+        graph: InstrumentedGraphClient | None = None
+        policy: Policy | None = None
+        resolved: ResolvedPolicy | None = None
         try:
-            policy = load_policy(settings.policy_path)  # before any Graph call
-            report.policy_digest = policy.digest
-            cred = credential or credential_for(settings, required_roles())
-            graph = GraphClient(cred, settings.graph_base_url)
-            with tracer.start_as_current_span(SPAN_COLLECT):
-                skus = await graph.list_skus()
-                resolved = resolve(policy, skus)
-                wanted = {g.lower() for g in group_ids} if group_ids else None
-                snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
-            with tracer.start_as_current_span(SPAN_PLAN):
-                report.plan = make_plan(snapshot, resolved)
-            if mode == "apply" and report.plan.changes:
-                report.refused_reason = budget_problem(report.plan, policy.change_budget)
-                if not report.refused_reason:
-                    with tracer.start_as_current_span(SPAN_APPLY):
-                        report.outcomes = await apply_plan(
-                            report.plan, graph, settings.max_concurrency
-                        )
-                    try:  # measured seats after the writes, for the report
-                        report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
-                    except GraphReadError:
-                        pass  # the planned figures stand; the next run measures again
-            if settings.alert_mailbox:
+            try:
+                policy = load_policy(settings.policy_path)  # before any Graph call
+                report.policy_digest = policy.digest
+                cred = credential or credential_for(settings, required_roles())
+                graph = InstrumentedGraphClient(
+                    cred,
+                    settings.graph_base_url,
+                    tracer=tracer,
+                    run_metrics=run_metrics,
+                    progress=progress,
+                )
+                with tracer.start_as_current_span(SPAN_COLLECT):
+                    skus = await graph.list_skus()
+                    resolved = resolve(policy, skus)
+                    wanted = {g.lower() for g in group_ids} if group_ids else None
+                    snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
+                with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
+                    report.plan = make_plan(snapshot, resolved)
+                    decision_events(plan_span, report.plan)
+                run_metrics.record_plan(report.plan, mode)
+                if progress:
+                    n = len(report.plan.groups)
+                    progress(ProgressEvent("decided", n, n))
+                if mode == "apply" and report.plan.changes:
+                    report.refused_reason = budget_problem(report.plan, policy.change_budget)
+                    if not report.refused_reason:
+                        with tracer.start_as_current_span(SPAN_APPLY):
+                            graph.start_apply(report.plan)
+                            try:
+                                report.outcomes = await apply_plan(
+                                    report.plan, graph, settings.max_concurrency
+                                )
+                            finally:
+                                graph.end_apply(report.outcomes)
+                        try:  # measured seats after the writes, for the report
+                            report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
+                        except GraphReadError:
+                            pass  # the planned figures stand; the next run measures again
+            except (PolicyError, ConfigurationError, GraphReadError) as exc:
+                report.error = str(exc)
+            # Also for a failed run, once Graph was reachable; a bad policy file stops before any
+            # Graph call, mail included (the run is recorded and the timer reports the failure).
+            if settings.alert_mailbox and graph is not None:
                 with tracer.start_as_current_span(SPAN_ALERT):
-                    report.alerts = await alerts_mod.process_alerts(report, settings, graph, store)
-        except (PolicyError, ConfigurationError, GraphReadError) as exc:
-            report.error = str(exc)
+                    report.alerts = await alerts_mod.process_alerts(
+                        report, _finish_status(report), settings, graph, store, policy, resolved
+                    )
         except Exception as exc:  # record any failure rather than lose the run; re-raised below
             report.error = f"{type(exc).__name__}: {exc}"
             report.status = "failed"
@@ -217,8 +260,15 @@ async def execute_run(
         with tracer.start_as_current_span(SPAN_RECORD):
             await _record(store, report, graph)
         span.set_attribute("licensing.status", report.status)
+        if graph is not None:
+            span.set_attribute("licensing.graph_requests", report.graph_requests)
+            span.set_attribute("licensing.graph_throttled", graph.throttled)
         if report.status == "failed":
             span.set_status(SpanStatus(StatusCode.ERROR, report.error or "failed"))
+        run_metrics.record_seats(report.sku_rows())
+        run_metrics.record_end(time.monotonic() - clock, mode, report.status)
+        # Inside the run span: the log record carries the run's trace id.
+        log.info("run %s (%s, %s) ended %s", report.run_id, mode, trigger, report.status)
     return report
 
 

@@ -35,10 +35,12 @@ SETTINGS_KEYS: dict[str, str] = {
     "LICENSING_ALERT_MAILBOX": "Mailbox (UPN or id) alerts are sent from; empty disables mail.",
     "LICENSING_ALERT_RECIPIENTS": "Comma-separated addresses that receive alerts.",
     "LICENSING_MAX_CONCURRENCY": "Groups read concurrently (default 8, 1..64).",
+    "LICENSING_RUN_QUEUE": "Storage queue of runs started over HTTP (default licensing-runs).",
 }
 
 _TABLE_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,19}$")
 _NCRONTAB_FIELDS = 6
+_QUEUE_NAME_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Settings:
     alert_mailbox: str | None
     alert_recipients: tuple[str, ...]
     max_concurrency: int
+    run_queue: str = "licensing-runs"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +151,14 @@ class Settings:
             )
             concurrency = 8
 
+        run_queue = get("LICENSING_RUN_QUEUE", "licensing-runs")
+        assert run_queue is not None
+        if not _QUEUE_NAME_RE.match(run_queue):
+            problems.append(
+                f"LICENSING_RUN_QUEUE={run_queue!r} must be a storage queue name: 3-63 lowercase "
+                "letters, digits and single hyphens, starting and ending with a letter or digit"
+            )
+
         if problems:
             raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
         return cls(
@@ -163,4 +174,5 @@ class Settings:
             alert_mailbox=mailbox,
             alert_recipients=recipients,
             max_concurrency=concurrency,
+            run_queue=run_queue,
         )

@@ -15,7 +15,12 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, TableServiceClient, TransactionOperation, UpdateMode
 
 from shared.settings import Settings
@@ -153,6 +158,53 @@ class TableStore:
             table.submit_transaction(
                 [(TransactionOperation.UPSERT, e, {"mode": UpdateMode.REPLACE}) for e in chunk]
             )
+
+    # -- operators' surface: paged runs, queued runs, open alerts ------------------------------
+
+    def list_runs_page(
+        self, limit: int, after_run_id: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first: `limit` runs older than `after_run_id` (keyset paging); True if more."""
+        query = "PartitionKey eq @pk"
+        params = {"pk": RUN_PARTITION}
+        if after_run_id:
+            query += " and RowKey gt @after"
+            params["after"] = run_row_key(after_run_id)
+        rows = self.table("runs").query_entities(
+            query, parameters=params, results_per_page=limit + 1
+        )
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            out.append(dict(row))
+            if len(out) > limit:
+                break
+        return out[:limit], len(out) > limit
+
+    def claim_queued_run(self, run_id: str) -> bool:
+        """Mark a queued run running (ETag-conditional): True for exactly one caller."""
+        table = self.table("runs")
+        try:
+            entity = table.get_entity(RUN_PARTITION, run_row_key(run_id))
+        except (ResourceNotFoundError, ValueError):
+            return False
+        if entity.get("Status") != "queued":
+            return False
+        entity["Status"] = "running"
+        try:
+            table.update_entity(
+                entity,
+                mode=UpdateMode.MERGE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """Alert conditions that are open (or pending confirmation), most severe first."""
+        rows = [r for r in self.alert_states().values() if r.get("Status") in ("open", "pending")]
+        return sorted(rows, key=lambda r: (-int(r.get("Severity") or 0), str(r.get("Subject"))))
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

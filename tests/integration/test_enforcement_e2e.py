@@ -133,7 +133,10 @@ def test_policy_naming_a_sku_the_tenant_lacks_fails_before_any_write(world_facto
     world = world_factory(t.build(), POLICY.replace("sku: POWER_BI_PRO", "sku: POWER_BI_PREMIUM"))
     summary = run(world)
     assert summary["status"] == "failed" and "POWER_BI_PREMIUM" in summary["error"]
-    assert world.requests() and world.writes() == []
+    assert world.requests() and world.licence_writes() == []
+    [mail] = world.sim.admin("GET", "/_sim/outbox")["value"]  # operators hear of the failure
+    assert mail["message"]["subject"] == "[Licensing] Licensing run failed"
+    assert "POWER_BI_PREMIUM" in mail["message"]["body"]["content"]
 
 
 def test_users_stuck_in_count_violation_are_reprocessed_once_seats_are_bought(world_factory: Any):

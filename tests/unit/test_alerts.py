@@ -1,24 +1,38 @@
-"""Which alerts fire and how they read: pure, tested on plain data."""
+"""Which alerts fire, when, and how they read: pure functions on plain data."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.alerts import open_conditions, render, transitions
+from shared.alerts import AlertAction, Condition, _next_state, open_conditions, render, transitions
+from shared.forecast import forecast
+from shared.policy import AlertSettings
+from tests.factories import PBI, resolved
+
+NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
-def summary(shortfall: int = 3, guests: list[str] | None = None) -> dict[str, Any]:
-    groups: list[dict[str, Any]] = [
-        {
-            "groupId": "g1",
-            "displayName": "LIC-BI <Team>",
-            "profile": "powerbi",
-            "decision": "blocked-seats",
-            "guestCount": 0,
-            "guests": [],
-            "shortfall": {"POWER_BI_PRO": shortfall} if shortfall else {},
-        }
-    ]
+def summary(
+    shortfall: int = 3,
+    guests: list[str] | None = None,
+    free_after: int = 0,
+    errors: dict[str, list[str]] | None = None,
+    processing: str | None = None,
+) -> dict[str, Any]:
+    group: dict[str, Any] = {
+        "groupId": "g1",
+        "displayName": "LIC-BI <Team>",
+        "profile": "powerbi",
+        "decision": "blocked-seats" if shortfall else "compliant",
+        "guestCount": 0,
+        "guests": [],
+        "shortfall": {"POWER_BI_PRO": shortfall} if shortfall else {},
+        "licenseErrors": errors or {},
+        "processingState": processing,
+    }
+    groups = [group]
     if guests:
         groups.append(
             {
@@ -34,11 +48,12 @@ def summary(shortfall: int = 3, guests: list[str] | None = None) -> dict[str, An
     return {
         "skus": [
             {
-                "skuId": "s1",
+                "skuId": PBI,
                 "skuPartNumber": "POWER_BI_PRO",
-                "enabled": 5,
-                "consumed": 5,
+                "enabled": 50,
+                "consumed": 50,
                 "freeBefore": 0,
+                "freeAfter": free_after,
                 "reserve": 0,
                 "demand": shortfall,
                 "shortfall": shortfall,
@@ -48,50 +63,159 @@ def summary(shortfall: int = 3, guests: list[str] | None = None) -> dict[str, An
     }
 
 
-def state(conditions: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        k: {"Status": "open", "Notified": True, "Severity": c.severity, "Subject": c.subject}
-        for k, c in conditions.items()
-    }
+def conditions(**kwargs: Any) -> dict[str, Condition]:
+    status = kwargs.pop("status", "succeeded")
+    return open_conditions(summary(**kwargs), status, now=NOW)
+
+
+def run_once(
+    conds: dict[str, Condition],
+    states: dict[str, dict[str, Any]],
+    now: datetime = NOW,
+    sent: bool = True,
+) -> list[AlertAction]:
+    """One run: decide, then update the states as process_alerts does."""
+    actions = transitions(conds, states, now)
+    for a in actions:
+        states[a.key] = _next_state(a, sent and a.mails, "" if sent else "boom", "run", now)
+    return actions
+
+
+def mailed(actions: list[AlertAction]) -> list[str]:
+    return [a.transition for a in actions if a.mails]
 
 
 def test_exhausted_sku_opens_one_alert_with_numbers_and_what_to_do():
-    now = open_conditions(summary(shortfall=3))
-    [action] = transitions(now, {})
+    [action] = transitions(conditions(shortfall=3), {}, NOW)
     assert action.transition == "opened"
     subject, body = render(action, "run-1")
     assert subject == "[Licensing] POWER_BI_PRO has run out: 3 more seat(s) needed"
     assert "Buy 3 seat(s) of POWER_BI_PRO" in body and "run-1" in body
+    assert ">Demand<" in body and ">50<" in body
 
 
-def test_a_continuing_condition_sends_nothing_and_a_worse_one_sends_again():
-    first = open_conditions(summary(shortfall=3))
-    assert transitions(open_conditions(summary(shortfall=3)), state(first)) == []
-    [worse] = transitions(open_conditions(summary(shortfall=5)), state(first))
-    assert worse.transition == "worsened"
-    assert render(worse, "r")[0].startswith("[Licensing] Worse: ")
+def test_lifecycle_open_continue_worsen_resolve_reopen():
+    states: dict[str, dict[str, Any]] = {}
+    assert mailed(run_once(conditions(shortfall=3), states)) == ["opened"]
+    assert mailed(run_once(conditions(shortfall=3), states, NOW + HOUR)) == []
+    assert mailed(run_once(conditions(shortfall=2), states, NOW + 2 * HOUR)) == []  # better: quiet
+    assert mailed(run_once(conditions(shortfall=5), states, NOW + 3 * HOUR)) == ["worsened"]
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 4 * HOUR)) == ["resolved"]
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 5 * HOUR)) == []
+    assert mailed(run_once(conditions(shortfall=1), states, NOW + 6 * HOUR)) == ["reopened"]
+    assert render(transitions(conditions(shortfall=1), {}, NOW)[0], "r")[0].startswith(
+        "[Licensing] POWER_BI_PRO"
+    )
 
 
-def test_cleared_condition_sends_one_resolved_mail():
-    first = open_conditions(summary(shortfall=3))
-    [resolved] = transitions(open_conditions(summary(shortfall=0)), state(first))
-    assert resolved.transition == "resolved"
-    assert render(resolved, "r")[0].startswith("[Licensing] Resolved: POWER_BI_PRO has run out")
-    closed = {k: {**v, "Status": "resolved"} for k, v in state(first).items()}
-    assert transitions(open_conditions(summary(shortfall=0)), closed) == []
+def test_a_continuing_condition_is_mailed_again_after_the_cooldown_only():
+    states: dict[str, dict[str, Any]] = {}
+    run_once(conditions(shortfall=3), states)
+    assert mailed(run_once(conditions(shortfall=3), states, NOW + 71 * HOUR)) == []
+    [reminder] = run_once(conditions(shortfall=3), states, NOW + 72 * HOUR)
+    assert reminder.transition == "reminder"
+    assert render(reminder, "r")[0].startswith("[Licensing] Still: ")
+    assert mailed(run_once(conditions(shortfall=3), states, NOW + 73 * HOUR)) == []
 
 
-def test_unsent_alert_is_retried_next_run():
-    first = open_conditions(summary(shortfall=3))
-    unsent = {k: {**v, "Notified": False} for k, v in state(first).items()}
-    [again] = transitions(first, unsent)
-    assert again.transition == "opened"
+def test_snoozed_condition_sends_nothing_until_the_snooze_ends_but_still_resolves():
+    states: dict[str, dict[str, Any]] = {}
+    run_once(conditions(shortfall=3), states)
+    key = "sku-exhausted-" + PBI
+    states[key]["SnoozedUntil"] = NOW + 200 * HOUR
+    assert mailed(run_once(conditions(shortfall=9), states, NOW + 100 * HOUR)) == []
+    assert mailed(run_once(conditions(shortfall=9), states, NOW + 201 * HOUR)) == ["worsened"]
+    states[key]["SnoozedUntil"] = NOW + 500 * HOUR
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 202 * HOUR)) == ["resolved"]
+
+
+def test_an_unsent_mail_is_retried_next_run_and_a_condition_nobody_heard_of_ends_quietly():
+    states: dict[str, dict[str, Any]] = {}
+    run_once(conditions(shortfall=3), states, sent=False)
+    assert mailed(run_once(conditions(shortfall=3), states, NOW + HOUR)) == ["opened"]
+    states2: dict[str, dict[str, Any]] = {}
+    run_once(conditions(shortfall=3), states2, sent=False)
+    assert mailed(run_once(conditions(shortfall=0), states2, NOW + HOUR)) == []
+    assert states2["sku-exhausted-" + PBI]["Status"] == "resolved"
+
+
+def test_an_unsent_resolved_mail_is_retried():
+    states: dict[str, dict[str, Any]] = {}
+    run_once(conditions(shortfall=3), states)
+    run_once(conditions(shortfall=0), states, NOW + HOUR, sent=False)
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 2 * HOUR)) == ["resolved"]
+
+
+def test_stuck_processing_is_told_only_after_the_configured_time():
+    states: dict[str, dict[str, Any]] = {}
+    stuck = conditions(shortfall=0, processing="ProcessingInProgress")
+    assert [a.transition for a in run_once(stuck, states)] == ["pending"]
+    assert mailed(run_once(stuck, states, NOW + 23 * HOUR)) == []
+    [opened] = run_once(stuck, states, NOW + 24 * HOUR)
+    assert opened.transition == "opened" and "over 24 h" in opened.subject
+    # processing that finishes before anyone was told ends without a mail
+    states2: dict[str, dict[str, Any]] = {}
+    run_once(stuck, states2)
+    assert mailed(run_once(conditions(shortfall=0), states2, NOW + HOUR)) == []
+
+
+def test_warning_threshold_and_growth_forecast_open_a_low_seats_alert():
+    policy = resolved(
+        "version: 1\nprofiles: {powerbi: {skus: [{sku: POWER_BI_PRO}]}}\n"
+        "selectors: [{displayNamePrefix: LIC-, profile: powerbi}]\n"
+        "skus: {POWER_BI_PRO: {warnBelowFree: 5}}\n"
+    )
+    low = open_conditions(summary(shortfall=0, free_after=3), "succeeded", policy, now=NOW)
+    assert low["sku-low-" + PBI].subject == (
+        "POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+    )
+    assert open_conditions(summary(shortfall=0, free_after=8), "succeeded", policy, now=NOW) == {}
+    # 2 seats a day for 10 days, 20 free: runs out in about 10 days, inside the 30-day window
+    history = {PBI: [(NOW - timedelta(days=10 - d), 30 + 2 * d) for d in range(11)]}
+    grown = open_conditions(
+        summary(shortfall=0, free_after=20),
+        "succeeded",
+        None,
+        AlertSettings(forecast_days=30),
+        history,
+        NOW,
+    )
+    assert "runs out in about 10 day(s) (around 2026-12-07)" in grown["sku-low-" + PBI].subject
+
+
+def test_forecast_needs_growth_and_enough_history():
+    flat = [(NOW - timedelta(days=d), 40) for d in range(5)]
+    assert forecast(flat, 10, NOW).runs_out_on is None
+    assert forecast([(NOW, 1), (NOW + HOUR, 5), (NOW + 2 * HOUR, 9)], 10, NOW).runs_out_on is None
+    shrinking = [(NOW - timedelta(days=d), 40 + d) for d in range(5)]
+    assert forecast(shrinking, 10, NOW).slope_per_day < 0
+    growing = [(NOW - timedelta(days=d), 40 - 5 * d) for d in range(5)]
+    assert forecast(growing, 10, NOW).runs_out_on == NOW + timedelta(days=2)
+
+
+def test_failed_and_partial_runs_alert_and_a_failure_after_partial_is_worse():
+    states: dict[str, dict[str, Any]] = {}
+    partial = conditions(shortfall=0, status="partial")
+    assert mailed(run_once(partial, states)) == ["opened"]
+    assert "Licensing run partial" in partial["run-problem"].subject
+    assert mailed(run_once(conditions(shortfall=0, status="failed"), states, NOW + HOUR)) == [
+        "worsened"
+    ]
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 2 * HOUR)) == ["resolved"]
+
+
+def test_licence_errors_that_seats_will_not_fix_name_the_error_and_the_fix():
+    conds = conditions(shortfall=0, errors={"MutuallyExclusiveViolation": ["ann@contoso.example"]})
+    cond = conds["group-errors-g1"]
+    _, body = render(transitions(conds, {}, NOW)[0], "r")
+    assert "ann@contoso.example" in body and "conflicting licence" in cond.advice
 
 
 def test_guest_alert_lists_the_guests_and_every_directory_value_is_escaped():
-    now = open_conditions(summary(shortfall=2, guests=['eve"<script>alert(1)</script>#EXT#@x.com']))
-    actions = {a.condition_key: a for a in transitions(now, {})}
-    _, body = render(actions["group-guests-g2"], "r")
+    conds = conditions(shortfall=2, guests=['eve"<script>alert(1)</script>#EXT#@x.com'])
+    actions = {a.key: a for a in transitions(conds, {}, NOW)}
+    subject, body = render(actions["group-guests-g2"], "r")
     assert "<script>" not in body and "&lt;script&gt;" in body
-    _, sku_body = render(actions["sku-exhausted-s1"], "r")
+    _, sku_body = render(actions["sku-exhausted-" + PBI], "r")
     assert "LIC-BI &lt;Team&gt;" in sku_body  # the blocked group's name, escaped
+    assert "\n" not in subject
