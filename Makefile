@@ -8,6 +8,7 @@ STAMP_NODE := node_modules/.installed
 .PHONY: setup demo test test-fast lint typecheck check clean
 
 setup: $(STAMP_PY) $(STAMP_NODE)
+	bash scripts/install-checkov.sh
 
 $(STAMP_PY): requirements.txt requirements-dev.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,204 @@
+// Group licensing enforcer on Azure Functions (Flex Consumption, Python 3.11), for `azd up`.
+//
+// Shaped like the Azure Functions azd quickstarts (functions-quickstart-python-http-azd): subscription
+// scope, one resource group, names from uniqueString() plus abbreviations.json, a user-assigned
+// managed identity, storage without shared keys, Application Insights with Entra authentication on a
+// Log Analytics workspace, role assignments in app/rbac.bicep.
+//
+// Plain resources rather than Azure Verified Modules (br/public:avm/...): checkov (tests/static)
+// parses Bicep without the Bicep CLI and cannot fetch registry modules, so resources hidden in AVM
+// modules would go unchecked. Each module here is a few plain resources instead.
+//
+// Microsoft Graph application permissions: infra/graph-permissions.json is the single list (it must
+// equal shared.graph.required_roles(), tests/static/test_graph_permissions.py). They are granted
+// either here, by app/graph-permissions.bicep (Microsoft Graph Bicep extension; the deploying user
+// must hold Privileged Role Administrator or Global Administrator), or by
+// scripts/grant-graph-permissions.sh, which azure.yaml runs as the postprovision hook and which an
+// administrator can run on their own. docs/deploy.md explains both.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; used for the resource group name and the unique token in every name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer Flex Consumption: az functionapp list-flexconsumption-locations.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Who grants the Graph application permissions: bicep (this deployment, Graph Bicep extension; needs Privileged Role Administrator) or script (postprovision hook / an administrator runs scripts/grant-graph-permissions.sh).')
+@allowed([
+  'bicep'
+  'script'
+])
+param graphPermissionsGrant string = 'script'
+
+@description('Resource group name; empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Maximum instances of the Flex Consumption app. Runs are few and Graph throttles per app, so keep it low.')
+param maximumInstanceCount int = 40
+
+@description('Memory per instance (MB).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+// The app's own settings. Each maps to an azd environment variable of the same name as the app
+// setting (main.parameters.json); empty means the app's default, spelled out below so the deployed
+// value is visible in the portal.
+@description('LICENSING_POLICY_PATH: the policy file, relative to the app root. Empty: policy/licensing-policy.yaml.')
+param policyPath string = ''
+
+@description('LICENSING_TIMER_SCHEDULE: NCRONTAB (six fields, UTC). Empty: 0 0 2 * * * (02:00 UTC).')
+param timerSchedule string = ''
+
+@description('LICENSING_TIMER_MODE: what the nightly run does. Empty: plan (report only, changes nothing).')
+@allowed([
+  ''
+  'plan'
+  'apply'
+])
+param timerMode string = ''
+
+@description('LICENSING_TABLE_PREFIX: prefix of the Table Storage table names. Empty: lic.')
+param tablePrefix string = ''
+
+@description('LICENSING_ALERT_MAILBOX: mailbox (UPN) alerts are sent from; empty disables mail. Limit the send-mail permission of the app to this mailbox (docs/deploy.md).')
+param alertMailbox string = ''
+
+@description('LICENSING_ALERT_RECIPIENTS: comma-separated addresses that receive alerts (required with a mailbox).')
+param alertRecipients string = ''
+
+@description('LICENSING_MAX_CONCURRENCY: groups read concurrently, 1..64. Empty: 8.')
+param maxConcurrency string = ''
+
+@description('LICENSING_RUN_QUEUE: storage queue (in the host storage) of runs started over HTTP. Empty: licensing-runs.')
+param runQueue string = ''
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+
+// Every LICENSING_* setting the app reads in Azure: the keys of local.settings.sample.json, except the
+// two that only make sense locally (tests/static/test_app_settings.py keeps them in step):
+//   LICENSING_SIM_TOKEN_URL             the local Graph simulator's token endpoint
+//   LICENSING_TABLES_CONNECTION_STRING  a connection string holds an account key; in Azure the app
+//                                       uses LICENSING_TABLES_ENDPOINT with its managed identity, and
+//                                       the storage account refuses shared keys anyway.
+var licensingAppSettings = {
+  LICENSING_POLICY_PATH: empty(policyPath) ? 'policy/licensing-policy.yaml' : policyPath
+  LICENSING_TIMER_SCHEDULE: empty(timerSchedule) ? '0 0 2 * * *' : timerSchedule
+  LICENSING_TIMER_MODE: empty(timerMode) ? 'plan' : timerMode
+  LICENSING_GRAPH_BASE_URL: 'https://graph.microsoft.com/v1.0'
+  LICENSING_GRAPH_CREDENTIAL: 'managed-identity'
+  LICENSING_TABLES_ENDPOINT: storage.outputs.tableEndpoint
+  LICENSING_TABLE_PREFIX: empty(tablePrefix) ? 'lic' : tablePrefix
+  LICENSING_ALERT_MAILBOX: alertMailbox
+  LICENSING_ALERT_RECIPIENTS: alertRecipients
+  LICENSING_MAX_CONCURRENCY: empty(maxConcurrency) ? '8' : maxConcurrency
+  LICENSING_RUN_QUEUE: empty(runQueue) ? 'licensing-runs' : runQueue
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+// The app's only identity: storage, Application Insights and Microsoft Graph all see this principal.
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentStorageContainerName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    principalId: identity.outputs.principalId
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentStorageContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    appSettings: licensingAppSettings
+  }
+  // The host reaches storage and Application Insights with the identity from its first start.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module graphPermissions 'app/graph-permissions.bicep' = if (graphPermissionsGrant == 'bicep') {
+  name: 'graphPermissions'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output GRAPH_PERMISSIONS_GRANT string = graphPermissionsGrant
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
