@@ -1,15 +1,32 @@
-"""`python -m simulator serve --port PORT --tenant FILE` (see docs/simulator.md)."""
+"""`python -m simulator serve --port PORT (--tenant FILE | --generate SPEC)` (docs/simulator.md).
+
+Also `python -m simulator policy --generate SPEC` prints a licensing policy for a generated tenant.
+"""
 
 from __future__ import annotations
 
 import argparse
+import gc
+import re
 import signal
 import sys
 import threading
 from types import FrameType
 
-from simulator.server import SimServer, is_loopback
+from simulator.generate import GenerateSpec, generate_tenant, parse_spec, policy_for
+from simulator.server import WRITE_LIMIT, SimServer, _parse_fault, is_loopback
 from simulator.tenant import Tenant, TenantError
+
+
+def _fault_arg(text: str) -> dict[str, object]:
+    """`REGEX=PROBABILITY[:STATUS]`, e.g. `/members=0.05:503`."""
+    m = re.fullmatch(r"(?P<path>.+)=(?P<p>[0-9.]+)(?::(?P<status>\d{3}))?", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected REGEX=PROBABILITY[:STATUS], got {text!r}")
+    fault: dict[str, object] = {"path": m["path"], "probability": float(m["p"])}
+    if m["status"]:
+        fault["status"] = int(m["status"])
+    return fault
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve Microsoft Graph v1.0 on loopback")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    serve.add_argument("--tenant", required=True, help="tenant JSON file")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tenant", help="tenant JSON file")
+    source.add_argument(
+        "--generate",
+        metavar="SPEC",
+        help="generate a tenant: users=N,groups=G,skus=S[,guests=0.01,nested=0.05,"
+        "errors=0.01,tagged=T] (deterministic with --seed)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="loopback address only")
     serve.add_argument("--latency-ms", type=float, default=0, help="added to every /v1.0 call")
     serve.add_argument(
@@ -26,31 +50,87 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="licence processing delay after assignLicense (0 = done before the 202)",
     )
-    serve.add_argument("--seed", type=int, default=None, help="seed for request ids and jitter")
+    serve.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for request ids, jitter, random faults and --generate (default 0 there)",
+    )
+    serve.add_argument(
+        "--latency-jitter-ms",
+        type=float,
+        default=None,
+        help="latency spread: uniform +-X ms (0 = fixed; default +-25 %% of --latency-ms)",
+    )
+    serve.add_argument(
+        "--write-limit",
+        type=int,
+        default=WRITE_LIMIT,
+        help="writes per app per 150 s before 429 (default 3000; 0 = none)",
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="throttling windows run this many times faster (10: the 10 s RU window is 1 s)",
+    )
+    serve.add_argument(
+        "--fault",
+        type=_fault_arg,
+        action="append",
+        default=[],
+        metavar="REGEX=P[:STATUS]",
+        help="random error rate for paths matching REGEX (status default 503); repeatable",
+    )
     serve.add_argument(
         "--ru-limit",
         type=int,
         default=None,
         help="resource units per 10 s before 429 (default by tenant size; 0 = no throttling)",
     )
+    policy = sub.add_parser("policy", help="print a licensing policy for a generated tenant")
+    policy.add_argument("--generate", metavar="SPEC", required=True, help="as for serve")
     args = parser.parse_args(argv)
 
+    if args.command == "policy":
+        try:
+            print(policy_for(parse_spec(args.generate)), end="")
+        except ValueError as exc:
+            parser.error(f"--generate: {exc}")
+        return 0
     if not is_loopback(args.host):
         parser.error(f"--host {args.host!r} is not a loopback address; use 127.0.0.1")
+    if args.generate is not None:
+        try:
+            spec: GenerateSpec = parse_spec(args.generate)
+        except ValueError as exc:
+            parser.error(f"--generate: {exc}")
+        tenant = generate_tenant(spec, args.seed or 0)
+    else:
+        try:
+            tenant = Tenant.from_file(args.tenant)
+        except TenantError as exc:
+            print(f"error: invalid tenant file: {exc}", file=sys.stderr)
+            return 2
+    # Millions of long-lived objects: keep them out of every future garbage collection.
+    gc.freeze()
     try:
-        tenant = Tenant.from_file(args.tenant)
-    except TenantError as exc:
-        print(f"error: invalid tenant file: {exc}", file=sys.stderr)
-        return 2
-    server = SimServer(
-        tenant,
-        args.host,
-        args.port,
-        latency_ms=args.latency_ms,
-        processing_delay_s=args.processing_delay_s,
-        seed=args.seed,
-        ru_limit=args.ru_limit,
-    )
+        server = SimServer(
+            tenant,
+            args.host,
+            args.port,
+            latency_ms=args.latency_ms,
+            processing_delay_s=args.processing_delay_s,
+            seed=args.seed,
+            ru_limit=args.ru_limit,
+            write_limit=args.write_limit,
+            time_scale=args.time_scale,
+            latency_jitter_ms=args.latency_jitter_ms,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    for fault in args.fault:
+        server.faults.append(_parse_fault(fault))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() blocks until serve_forever returns, so it must run on another thread.

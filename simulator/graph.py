@@ -100,6 +100,8 @@ class Response:
     status: int
     body: Any = None  # dict -> JSON, str -> text/plain, None -> empty
     headers: dict[str, str] = field(default_factory=dict)
+    # Fault injection: send the headers and part of the body, then close the connection.
+    truncate: bool = False
 
 
 Handler = Callable[["GraphApi", Request, "re.Match[str]"], Response]

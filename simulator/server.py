@@ -11,13 +11,15 @@ import base64
 import binascii
 import ipaddress
 import json
+import math
 import random
 import re
+import socket
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,9 +32,20 @@ from simulator.tenant import Tenant
 TOKEN_PREFIX = "sim."
 TOKEN_LIFETIME_S = 3600
 BATCH_LIMIT = 20
+# Identity and access throttling (FACTS.md "Throttling"), in simulated seconds: divided by the
+# server's time scale in real time.
 THROTTLE_WINDOW_S = 10.0
 WRITE_WINDOW_S = 150.0
 WRITE_LIMIT = 3000
+WARN_ABOVE = 0.8  # x-ms-throttle-limit-percentage is sent above this share of the limit
+# The app a token belongs to when /_sim/token is not told (any GUID: only a bucket key).
+DEFAULT_APP_ID = "5e1f0c2a-9b7d-4e3a-8c6f-1a2b3c4d5e6f"
+
+
+def default_ru_limit(users: int) -> int:
+    """RU per 10 s per app per tenant by tenant size: <50 users, 50-500, >500."""
+    return 3500 if users < 50 else 5000 if users <= 500 else 8000
+
 
 _STATUS_CODES = {
     400: "Request_BadRequest",
@@ -57,15 +70,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_token(roles: list[str], lifetime_s: int = TOKEN_LIFETIME_S) -> str:
+def make_token(
+    roles: list[str], lifetime_s: int = TOKEN_LIFETIME_S, app_id: str = DEFAULT_APP_ID
+) -> str:
     """A token that simply carries its roles; the simulator trusts only its own prefix."""
-    claims = {"roles": roles, "exp": int(time.time()) + lifetime_s}
+    claims = {"roles": roles, "exp": int(time.time()) + lifetime_s, "appid": app_id}
     payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
     return TOKEN_PREFIX + payload
 
 
 def read_token(header: str | None) -> frozenset[str]:
     """Roles of a `Bearer sim.…` token; raises 401 for anything else or an expired token."""
+    return token_claims(header)[0]
+
+
+def token_claims(header: str | None) -> tuple[frozenset[str], str]:
+    """(roles, app id) of a `Bearer sim.…` token; 401 for anything else or an expired token."""
     if not header or not header.lower().startswith("bearer "):
         raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
     token = header[7:].strip()
@@ -76,6 +96,7 @@ def read_token(header: str | None) -> frozenset[str]:
         claims = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         roles = claims["roles"]
         expires = float(claims["exp"])
+        app_id = str(claims.get("appid") or DEFAULT_APP_ID)
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise ValueError("roles")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
@@ -86,17 +107,35 @@ def read_token(header: str | None) -> frozenset[str]:
         raise GraphError(
             401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
         )
-    return frozenset(roles)
+    return frozenset(roles), app_id
 
 
 @dataclass
 class Fault:
+    """An injected fault. `mode`: "error" answers `status`; "slow" waits `delay_ms` and then
+    answers normally; "truncate" sends the headers and half the body, then closes the
+    connection; "drop" closes the connection without an answer. It fires `remaining` times
+    (None = no limit), each time with `probability` (seeded by the server's seed)."""
+
     pattern: re.Pattern[str]
     status: int
-    remaining: int
+    remaining: int | None
     method: str | None
     code: str
     retry_after: str | None
+    mode: str = "error"
+    probability: float = 1.0
+    delay_ms: float = 0.0
+    fired: int = 0
+
+
+@dataclass
+class _Bucket:
+    """One app's budget in this tenant: a resource-unit token bucket and a write window."""
+
+    tokens: float
+    stamp: float
+    writes: deque[float] = field(default_factory=deque)
 
 
 class SimServer:
@@ -112,6 +151,9 @@ class SimServer:
         processing_delay_s: float = 0,
         seed: int | None = None,
         ru_limit: int | None = None,
+        write_limit: int = WRITE_LIMIT,
+        time_scale: float = 1.0,
+        latency_jitter_ms: float | None = None,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"refusing to bind to non-loopback host {host!r}: use 127.0.0.1")
@@ -119,16 +161,20 @@ class SimServer:
         tenant.processing_delay_s = processing_delay_s
         self.api = GraphApi(tenant)
         self.latency_ms = latency_ms
+        # None: +-25 % of latency_ms; 0: fixed; X: uniform +-X ms.
+        self.latency_jitter_ms = latency_jitter_ms
         self.rng = random.Random(seed)
+        self.fault_rng = random.Random(None if seed is None else f"faults:{seed}")
         # RU budget per 10 s by tenant size (FACTS.md "Throttling"); 0 turns throttling off.
-        users = len(tenant.users)
-        default_limit = 3500 if users < 50 else 5000 if users <= 500 else 8000
-        self.ru_limit = default_limit if ru_limit is None else ru_limit
+        self.ru_limit = default_ru_limit(len(tenant.users)) if ru_limit is None else ru_limit
+        self.write_limit = write_limit  # writes per 150 s per app; 0 = no write limit
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.time_scale = time_scale  # 10 = throttling windows pass ten times faster
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
-        self._ru_window: deque[tuple[float, int]] = deque()
-        self._write_window: deque[float] = deque()
+        self._buckets: dict[str, _Bucket] = {}
         self.httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self.httpd.daemon_threads = True
         self.host = host
@@ -191,18 +237,20 @@ class SimServer:
         client_id = headers.get("client-request-id") or request_id
         path = full_path[len("/v1.0") :] or "/"
         ru = 1
+        truncate = False
+        usage: dict[str, str] = {}
         try:
             if path == "/$batch" and method == "POST" and not in_batch:
                 ru = 0  # the envelope costs nothing; each item is charged and logged itself
-                self._fault(method, full_path, query)
-                roles = read_token(headers.get("authorization"))
+                truncate = self._fault(method, full_path, query, in_batch)
+                read_token(headers.get("authorization"))
                 response = self._batch(headers, body)
             else:
                 route, match = self.api.match(method, path)
                 ru = _ru_cost(route.ru, route.write, query)
-                self._fault(method, full_path, query)
-                roles = read_token(headers.get("authorization"))
-                self._throttle(ru, route.write)
+                truncate = self._fault(method, full_path, query, in_batch)
+                roles, app_id = token_claims(headers.get("authorization"))
+                usage = self._throttle(app_id, ru, route.write)
                 if not roles & PERMISSIONS[route.permission]:
                     raise GraphError(
                         403,
@@ -222,10 +270,12 @@ class SimServer:
                     response = route.handler(self.api, req, match)
         except GraphError as err:
             response = error_response(err, request_id, client_id)
+        response.truncate = truncate
         response.headers.setdefault("request-id", request_id)
         response.headers.setdefault("client-request-id", client_id)
         if ru:
             response.headers["x-ms-resource-unit"] = str(ru)
+        response.headers.update(usage)
         with self.lock:
             self.requests.append(
                 {
@@ -240,40 +290,89 @@ class SimServer:
             )
         return response
 
-    def _fault(self, method: str, path: str, query: str) -> None:
+    def _fault(self, method: str, path: str, query: str, in_batch: bool = False) -> bool:
+        """Apply the first matching fault: raise its error, sleep, or ask for truncation."""
         subject = f"{path}?{unquote(query)}" if query else path
+        delay = 0.0
+        truncate = False
         with self.lock:
             for fault in self.faults:
-                if fault.remaining <= 0 or (fault.method and fault.method != method):
+                if fault.remaining is not None and fault.remaining <= 0:
                     continue
-                if fault.pattern.search(subject):
+                if fault.method and fault.method != method:
+                    continue
+                if not fault.pattern.search(subject):
+                    continue
+                if fault.probability < 1 and self.fault_rng.random() >= fault.probability:
+                    continue
+                if fault.remaining is not None:
                     fault.remaining -= 1
-                    headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                    raise GraphError(
-                        fault.status,
-                        fault.code,
-                        f"Injected fault ({fault.status}) for {subject}.",
-                        headers,
-                    )
+                fault.fired += 1
+                if fault.mode == "slow":
+                    delay = fault.delay_ms / 1000
+                    break
+                if fault.mode in ("truncate", "drop"):
+                    if in_batch:
+                        continue  # an item cannot cut the envelope's connection
+                    truncate = True
+                    if fault.mode == "drop":
+                        raise _Drop()
+                    break
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                raise GraphError(
+                    fault.status,
+                    fault.code,
+                    f"Injected fault ({fault.status}) for {subject}.",
+                    headers,
+                )
+        if delay:
+            time.sleep(delay)
+        return truncate
 
-    def _throttle(self, ru: int, write: bool) -> None:
-        if self.ru_limit <= 0:
-            return
+    def _throttle(self, app_id: str, ru: int, write: bool) -> dict[str, str]:
+        """Charge the app's bucket (FACTS.md "Throttling"); 429 when it is empty or the app
+        has used its writes. Returns the usage header to send above 80 % of a limit."""
+        limit = self.ru_limit
+        if limit <= 0 and (not write or self.write_limit <= 0):
+            return {}
+        scale = self.time_scale
+        window = THROTTLE_WINDOW_S / scale
+        write_window = WRITE_WINDOW_S / scale
         now = time.monotonic()
+        tenant_id = self.tenant.tenant_id
         with self.lock:
-            while self._ru_window and now - self._ru_window[0][0] >= THROTTLE_WINDOW_S:
-                self._ru_window.popleft()
-            while self._write_window and now - self._write_window[0] >= WRITE_WINDOW_S:
-                self._write_window.popleft()
-            used = sum(cost for _, cost in self._ru_window)
-            if used + ru > self.ru_limit:
-                wait = THROTTLE_WINDOW_S - (now - self._ru_window[0][0])
-                raise _too_many(wait, "Tenant")
-            if write and len(self._write_window) >= WRITE_LIMIT:
-                raise _too_many(WRITE_WINDOW_S - (now - self._write_window[0]), "Tenant writes")
-            self._ru_window.append((now, ru))
-            if write:
-                self._write_window.append(now)
+            bucket = self._buckets.get(app_id)
+            if bucket is None:
+                bucket = self._buckets[app_id] = _Bucket(float(max(limit, 0)), now)
+            usage = 0.0
+            if limit > 0:
+                rate = limit / window  # tokens per real second
+                bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.stamp) * rate)
+                bucket.stamp = now
+                if bucket.tokens < ru:
+                    wait = (ru - bucket.tokens) / rate
+                    raise _too_many(
+                        wait,
+                        f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}",
+                        "ResourceUnitLimitExceeded",
+                    )
+            if write and self.write_limit > 0:
+                while bucket.writes and now - bucket.writes[0] >= write_window:
+                    bucket.writes.popleft()
+                if len(bucket.writes) >= self.write_limit:
+                    raise _too_many(
+                        write_window - (now - bucket.writes[0]),
+                        f"Tenant_Application/Write/{app_id}/{tenant_id}",
+                        "WriteLimitExceeded",
+                    )
+                bucket.writes.append(now)
+                usage = len(bucket.writes) / self.write_limit
+            if limit > 0:
+                bucket.tokens -= ru
+                usage = max(usage, 1 - bucket.tokens / limit)
+        if usage > WARN_ABOVE:
+            return {"x-ms-throttle-limit-percentage": f"{min(usage, 1.8):.2f}"}
+        return {}
 
     def _batch(self, headers: dict[str, str], body: bytes) -> Response:
         """JSON batching (FACTS.md "Batching"): items run in order; failed dependencies -> 424."""
@@ -289,7 +388,8 @@ class SimServer:
         statuses: dict[str, int] = {}
         responses = []
         for item, item_id in zip(items, ids, strict=True):
-            depends = item.get("dependsOn") or []
+            # msgraph-sdk for Python sends `depends_on`; Graph's docs spell it `dependsOn`.
+            depends = item.get("dependsOn") or item.get("depends_on") or []
             if not isinstance(depends, list) or any(str(d) not in statuses for d in depends):
                 raise bad_request(f"Batch request {item_id}: dependsOn must name earlier ids.")
             item_headers = {str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()}
@@ -332,7 +432,10 @@ class SimServer:
             roles = data.get("roles") if isinstance(data, dict) else None
             if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
                 raise bad_request('Body must be {"roles": ["Role.Name", ...]}.')
-            token = make_token(roles)
+            app_id = data.get("appId", DEFAULT_APP_ID)
+            if not isinstance(app_id, str) or not app_id:
+                raise bad_request('"appId" must be a non-empty string.')
+            token = make_token(roles, app_id=app_id)
             return Response(
                 200, {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}
             )
@@ -393,7 +496,14 @@ class SimServer:
         if key == ("GET", "faults"):
             with self.lock:
                 value = [
-                    {"path": f.pattern.pattern, "status": f.status, "remaining": f.remaining}
+                    {
+                        "path": f.pattern.pattern,
+                        "status": f.status,
+                        "remaining": f.remaining,
+                        "mode": f.mode,
+                        "probability": f.probability,
+                        "fired": f.fired,
+                    }
                     for f in self.faults
                 ]
             return Response(200, {"value": value})
@@ -401,7 +511,64 @@ class SimServer:
             with self.lock:
                 self.faults.clear()
             return Response(204)
+        if key == ("GET", "config"):
+            return Response(200, self.config())
+        if key == ("PATCH", "config"):
+            self.configure(data)
+            return Response(200, self.config())
         raise GraphError(404, "Request_ResourceNotFound", f"No admin route {method} {path}.")
+
+    _CONFIG = {
+        "latencyMs": "latency_ms",
+        "latencyJitterMs": "latency_jitter_ms",
+        "ruLimit": "ru_limit",
+        "writeLimit": "write_limit",
+        "timeScale": "time_scale",
+    }
+
+    def config(self) -> dict[str, Any]:
+        out = {name: getattr(self, attr) for name, attr in self._CONFIG.items()}
+        out["processingDelayS"] = self.tenant.processing_delay_s
+        return out
+
+    def configure(self, data: Any) -> None:
+        """`PATCH /_sim/config`: change latency, limits, time scale or processing delay live."""
+        if not isinstance(data, dict):
+            raise bad_request("Body must be a JSON object of settings.")
+        known = {*self._CONFIG, "processingDelayS"}
+        for name, value in data.items():
+            nullable = name == "latencyJitterMs"
+            if name not in known:
+                raise bad_request(f"Unknown setting {name!r} (known: {', '.join(sorted(known))}).")
+            if value is None and nullable:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise bad_request(f"{name} must be a non-negative number.")
+            if name == "timeScale" and value <= 0:
+                raise bad_request("timeScale must be positive.")
+        with self.lock:
+            for name, value in data.items():
+                if name == "processingDelayS":
+                    self.tenant.processing_delay_s = float(value)
+                elif name in ("ruLimit", "writeLimit"):
+                    setattr(self, self._CONFIG[name], int(value))
+                    self._buckets.clear()
+                else:
+                    setattr(self, self._CONFIG[name], value)
+
+    def sleep_latency(self) -> None:
+        if self.latency_ms <= 0:
+            return
+        jitter = self.latency_jitter_ms
+        if jitter is None:
+            delay = self.latency_ms * self.rng.uniform(0.75, 1.25)
+        else:
+            delay = self.latency_ms + self.rng.uniform(-jitter, jitter)
+        time.sleep(max(delay, 0) / 1000)
+
+
+class _Drop(Exception):
+    """A "drop" fault: close the connection without answering."""
 
 
 def start_server(
@@ -431,16 +598,19 @@ def _ru_cost(base: int, write: bool, query: str) -> int:
     return max(cost, 1)
 
 
-def _too_many(wait_s: float, scope: str) -> GraphError:
-    retry_after = max(1, int(wait_s + 0.999))
+def _too_many(wait_s: float, scope: str, information: str) -> GraphError:
+    """429 with Retry-After in whole (real) seconds, at least 1, and the throttle headers."""
+    retry_after = max(1, math.ceil(wait_s))
     return GraphError(
         429,
         "TooManyRequests",
         "Too many requests. Please retry again later.",
         {
             "Retry-After": str(retry_after),
-            "x-ms-throttle-scope": f"{scope}/ApplicationAndTenant",
-            "x-ms-throttle-information": "ResourceUnitLimitExceeded",
+            "x-ms-throttle-scope": scope,
+            "x-ms-throttle-information": information,
+            # Not a Graph header: the exact wait, for clients under a time scale.
+            "x-ms-sim-retry-after-ms": str(max(1, math.ceil(wait_s * 1000))),
         },
     )
 
@@ -466,17 +636,30 @@ def _batch_target(url: str) -> str:
     return url
 
 
+_FAULT_MODES = ("error", "slow", "truncate", "drop")
+
+
 def _parse_fault(data: Any) -> Fault:
     if not isinstance(data, dict):
         raise bad_request('Body must be {"path": "regex", "status": 503, "count": N}.')
     try:
         pattern = re.compile(str(data["path"]))
         status = int(data.get("status", 503))
-        count = int(data.get("count", 1))
+        probability = float(data.get("probability", 1.0))
+        # With a probability the fault keeps firing unless a count is given.
+        default_count = None if "probability" in data else 1
+        raw_count = data.get("count", default_count)
+        count = None if raw_count is None else int(raw_count)
+        delay_ms = float(data.get("delayMs", 0))
     except (KeyError, ValueError, TypeError, re.error) as exc:
         raise bad_request(f"Invalid fault: {exc}") from exc
-    if not 400 <= status <= 599 or count < 1:
+    mode = str(data.get("mode", "error"))
+    if mode not in _FAULT_MODES:
+        raise bad_request(f"Fault mode must be one of {', '.join(_FAULT_MODES)}.")
+    if not 400 <= status <= 599 or (count is not None and count < 1):
         raise bad_request("Fault status must be 4xx/5xx and count >= 1.")
+    if not 0 < probability <= 1 or delay_ms < 0:
+        raise bad_request("Fault probability must be in (0, 1] and delayMs >= 0.")
     retry_after = data.get("retryAfter", "1" if status == 429 else None)
     method = data.get("method")
     return Fault(
@@ -486,6 +669,9 @@ def _parse_fault(data: Any) -> Fault:
         method=str(method).upper() if method else None,
         code=str(data.get("code") or _STATUS_CODES.get(status, "generalException")),
         retry_after=None if retry_after is None else str(retry_after),
+        mode=mode,
+        probability=probability,
+        delay_ms=delay_ms,
     )
 
 
@@ -523,10 +709,12 @@ def _make_handler(sim: SimServer) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             path = urlsplit(self.path).path
             if path == "/v1.0" or path.startswith("/v1.0/"):
-                if sim.latency_ms > 0:
-                    jitter = sim.rng.uniform(0.75, 1.25)
-                    time.sleep(sim.latency_ms * jitter / 1000)
-                response = sim.graph(self.command, self.path, headers, body)
+                sim.sleep_latency()
+                try:
+                    response = sim.graph(self.command, self.path, headers, body)
+                except _Drop:
+                    self._cut()
+                    return
             elif path.startswith("/_sim/"):
                 request_id = sim.new_id()
                 try:
@@ -557,8 +745,21 @@ def _make_handler(sim: SimServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
+            if response.truncate:
+                # A page that breaks mid-way: half the promised body, then the connection ends.
+                self.wfile.write(payload[: len(payload) // 2])
+                self._cut()
+                return
             if payload:
                 self.wfile.write(payload)
+
+        def _cut(self) -> None:
+            self.close_connection = True
+            try:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
         do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
 

@@ -9,10 +9,12 @@ per user per group, and users in error stay in error until `reprocess_user`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,8 @@ ACTIVE = "Active"
 ERROR = "Error"
 NO_ERROR = "None"
 COUNT_VIOLATION = "CountViolation"
+MUTUALLY_EXCLUSIVE = "MutuallyExclusiveViolation"
+PROHIBITED_LOCATION = "ProhibitedInUsageLocationViolation"
 
 QUEUED = "QueuedForProcessing"
 IN_PROGRESS = "ProcessingInProgress"
@@ -41,7 +45,11 @@ _GROUP_KEYS = frozenset(schema.GROUP_DEFAULT + schema.GROUP_SELECT_ONLY) | {
     "members",
     "extensions",
 }
-_SKU_KEYS = frozenset(schema.SKU_PROPERTIES) | {"enabledAtLoad"}
+# Simulator-only SKU settings (never returned by /subscribedSkus): licence error rules.
+_SKU_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prohibitedUsageLocations"})
+_SKU_KEYS = frozenset(schema.SKU_PROPERTIES) | {"enabledAtLoad"} | _SKU_RULE_KEYS
+_TENANT_KEYS = {"tenantId", "skus", "users", "groups", "defaultUsageLocation"}
+_COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _PREPAID_KEYS = ("enabled", "warning", "suspended", "lockedOut")
 
 
@@ -63,12 +71,16 @@ class Sku:
     enabled_at_load: int
     service_plans: list[dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
+    # SKUs a user cannot hold together with this one (either side may name the other).
+    mutually_exclusive_with: list[str] = field(default_factory=list)
+    # ISO 3166 alpha-2 usage locations where this SKU's services are not available.
+    prohibited_usage_locations: list[str] = field(default_factory=list)
 
     def plan_ids(self) -> set[str]:
         return {str(p["servicePlanId"]) for p in self.service_plans}
 
 
-@dataclass
+@dataclass(slots=True)
 class LicenseState:
     sku_id: str
     assigned_by_group: str | None
@@ -88,15 +100,57 @@ class LicenseState:
         }
 
 
-@dataclass
+class PropsSource:
+    """Where a generated user's properties come from (see `simulator.generate`): computed on
+    demand from compact arrays instead of a dict per user, so a million users fit in memory."""
+
+    def props(self, index: int) -> dict[str, Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def upn(self, index: int) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def find_upn(self, upn_lower: str) -> str | None:  # pragma: no cover - interface
+        """The object id of the generated user with this UPN (lower-cased), if any."""
+        raise NotImplementedError
+
+
+_NO_DIRECT: dict[str, list[str]] = {}  # shared by users without direct licences: never mutated
+
+
 class User:
-    id: str
-    props: dict[str, Any]
-    direct: dict[str, list[str]] = field(default_factory=dict)
-    states: list[LicenseState] = field(default_factory=list)
+    """A user. `props` are plain data; generated users compute them on demand (read-only)."""
+
+    __slots__ = ("_index", "_props", "_source", "direct", "id", "states")
+
+    def __init__(
+        self,
+        id: str,
+        props: dict[str, Any] | None = None,
+        direct: dict[str, list[str]] | None = None,
+        states: Sequence[LicenseState] = (),
+        *,
+        source: PropsSource | None = None,
+        index: int = -1,
+    ) -> None:
+        self.id = id
+        self._props = props
+        self._source = source
+        self._index = index
+        self.direct: dict[str, list[str]] = _NO_DIRECT if direct is None else direct
+        self.states: Sequence[LicenseState] = states
+
+    @property
+    def props(self) -> dict[str, Any]:
+        if self._props is not None:
+            return self._props
+        assert self._source is not None
+        return self._source.props(self._index)
 
     @property
     def upn(self) -> str:
+        if self._props is None and self._source is not None:
+            return self._source.upn(self._index)
         return str(self.props["userPrincipalName"])
 
     def active_skus(self) -> set[str]:
@@ -123,6 +177,17 @@ class Group:
     licenses: dict[str, list[str]] = field(default_factory=dict)
     members: list[str] = field(default_factory=list)
     processing_state: str = COMPLETE
+    # The same ids as `members`, for O(1) membership tests on groups of 20k members.
+    member_set: set[str] = field(default_factory=set)
+
+    def add(self, member_id: str) -> None:
+        self.members.append(member_id)
+        self.member_set.add(member_id)
+
+    def discard(self, member_id: str) -> None:
+        if member_id in self.member_set:
+            self.member_set.discard(member_id)
+            self.members.remove(member_id)
 
     @property
     def security_enabled(self) -> bool:
@@ -142,6 +207,11 @@ class Tenant:
         self.groups: dict[str, Group] = {}
         self.lock = threading.RLock()
         self.processing_delay_s = 0.0
+        # Group licensing uses this for users without a usageLocation (FACTS.md); None = no
+        # location rules for them.
+        self.default_usage_location: str | None = None
+        # Generated tenants: computes users' properties and finds them by UPN.
+        self.props_source: PropsSource | None = None
         self._by_upn: dict[str, str] = {}
         self._consumed: dict[str, int] = {}
         self._loading = False
@@ -167,10 +237,15 @@ class Tenant:
     def from_dict(cls, data: Any) -> Tenant:
         if not isinstance(data, dict):
             raise TenantError("$: a tenant must be a JSON object")
-        _check_keys(data, {"tenantId", "skus", "users", "groups"}, "$")
+        _check_keys(data, _TENANT_KEYS, "$")
         tenant = cls(_guid(data.get("tenantId"), "$.tenantId"))
+        if data.get("defaultUsageLocation") is not None:
+            tenant.default_usage_location = _country(
+                data["defaultUsageLocation"], "$.defaultUsageLocation"
+            )
         for i, raw in enumerate(_list(data.get("skus", []), "$.skus")):
             tenant._load_sku(raw, f"$.skus[{i}]")
+        tenant._check_sku_rules()
         for i, raw in enumerate(_list(data.get("users", []), "$.users")):
             tenant._load_user(raw, f"$.users[{i}]")
         raw_groups = _list(data.get("groups", []), "$.groups")
@@ -212,6 +287,18 @@ class Tenant:
                 }
             )
         extra = {k: raw[k] for k in ("accountName", "accountId", "subscriptionIds") if k in raw}
+        exclusive = [
+            _guid(x, f"{where}.mutuallyExclusiveWith[{j}]")
+            for j, x in enumerate(
+                _list(raw.get("mutuallyExclusiveWith", []), f"{where}.mutuallyExclusiveWith")
+            )
+        ]
+        prohibited = [
+            _country(x, f"{where}.prohibitedUsageLocations[{j}]")
+            for j, x in enumerate(
+                _list(raw.get("prohibitedUsageLocations", []), f"{where}.prohibitedUsageLocations")
+            )
+        ]
         self.skus[sku_id] = Sku(
             sku_id=sku_id,
             part_number=part,
@@ -225,8 +312,31 @@ class Tenant:
             enabled_at_load=at_load,
             service_plans=plans,
             extra=extra,
+            mutually_exclusive_with=exclusive,
+            prohibited_usage_locations=prohibited,
         )
         self._consumed[sku_id] = 0
+
+    def _check_sku_rules(self) -> None:
+        for i, sku in enumerate(self.skus.values()):
+            for j, other in enumerate(sku.mutually_exclusive_with):
+                if other not in self.skus or other == sku.sku_id:
+                    raise TenantError(
+                        f"$.skus[{i}].mutuallyExclusiveWith[{j}]: '{other}' is not another "
+                        "skuId in $.skus"
+                    )
+
+    def exclusive_pairs(self, sku_id: str) -> set[str]:
+        """SKUs that cannot be held with `sku_id` (the rule applies both ways)."""
+        sku = self.skus[sku_id]
+        out = set(sku.mutually_exclusive_with)
+        out |= {s.sku_id for s in self.skus.values() if sku_id in s.mutually_exclusive_with}
+        return out
+
+    def usage_location(self, user: User) -> str | None:
+        """The location licensing uses: the user's own, else the tenant's (never written)."""
+        own = user.props.get("usageLocation")
+        return str(own) if own else self.default_usage_location
 
     def _load_user(self, raw: Any, where: str) -> None:
         raw = _obj(raw, where)
@@ -234,10 +344,12 @@ class Tenant:
         uid = _guid(raw.get("id"), f"{where}.id")
         self._check_new_id(uid, f"{where}.id")
         upn = _str(raw.get("userPrincipalName"), f"{where}.userPrincipalName")
-        if upn.lower() in self._by_upn:
+        if self.find_user(upn) is not None:
             raise TenantError(f"{where}.userPrincipalName: duplicate userPrincipalName '{upn}'")
         props = {
-            k: v for k, v in raw.items() if k in _USER_KEYS and k not in ("id", "directLicenses")
+            k: v
+            for k, v in raw.items()
+            if k in _USER_KEYS and k not in ("id", "directLicenses") and k not in _DERIVED_USER_KEYS
         }
         props.update({k: v for k, v in raw.items() if k.startswith(schema.EXTENSION_PREFIX)})
         props.setdefault("displayName", upn.split("@")[0])
@@ -257,7 +369,7 @@ class Tenant:
         )
         if not isinstance(props["accountEnabled"], bool):
             raise TenantError(f"{where}.accountEnabled: must be true or false")
-        user = User(id=uid, props=props)
+        user = User(id=uid, props=props, direct={})
         for j, lic in enumerate(_list(raw.get("directLicenses", []), f"{where}.directLicenses")):
             sku_id, plans = self._license(lic, f"{where}.directLicenses[{j}]")
             if sku_id in user.direct:
@@ -274,7 +386,9 @@ class Tenant:
         props = {
             k: v
             for k, v in raw.items()
-            if k in _GROUP_KEYS and k not in ("id", "members", "extensions", "assignedLicenses")
+            if k in _GROUP_KEYS
+            and k not in ("id", "members", "extensions", "assignedLicenses")
+            and k not in _DERIVED_GROUP_KEYS
         }
         _str(raw.get("displayName"), f"{where}.displayName")
         props.setdefault("description", None)
@@ -316,9 +430,9 @@ class Tenant:
                 raise TenantError(f"{mw}: unknown member id '{mid}' (no such user or group)")
             if mid == group.id:
                 raise TenantError(f"{mw}: a group cannot be a member of itself")
-            if mid in group.members:
+            if mid in group.member_set:
                 raise TenantError(f"{mw}: duplicate member id '{mid}'")
-            group.members.append(mid)
+            group.add(mid)
 
     def _license(self, raw: Any, where: str) -> tuple[str, list[str]]:
         raw = _obj(raw, where)
@@ -349,6 +463,8 @@ class Tenant:
         try:
             stamp = now_iso()
             for user in self.users.values():
+                if not user.direct:
+                    continue  # most users of a generated tenant: no state list at all
                 # Direct licences in the file are already assigned: they may over-consume.
                 user.states = [
                     LicenseState(sku, None, list(plans), ACTIVE, NO_ERROR, stamp)
@@ -367,6 +483,8 @@ class Tenant:
         """By object id or userPrincipalName (case-insensitive), as /users/{id|upn} does."""
         lowered = key.lower()
         uid = lowered if lowered in self.users else self._by_upn.get(lowered)
+        if uid is None and self.props_source is not None:
+            uid = self.props_source.find_upn(lowered)
         return self.users.get(uid) if uid else None
 
     def get_user(self, key: str) -> User:
@@ -407,9 +525,9 @@ class Tenant:
     def transitive_members(self, group: Group) -> list[str]:
         """Every member id reachable through nested groups, once, in breadth-first order."""
         seen: dict[str, None] = {}
-        queue = list(group.members)
+        queue = deque(group.members)
         while queue:
-            mid = queue.pop(0)
+            mid = queue.popleft()
             if mid in seen or mid == group.id:
                 continue
             seen[mid] = None
@@ -437,22 +555,66 @@ class Tenant:
         for sku in after - before:
             self._consumed[sku] += 1
 
-    def _apply_group(self, group: Group, user: User, *, retry_errors: bool) -> None:
-        mine = {s.sku_id: s for s in user.states if s.assigned_by_group == group.id}
-        others = [s for s in user.states if s.assigned_by_group != group.id]
+    def _group_rules(self, group: Group) -> tuple[frozenset[str], dict[str, set[str]]]:
+        """Locations where the group's licences are prohibited, and each SKU's exclusive SKUs."""
+        prohibited: set[str] = set()
+        for sku_id in group.licenses:
+            prohibited.update(self.skus[sku_id].prohibited_usage_locations)
+        exclusive: dict[str, set[str]] = {}
+        if any(s.mutually_exclusive_with for s in self.skus.values()):
+            exclusive = {k: self.exclusive_pairs(k) for k in group.licenses}
+        return frozenset(prohibited), exclusive
+
+    def _group_error(
+        self,
+        group: Group,
+        user: User,
+        others: list[LicenseState],
+        rules: tuple[frozenset[str], dict[str, set[str]]] | None = None,
+    ) -> str:
+        """Why this group's licences cannot be assigned to the user now ("None" if they can).
+
+        Checked in this order (the order Entra uses is **unverified**): usage location, mutually
+        exclusive SKUs, seats. All-or-nothing: one failing SKU fails the whole group.
+        """
+        prohibited, exclusive = rules or self._group_rules(group)
+        if prohibited and self.usage_location(user) in prohibited:
+            return PROHIBITED_LOCATION
+        held = {s.sku_id for s in others if s.state == ACTIVE}
+        for sku_id, clash in exclusive.items():
+            if clash & held or clash & (group.licenses.keys() - {sku_id}):
+                return MUTUALLY_EXCLUSIVE
+        held |= {
+            s.sku_id for s in user.states if s.assigned_by_group == group.id and s.state == ACTIVE
+        }
+        if all(sku in held or self.free(sku) > 0 for sku in group.licenses):
+            return NO_ERROR
+        return COUNT_VIOLATION
+
+    def _apply_group(
+        self,
+        group: Group,
+        user: User,
+        *,
+        retry_errors: bool,
+        stamp: str | None = None,
+        rules: tuple[frozenset[str], dict[str, set[str]]] | None = None,
+    ) -> None:
+        states = user.states
+        mine = {s.sku_id: s for s in states if s.assigned_by_group == group.id}
+        others = [s for s in states if s.assigned_by_group != group.id] if mine else list(states)
         if not group.licenses:
-            self._set_states(user, others)
+            if mine:
+                self._set_states(user, others)
             return
-        stuck = any(s.state == ERROR for s in mine.values())
-        if stuck and not retry_errors:
-            ok = False  # Entra does not pick up freed seats for users already in error.
+        stuck = next((s.error for s in mine.values() if s.state == ERROR), None)
+        if stuck is not None and not retry_errors:
+            # Entra does not pick up freed seats for users already in error: reprocess.
+            error = stuck
         else:
-            held = {s.sku_id for s in others if s.state == ACTIVE}
-            held |= {k for k, s in mine.items() if s.state == ACTIVE}
-            needed = [sku for sku in group.licenses if sku not in held]
-            ok = all(self.free(sku) > 0 for sku in needed)
-        state, error = (ACTIVE, NO_ERROR) if ok else (ERROR, COUNT_VIOLATION)
-        stamp = now_iso()
+            error = self._group_error(group, user, others, rules)
+        state = ACTIVE if error == NO_ERROR else ERROR
+        stamp = stamp or now_iso()
         updated: list[LicenseState] = []
         for sku, plans in group.licenses.items():
             prev = mine.get(sku)
@@ -463,8 +625,38 @@ class Tenant:
         self._set_states(user, others + updated)
 
     def _process_group(self, group: Group) -> None:
+        stamp = now_iso()
+        rules = self._group_rules(group)
+        licenses = list(group.licenses.items())
+        plain = not rules[0] and not rules[1]
+        capacity = {
+            k: (self.skus[k].enabled_at_load if self._loading else self.skus[k].prepaid["enabled"])
+            for k in group.licenses
+        }
+        consumed = self._consumed
+        gid = group.id
+        all_skus = [k for k, _ in licenses]
         for user in self.direct_user_members(group):
-            self._apply_group(group, user, retry_errors=False)
+            states = user.states
+            if plain and licenses and not any(s.assigned_by_group == gid for s in states):
+                # Fast path (first processing of this group for the user, no rules to check):
+                # the same outcome as _apply_group, without its general bookkeeping.
+                if states:
+                    held = {s.sku_id for s in states if s.state == ACTIVE}
+                    new = [k for k, _ in licenses if k not in held]
+                else:
+                    new = all_skus
+                ok = all(consumed[k] < capacity[k] for k in new)
+                state, error = (ACTIVE, NO_ERROR) if ok else (ERROR, COUNT_VIOLATION)
+                user.states = [*states] + [
+                    LicenseState(k, gid, list(p), state, error, stamp) for k, p in licenses
+                ]
+                if ok:
+                    for k in new:
+                        consumed[k] += 1
+                continue
+            if licenses or states:
+                self._apply_group(group, user, retry_errors=False, stamp=stamp, rules=rules)
 
     def _schedule_processing(self, group: Group) -> None:
         """Process now (delay 0) or walk Queued -> InProgress -> Complete on background timers."""
@@ -572,14 +764,25 @@ class Tenant:
                     "License assignment cannot be done for user with invalid usage location."
                 )
             held = user.active_skus() - set(remove)
+            location = str(user.props.get("usageLocation"))
+            for sku_id in add:
+                if location in self.skus[sku_id].prohibited_usage_locations:
+                    raise bad_request(
+                        f"License {sku_id} cannot be assigned to a user with usage location "
+                        f"{location}: {PROHIBITED_LOCATION}."
+                    )
+                clash = self.exclusive_pairs(sku_id) & (held | set(add))
+                if clash:
+                    raise bad_request(
+                        f"License {sku_id} conflicts with {sorted(clash)[0]}: {MUTUALLY_EXCLUSIVE}."
+                    )
             for sku_id in add:
                 if sku_id not in held and self.free(sku_id) <= 0:
                     raise bad_request(
                         f"Subscription with SKU {sku_id} does not have any available licenses."
                     )
-            for sku_id in remove:
-                del user.direct[sku_id]
-            user.direct.update(add)
+            user.direct = {k: v for k, v in user.direct.items() if k not in remove}
+            user.direct = {**user.direct, **add}
             stamp = now_iso()
             old = {s.sku_id: s for s in user.states if s.assigned_by_group is None}
             direct_states = []
@@ -599,7 +802,7 @@ class Tenant:
         """Re-evaluate every group licence of the user, errors included (seats freed since)."""
         with self.lock:
             user = self.get_user(user_key)
-            member_of = [g for g in self.groups.values() if user.id in g.members]
+            member_of = [g for g in self.groups.values() if user.id in g.member_set]
             live = {g.id for g in member_of}
             kept = [
                 s for s in user.states if s.assigned_by_group in live or s.assigned_by_group is None
@@ -619,12 +822,12 @@ class Tenant:
                 raise not_found(member_id)
             if mid == group.id:
                 raise bad_request("A group cannot be a member of itself.")
-            if mid in group.members:
+            if mid in group.member_set:
                 raise bad_request(
                     "One or more added object references already exist for the following "
                     f"modified properties: 'members'. ({mid})"
                 )
-            group.members.append(mid)
+            group.add(mid)
             if mid in self.users and group.licenses:
                 self._schedule_processing(group)
 
@@ -632,9 +835,9 @@ class Tenant:
         with self.lock:
             group = self.get_group(group_id)
             mid = member_id.lower()
-            if mid not in group.members:
+            if mid not in group.member_set:
                 raise not_found(member_id)
-            group.members.remove(mid)
+            group.discard(mid)
             user = self.users.get(mid)
             if user is not None:
                 # The user loses this group's states; seats free up if no other source is Active.
@@ -719,7 +922,8 @@ class Tenant:
             return [s.to_json() for s in user.states]
         if name == "assignedPlans":
             return self.assigned_plans(user)
-        return copy.deepcopy(user.props.get(name, schema.empty_value(name)))
+        value = user.props.get(name, schema.empty_value(name))
+        return copy.deepcopy(value) if isinstance(value, list | dict) else value
 
     def group_value(self, group: Group, name: str) -> Any:
         if name == "id":
@@ -749,6 +953,10 @@ class Tenant:
                     "servicePlans": copy.deepcopy(sku.service_plans),
                     **copy.deepcopy(sku.extra),
                 }
+                if sku.mutually_exclusive_with:
+                    item["mutuallyExclusiveWith"] = list(sku.mutually_exclusive_with)
+                if sku.prohibited_usage_locations:
+                    item["prohibitedUsageLocations"] = list(sku.prohibited_usage_locations)
                 if derived:
                     item["consumedUnits"] = self.consumed(sku.sku_id)
                 skus.append(item)
@@ -771,7 +979,55 @@ class Tenant:
                 if derived:
                     g["licenseProcessingState"] = {"state": group.processing_state}
                 groups.append(g)
-            return {"tenantId": self.tenant_id, "skus": skus, "users": users, "groups": groups}
+            out: dict[str, Any] = {"tenantId": self.tenant_id}
+            if self.default_usage_location:
+                out["defaultUsageLocation"] = self.default_usage_location
+            out.update({"skus": skus, "users": users, "groups": groups})
+            return out
+
+    def state_digest(self) -> str:
+        """A SHA-256 of everything observable except timestamps: equal for equal tenants."""
+        h = hashlib.sha256()
+
+        def put(value: Any) -> None:
+            h.update(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+            h.update(b"\n")
+
+        with self.lock:
+            put([self.tenant_id, self.default_usage_location])
+            for sku in self.skus.values():
+                put([self.to_dict_sku(sku), self.consumed(sku.sku_id)])
+            for user in self.users.values():
+                put([user.id, user.props, user.direct])
+                put(
+                    [
+                        [s.sku_id, s.assigned_by_group, s.disabled_plans, s.state, s.error]
+                        for s in user.states
+                    ]
+                )
+            for group in self.groups.values():
+                put([group.id, group.props, group.extensions, group.licenses, group.members])
+                put(group.processing_state)
+        return h.hexdigest()
+
+    def to_dict_sku(self, sku: Sku) -> dict[str, Any]:
+        return {
+            "skuId": sku.sku_id,
+            "skuPartNumber": sku.part_number,
+            "prepaid": sku.prepaid,
+            "enabledAtLoad": sku.enabled_at_load,
+            "servicePlans": sku.service_plans,
+            "rules": [sku.mutually_exclusive_with, sku.prohibited_usage_locations],
+        }
+
+    @classmethod
+    def generate(cls, **spec: Any) -> Tenant:
+        """A deterministic synthetic tenant: `Tenant.generate(users=20000, groups=100, skus=5,
+        seed=7)`; every option of `simulator.generate.GenerateSpec` is accepted."""
+        from simulator.generate import GenerateSpec, generate_tenant
+
+        seed = int(spec.pop("seed", 0))
+        return generate_tenant(GenerateSpec(**spec), seed)
 
 
 # ---- validation helpers ------------------------------------------------------------------
@@ -820,6 +1076,12 @@ def _guid(raw: Any, where: str) -> str:
 def _count(raw: Any, where: str) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
         raise TenantError(f"{where}: must be a non-negative integer, got {raw!r}")
+    return raw
+
+
+def _country(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not _COUNTRY_RE.match(raw):
+        raise TenantError(f"{where}: not an ISO 3166 alpha-2 country code: {raw!r}")
     return raw
 
 
