@@ -4,10 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+STAMP_CHROMIUM := .venv/.chromium
 
-.PHONY: setup demo test test-fast lint typecheck check clean
+.PHONY: setup demo test lint typecheck check clean bench
 
-setup: $(STAMP_PY) $(STAMP_NODE)
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHROMIUM)
 	bash scripts/install-checkov.sh
 
 $(STAMP_PY): requirements.txt requirements-dev.txt requirements.lock
@@ -18,6 +19,14 @@ $(STAMP_PY): requirements.txt requirements-dev.txt requirements.lock
 
 $(STAMP_NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's Chromium, for the dashboard's browser test (root or CI installs it; others are told how).
+$(STAMP_CHROMIUM): $(STAMP_PY)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "install Chromium: sudo apt-get install -y chromium (the dashboard test needs it)"; exit 1; fi; fi
 	touch $@
 
 ## The main job: one apply-mode enforcement run of the demo tenant, printed.
@@ -39,3 +48,7 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) node_modules .run .pytest_cache .mypy_cache .ruff_cache
+
+## Benchmarks on generated tenants (BENCH_SIZES=S,M by default; L on request; BENCH_OUT=folder).
+bench: setup
+	$(PY) -m bench

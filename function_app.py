@@ -1,8 +1,12 @@
-"""Azure Functions triggers (Python v2 model). Triggers only: parse input, call the engine.
+"""Azure Functions triggers (Python v2 model). Triggers only: parse input, call the engine
+(shared/api.py holds the HTTP logic; docs/openapi.yaml describes the API).
 
 - timer `nightly_enforcement`: schedule LICENSING_TIMER_SCHEDULE, mode LICENSING_TIMER_MODE
-- HTTP `POST /api/runs`: start a plan or apply run, answer with the run's summary
-- HTTP `GET /api/runs/{runId}`: a recorded run
+- HTTP `POST /api/runs`: queue a plan or apply run (202 + status URL), or run it inline (`wait`)
+- queue `run_worker`: runs a queued run (queue LICENSING_RUN_QUEUE in the host's storage)
+- HTTP `GET /api/runs`, `GET /api/runs/{runId}`: recorded runs (paged), one run
+- HTTP `GET /api/status`: seats per SKU now, latest run, open alerts
+- HTTP `GET /api/dashboard`: the same as one HTML page with seat history and forecasts
 """
 
 from __future__ import annotations
@@ -10,21 +14,24 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from shared import api
+from shared.dashboard import render_dashboard
 from shared.errors import ConfigurationError
-from shared.run import execute_run, read_run
-from shared.settings import Mode, Settings
+from shared.queue import RunQueue
+from shared.run import execute_run
+from shared.settings import Settings
 from shared.store import TableStore
+from shared.telemetry import configure
 
+configure()  # exporters by environment (Azure Monitor, OTLP, console); nothing when unset
 app = func.FunctionApp()
 log = logging.getLogger("licensing")
-
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-MAX_GROUP_IDS = 500
 
 
 @functools.cache
@@ -33,14 +40,34 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def _json(body: Any, status: int = 200) -> func.HttpResponse:
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body, indent=2), status_code=status, mimetype="application/json"
+        json.dumps(body, indent=2), status_code=status, mimetype="application/json", headers=headers
     )
 
 
 def _error(status: int, code: str, message: str) -> func.HttpResponse:
     return _json({"error": {"code": code, "message": message}}, status)
+
+
+def _base_url(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}/api"
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """ApiError -> its JSON error; a bad app setting -> 503 naming it."""
+
+    @functools.wraps(fn)
+    async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return await fn(req)  # type: ignore[no-any-return]
+        except api.ApiError as exc:
+            return _json(exc.body(), exc.status)
+        except ConfigurationError as exc:
+            return _error(503, "Misconfigured", str(exc))
+
+    return wrapper
 
 
 @app.timer_trigger(
@@ -51,73 +78,78 @@ async def nightly_enforcement(timer: func.TimerRequest) -> None:
         log.warning("the nightly run is past due; running now")
     s = settings()
     report = await execute_run(s, s.timer_mode, "timer")
-    log.info(
-        "run %s (%s) ended %s: %s",
-        report.run_id,
-        report.mode,
-        report.status,
-        report.summary()["counts"],
-    )
+    log.info("run %s (%s) ended %s", report.run_id, report.mode, report.status)
     if report.status == "failed":
         # Surface the failure to the Functions host (retries, failure metrics); the run is recorded.
         raise RuntimeError(f"run {report.run_id} failed: {report.error}")
 
 
-def parse_run_request(req: func.HttpRequest) -> tuple[Mode, list[str] | None]:
-    """Validate the POST /api/runs body; raise ValueError with what is wrong."""
-    raw = req.get_body()
-    if not raw.strip():
-        raise ValueError('send a JSON body such as {"mode": "plan"}')
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    unknown = sorted(set(body) - {"mode", "groupIds"})
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)} (allowed: mode, groupIds)")
-    mode = body.get("mode")
-    if mode not in ("plan", "apply"):
-        raise ValueError(f"mode must be 'plan' or 'apply', got {mode!r}")
-    ids = body.get("groupIds")
-    if ids is None:
-        return cast(Mode, mode), None
-    if not isinstance(ids, list) or not ids or len(ids) > MAX_GROUP_IDS:
-        raise ValueError(f"groupIds must be a non-empty list of at most {MAX_GROUP_IDS} group ids")
-    for i, gid in enumerate(ids):
-        if not isinstance(gid, str) or not GUID_RE.match(gid):
-            raise ValueError(f"groupIds[{i}] is not a group id (GUID): {gid!r}")
-    return cast(Mode, mode), ids
-
-
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@_guarded
 async def start_run(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        mode, group_ids = parse_run_request(req)
-    except ValueError as exc:
-        return _error(400, "BadRequest", str(exc))
-    try:
-        s = settings()
-    except ConfigurationError as exc:
-        return _error(503, "Misconfigured", str(exc))
-    report = await execute_run(s, mode, "http", group_ids=group_ids)
-    status = 200 if report.status in ("succeeded", "partial", "refused") else 500
-    return _json(report.summary(), status)
+    request = api.parse_run_request(req.get_body())
+    principal = api.parse_principal(req.headers.get(api.PRINCIPAL_HEADER))
+    api.authorize_run(principal, request.mode)
+    s = settings()
+    store = TableStore.from_settings(s)
+    if request.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
+        report = await execute_run(
+            s, request.mode, "http", group_ids=request.group_ids, store=store
+        )
+        ok = report.status in ("succeeded", "partial", "refused")
+        return _json(report.summary(), 200 if ok else 500)
+    queue = RunQueue.from_env(s.run_queue)
+    run_id = api.queue_run(store, queue, request, principal.name if principal else "")
+    url = f"{_base_url(req)}/runs/{run_id}"
+    return _json(
+        {"runId": run_id, "status": "queued", "mode": request.mode, "statusUrl": url},
+        202,
+        {"Location": url, "Retry-After": "10"},
+    )
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%LICENSING_RUN_QUEUE%", connection="AzureWebJobsStorage"
+)
+async def run_worker(msg: func.QueueMessage) -> None:
+    report = await api.work_queued_run(settings(), msg.get_body().decode("utf-8", "replace"))
+    if report is not None:
+        log.info("queued run %s ended %s", report.run_id, report.status)
+
+
+@app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@_guarded
+async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    limit, after = api.parse_page(dict(req.params))
+    store = TableStore.from_settings(settings())
+    return _json(api.list_runs_page(store, limit, after, _base_url(req)))
 
 
 @app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    run_id = req.route_params.get("runId", "")
-    if not re.match(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$", run_id):
-        return _error(
-            400, "BadRequest", f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)"
-        )
-    try:
-        s = settings()
-    except ConfigurationError as exc:
-        return _error(503, "Misconfigured", str(exc))
-    found = read_run(TableStore.from_settings(s), run_id)
-    if found is None:
-        return _error(404, "NotFound", f"no run {run_id} is recorded")
-    return _json(found)
+@_guarded
+async def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    run_id = api.check_run_id(req.route_params.get("runId", ""))
+    return _json(api.read_run_or_404(TableStore.from_settings(settings()), run_id))
+
+
+@app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@_guarded
+async def get_status(req: func.HttpRequest) -> func.HttpResponse:
+    s = settings()
+    return _json(await api.build_status(s, TableStore.from_settings(s)))
+
+
+@app.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@_guarded
+async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    s = settings()
+    status = await api.build_status(s, TableStore.from_settings(s), with_details=True)
+    return func.HttpResponse(
+        render_dashboard(status),
+        mimetype="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

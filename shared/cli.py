@@ -1,6 +1,8 @@
 """Command line for operators: the same engine entry point the timer and HTTP API use.
 
-Exit codes: 0 succeeded, 1 failed, 2 bad settings/usage, 3 partial, 4 refused (change budget).
+Verbs: plan, apply, runs, show RUN_ID, status, dashboard, validate [POLICY].
+Exit codes: 0 succeeded, 1 failed (or no such run), 2 bad settings/usage/policy, 3 partial,
+4 refused (change budget).
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
+from typing import TextIO
 
+from shared.api import build_status
 from shared.collect import find_tagged_groups
 from shared.credentials import credential_for
+from shared.dashboard import render_dashboard
 from shared.errors import ConfigurationError, GraphReadError, PolicyError
 from shared.graph import GraphClient, required_roles
 from shared.policy import Policy, load_policy, resolve
-from shared.report import render_run, table
+from shared.report import render_run, render_status, table
 from shared.run import execute_run, read_run
 from shared.settings import Settings
 from shared.store import TableStore
+from shared.telemetry import ProgressEvent
 
 EXIT = {"succeeded": 0, "failed": 1, "partial": 3, "refused": 4}
 
@@ -34,12 +41,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("--json", action="store_true", help="print the run summary as JSON")
         p.add_argument("--wide", action="store_true", help="do not shorten long reasons")
+        p.add_argument(
+            "--progress",
+            action="store_true",
+            help="show progress on stderr (default: only when stderr is a terminal)",
+        )
     p = sub.add_parser("runs", help="list recent runs")
     p.add_argument("--limit", type=int, default=20)
     p = sub.add_parser("show", help="show a recorded run")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.add_argument("--wide", action="store_true")
+    p = sub.add_parser("status", help="seats per SKU now, forecasts, latest run, open alerts")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("dashboard", help="write the seat dashboard (HTML) to a file")
+    p.add_argument("--out", type=Path, default=Path("dashboard.html"))
     p = sub.add_parser("validate", help="check a policy file, offline or against the tenant")
     p.add_argument("policy", nargs="?", type=Path, help="default: LICENSING_POLICY_PATH")
     p.add_argument(
@@ -54,12 +70,33 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.policy, args.tenant)
         settings = Settings.from_env()
         if args.command in ("plan", "apply"):
-            report = asyncio.run(execute_run(settings, args.command, "cli", group_ids=args.group))
+            progress = Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
+            report = asyncio.run(
+                execute_run(
+                    settings,
+                    args.command,
+                    "cli",
+                    group_ids=args.group,
+                    progress=progress,
+                )
+            )
+            if progress:
+                progress.close()
             summary = report.summary()
             print(json.dumps(summary, indent=2) if args.json else render_run(summary, args.wide))
             return EXIT.get(report.status, 1)
         store = TableStore.from_settings(settings)
         store.ensure_tables()
+        if args.command in ("status", "dashboard"):
+            status = asyncio.run(
+                build_status(settings, store, with_details=args.command == "dashboard")
+            )
+            if args.command == "dashboard":
+                args.out.write_text(render_dashboard(status), encoding="utf-8")
+                print(f"wrote {args.out}")
+            else:
+                print(json.dumps(status, indent=2) if args.json else render_status(status))
+            return 0
         if args.command == "runs":
             rows = store.list_runs(args.limit)
             print(
@@ -135,3 +172,33 @@ async def _validate_against_tenant(policy: Policy, settings: Settings) -> int:
     for warning in warnings:
         print(f"warning: {warning}")
     return 0 if not problems else 2
+
+
+class Progress:
+    """One status line on a terminal (rewritten in place); one line per step elsewhere."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.state: dict[str, str] = {}
+        self.last_line = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        names = {"read": "groups read", "decided": "decided", "applied": "writes"}
+        total = f"/{event.total}" if event.total is not None else ""
+        self.state[event.phase] = f"{names.get(event.phase, event.phase)} {event.done}{total}"
+        line = " | ".join(self.state.values())
+        if self.tty:
+            self.out.write("\r\x1b[K" + line)
+            self.out.flush()
+            return
+        finished = event.total is not None and event.done == event.total
+        now = time.monotonic()
+        if finished or now - self.last_line >= 1.0:
+            self.last_line = now
+            print(line, file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.tty and self.state:
+            self.out.write("\n")
+            self.out.flush()

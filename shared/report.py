@@ -104,3 +104,48 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
         f"(writes {summary.get('graphWrites', 0)})"
     )
     return "\n".join(out)
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """Human report of shared.api.build_status: seats and forecasts, latest run, open alerts."""
+    source = "Graph, now" if status.get("seatsSource") == "graph" else "the latest run"
+    out = [f"Seats per SKU (from {source})"]
+    out.append(
+        table(
+            ["sku", "status", "enabled", "consumed", "free", "demand", "forecast"],
+            [
+                [
+                    s["skuPartNumber"],
+                    s.get("capabilityStatus"),
+                    s["enabled"],
+                    s["consumed"],
+                    s["free"],
+                    s.get("demand", 0),
+                    (s.get("forecast") or {}).get("text", ""),
+                ]
+                for s in status.get("skus") or []
+            ],
+        )
+    )
+    for warning in status.get("warnings") or []:
+        out.append(f"Warning: {warning}")
+    run = status.get("latestRun")
+    out += [
+        "",
+        "Latest run: "
+        + (
+            f"{run['runId']}  mode={run['mode']}  trigger={run['trigger']}  status={run['status']}"
+            if run
+            else "none recorded"
+        ),
+    ]
+    alerts = status.get("openAlerts") or []
+    out += ["", f"Open alerts: {len(alerts)}"]
+    if alerts:
+        out.append(
+            table(
+                ["severity", "kind", "subject", "since"],
+                [[a["severity"], a["kind"], a["subject"], a.get("since") or ""] for a in alerts],
+            )
+        )
+    return "\n".join(out)

@@ -315,9 +315,22 @@ def configure(env: Mapping[str, str] | None = None) -> str:
     """
     env = os.environ if env is None else env
     if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
-        from azure.monitor.opentelemetry import configure_azure_monitor
+        try:
+            from azure.monitor.opentelemetry import configure_azure_monitor
+        except ImportError:  # keep the app up; say why nothing reaches Application Insights
+            log.error(
+                "APPLICATIONINSIGHTS_CONNECTION_STRING is set but azure-monitor-opentelemetry "
+                "is not installed: no telemetry is exported"
+            )
+            return "none"
+        kwargs: dict[str, Any] = {}
+        if "Authorization=AAD" in env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
+            # Application Insights with local auth off accepts only Entra-authenticated telemetry;
+            # the exporter needs the app's (user-assigned) managed identity for that.
+            from azure.identity import ManagedIdentityCredential
 
-        configure_azure_monitor(logger_name="licensing")
+            kwargs["credential"] = ManagedIdentityCredential(client_id=env.get("AZURE_CLIENT_ID"))
+        configure_azure_monitor(logger_name="licensing", **kwargs)
         return "azure-monitor"
     otlp = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     console = env.get("LICENSING_OTEL_CONSOLE") == "1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def test_plan_apply_runs_and_show(cli_world: World, capsys: pytest.CaptureFixtur
     assert "mode=plan" in out and "LIC-Partners-E5" in out and "blocked-guests" in out
     assert cli_world.licence_writes() == []
 
+    time.sleep(1.1)  # run ids (and so the newest-first order) have one-second resolution
     assert main(["apply"]) == 0
     applied = capsys.readouterr().out
     assert "mode=apply" in applied and "applied" in applied
@@ -74,3 +76,43 @@ def test_unknown_sku_fails_validation_against_the_tenant(
     capsys.readouterr()
     assert main(["validate", str(policy), "--tenant"]) == 2
     assert "VISIOCLIENT" in capsys.readouterr().err
+
+
+def test_status_progress_and_dashboard_on_the_demo_tenant(
+    cli_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["apply", "--progress"]) == 0
+    captured = capsys.readouterr()
+    run_id = captured.out.split()[1]
+    progress = captured.err.splitlines()
+    assert any("groups read" in line for line in progress)
+    assert progress[-1].endswith(tuple(f"writes {n}/{n}" for n in range(1, 100)))
+    assert "decided 10/10" in progress[-1]
+
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out
+    assert "ENTERPRISEPREMIUM" in status and "not enough history yet" in status
+    assert f"Latest run: {run_id}" in status and "Open alerts: 2" in status
+    assert main(["status", "--json"]) == 0
+    assert '"seatsSource": "graph"' in capsys.readouterr().out
+
+    out = tmp_path / "seats.html"
+    assert main(["dashboard", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "ENTERPRISEPREMIUM" in html and "LIC-Partners-E5" in html
+
+
+def test_exit_codes_a_script_can_use(cli_world: World, capsys: pytest.CaptureFixture[str]):
+    assert main(["show", "not-a-run"]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["plan", "--bogus"])
+    assert usage.value.code == 2
+    capsys.readouterr()
+
+
+def test_bad_settings_exit_2(
+    cli_world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv("LICENSING_RUN_QUEUE", "No_Such_Queue")
+    assert main(["status"]) == 2
+    assert "LICENSING_RUN_QUEUE" in capsys.readouterr().err

@@ -1,10 +1,15 @@
-"""function_app's functions called directly with real azure.functions objects (no host)."""
+"""function_app's functions called directly with real azure.functions objects (no host).
+
+The queue-triggered worker is tested with a real Azurite queue in test_queue_worker.py."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import azure.functions as func
@@ -12,25 +17,52 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 import function_app
+from localdev.services import Azurite, app_settings
 from shared.run import read_run
+from shared.settings import Settings
+from shared.store import TableStore
 from tests.integration.conftest import World
+
+FUNCTIONS = function_app.app.get_functions()  # may be called once per app object
 
 
 @pytest.fixture
-def app_world(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def app_world(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("LICENSING_RUN_QUEUE", "runs-" + world.settings.table_prefix.lower())
     function_app.settings.cache_clear()
     yield world
     function_app.settings.cache_clear()
 
 
-def post_run(body: Any) -> func.HttpResponse:
+@pytest.fixture
+def bare_app(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[TableStore]:
+    """Storage only, no Graph simulator: for requests refused before anything is read."""
+    nowhere = SimpleNamespace(
+        graph_base_url="http://127.0.0.1:9/v1.0", token_url="http://127.0.0.1:9/t"
+    )
+    env = app_settings(azurite, nowhere, LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6))  # type: ignore[arg-type]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    function_app.settings.cache_clear()
+    yield TableStore.from_settings(Settings.from_env(env))
+    function_app.settings.cache_clear()
+
+
+def principal(*roles: str, name: str = "ops@contoso.com") -> str:
+    claims = [{"typ": "name", "val": name}] + [{"typ": "roles", "val": r} for r in roles]
+    return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
+
+
+def post_run(body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = func.HttpRequest(
         "POST",
-        "http://localhost/api/runs",
-        headers={"Content-Type": "application/json"},
+        "http://localhost:7071/api/runs",
+        headers={"Content-Type": "application/json", **(headers or {})},
         params={},
         route_params={},
         body=raw,
@@ -38,25 +70,49 @@ def post_run(body: Any) -> func.HttpResponse:
     return asyncio.run(function_app.start_run(req))
 
 
-def get_run(run_id: str) -> func.HttpResponse:
+def get(route: str, params: dict[str, str] | None = None, **route_params: str) -> func.HttpResponse:
     req = func.HttpRequest(
         "GET",
-        f"http://localhost/api/runs/{run_id}",
+        f"http://localhost:7071/api/{route}",
         headers={},
-        params={},
-        route_params={"runId": run_id},
+        params=params or {},
+        route_params=route_params,
         body=b"",
     )
-    return function_app.get_run(req)
+    fn = {
+        "runs": function_app.list_runs,
+        "status": function_app.get_status,
+        "dashboard": function_app.dashboard,
+    }.get(route, function_app.get_run)
+    return asyncio.run(fn(req))
+
+
+def get_run(run_id: str) -> func.HttpResponse:
+    return get(f"runs/{run_id}", runId=run_id)
+
+
+def body(response: func.HttpResponse) -> Any:
+    return json.loads(response.get_body())
 
 
 def test_every_function_is_registered_with_its_trigger():
-    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    assert set(functions) == {"nightly_enforcement", "start_run", "get_run"}
+    functions = {f.get_function_name(): f for f in FUNCTIONS}
+    assert set(functions) == {
+        "nightly_enforcement",
+        "start_run",
+        "run_worker",
+        "list_runs",
+        "get_run",
+        "get_status",
+        "dashboard",
+    }
     timer = functions["nightly_enforcement"].get_bindings()[0]
     assert timer.schedule == "%LICENSING_TIMER_SCHEDULE%"
-    http = functions["start_run"].get_trigger()
-    assert http.auth_level == func.AuthLevel.FUNCTION
+    for name in ("start_run", "list_runs", "get_run", "get_status", "dashboard"):
+        assert functions[name].get_trigger().auth_level == func.AuthLevel.FUNCTION, name
+    queue = functions["run_worker"].get_trigger()
+    assert queue.queue_name == "%LICENSING_RUN_QUEUE%"
+    assert queue.connection == "AzureWebJobsStorage"
 
 
 def test_timer_runs_the_configured_mode_and_records_it(
@@ -78,8 +134,10 @@ def test_timer_in_plan_mode_changes_nothing(app_world: World):
     assert app_world.writes() == []
 
 
-def test_http_plan_run_answers_with_the_summary_and_it_can_be_read_back(app_world: World):
-    response = post_run({"mode": "plan"})
+def test_http_plan_run_with_wait_answers_with_the_summary_and_it_can_be_read_back(
+    app_world: World,
+):
+    response = post_run({"mode": "plan", "wait": True})
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     summary = json.loads(response.get_body())
@@ -105,20 +163,21 @@ def test_http_plan_run_answers_with_the_summary_and_it_can_be_read_back(app_worl
         ({"mode": "plan", "extra": 1}, "unknown field(s): extra"),
         ({"mode": "plan", "groupIds": "abc"}, "groupIds must be a non-empty list"),
         ({"mode": "plan", "groupIds": ["x'; drop"]}, "groupIds[0] is not a group id"),
+        ({"mode": "plan", "wait": "yes"}, "wait must be true or false"),
     ],
 )
 def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(
-    app_world: World, body: Any, fragment: str
+    bare_app: TableStore, body: Any, fragment: str
 ):
     response = post_run(body)
     assert response.status_code == 400
     error = json.loads(response.get_body())["error"]
     assert fragment in error["message"]
-    app_world.store.ensure_tables()
-    assert app_world.store.list_runs(5) == [], "a refused request starts no run"
+    bare_app.ensure_tables()
+    assert bare_app.list_runs(5) == [], "a refused request starts no run"
 
 
-def test_unknown_and_malformed_run_ids(app_world: World):
+def test_unknown_and_malformed_run_ids(bare_app: TableStore):
     assert get_run("20991231T000000Z-abcdef").status_code == 404
     bad = get_run("../../etc")
     assert (
@@ -132,6 +191,111 @@ def test_misconfigured_app_answers_503_naming_the_setting(
 ):
     monkeypatch.setenv("LICENSING_TIMER_MODE", "sometimes")
     function_app.settings.cache_clear()
-    response = post_run({"mode": "plan"})
+    response = post_run({"mode": "plan", "wait": True})
     assert response.status_code == 503
     assert "LICENSING_TIMER_MODE" in json.loads(response.get_body())["error"]["message"]
+
+
+def test_queued_run_answers_202_with_a_status_url_that_shows_it_queued(app_world: World):
+    response = post_run({"mode": "plan"})
+    assert response.status_code == 202
+    answer = body(response)
+    assert answer["status"] == "queued"
+    assert response.headers["Location"] == answer["statusUrl"]
+    assert answer["statusUrl"] == f"http://localhost:7071/api/runs/{answer['runId']}"
+    shown = get_run(answer["runId"])
+    assert shown.status_code == 200 and body(shown)["status"] == "queued"
+    assert app_world.requests() == [], "nothing is read from Graph until the worker runs"
+
+
+def test_apply_needs_the_operator_role_when_app_service_auth_is_on(app_world: World):
+    refused = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
+    assert refused.status_code == 403
+    message = body(refused)["error"]["message"]
+    assert "Licensing.Operator" in message and "Licensing.Reader" in message
+    app_world.store.ensure_tables()
+    assert app_world.store.list_runs(5) == []
+    # A plan needs no role; an operator may apply; without the header (auth off) the key suffices.
+    assert post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": principal()}).status_code == 202
+    ok = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator")})
+    assert ok.status_code == 202
+    assert post_run({"mode": "apply"}).status_code == 202
+    garbled = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": "not base64!"})
+    assert garbled.status_code == 401
+    assert "X-MS-CLIENT-PRINCIPAL" in body(garbled)["error"]["message"]
+
+
+def test_runs_are_listed_newest_first_in_pages(app_world: World):
+    ids = [body(post_run({"mode": "plan"}))["runId"] for _ in range(3)]
+    first = get("runs", {"limit": "2"})
+    assert first.status_code == 200
+    page = body(first)
+    assert len(page["value"]) == 2 and page["nextLink"]
+    assert page["value"][0]["url"].startswith("http://localhost:7071/api/runs/")
+    after = page["nextLink"].split("after=")[1]
+    second = body(get("runs", {"limit": "2", "after": after}))
+    assert second["nextLink"] is None
+    listed = [r["runId"] for r in page["value"] + second["value"]]
+    assert sorted(listed) == sorted(ids) and len(set(listed)) == 3
+    starts = [r["runId"][:16] for r in page["value"] + second["value"]]
+    assert starts == sorted(starts, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"limit": "0"}, "limit must be an integer 1..100"),
+        ({"limit": "many"}, "limit must be an integer"),
+        ({"after": "yesterday"}, "'yesterday' is not a run id"),
+        ({"page": "2"}, "unknown query parameter(s): page"),
+    ],
+)
+def test_bad_list_queries_get_a_json_error(
+    bare_app: TableStore, params: dict[str, str], fragment: str
+):
+    response = get("runs", params)
+    assert response.status_code == 400
+    assert fragment in body(response)["error"]["message"]
+
+
+def test_status_shows_seats_now_the_latest_run_and_open_alerts(app_world: World):
+    empty = body(get("status"))
+    assert empty["latestRun"] is None and empty["seatsSource"] == "graph"
+    assert {s["skuPartNumber"] for s in empty["skus"]} >= {"ENTERPRISEPREMIUM"}
+    applied = body(post_run({"mode": "apply", "wait": True}))
+    status = body(get("status"))
+    assert status["latestRun"]["runId"] == applied["runId"]
+    by_sku = {s["skuPartNumber"]: s for s in status["skus"]}
+    assert set(by_sku) == {s["skuPartNumber"] for s in applied["skus"]}
+    for s in applied["skus"]:
+        now = by_sku[s["skuPartNumber"]]
+        assert now["free"] == now["enabled"] - now["consumed"]
+        assert now["demand"] == s["demand"]
+        assert now["forecast"]["text"] in ("not enough history yet", "no seats left")
+    assert status["openAlerts"], "the demo tenant has guests and a short SKU"
+    assert {a["kind"] for a in status["openAlerts"]} >= {"group-guests"}
+
+
+def test_dashboard_is_html_with_escaped_directory_values(app_world: World):
+    post_run({"mode": "plan", "wait": True})
+    response = get("dashboard")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    html = response.get_body().decode()
+    assert "Seats per SKU" in html and "ENTERPRISEPREMIUM" in html and "<script" not in html
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_openapi_document_describes_every_http_function():
+    import yaml
+
+    from localdev.services import ROOT
+
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    described = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    served = set()
+    for f in FUNCTIONS:
+        trigger = f.get_trigger()
+        if getattr(trigger, "route", None):
+            for method in trigger.methods:
+                served.add(("/" + trigger.route, str(getattr(method, "value", method)).upper()))
+    assert served == described

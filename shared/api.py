@@ -1,0 +1,419 @@
+"""The HTTP API's logic, without azure.functions: input validation, caller roles, queued runs, run
+listings, seat status. function_app.py only turns requests into these calls and results into JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+from urllib.parse import urlencode
+
+from azure.core.credentials import TokenCredential
+
+from shared.credentials import credential_for
+from shared.errors import GraphReadError
+from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
+from shared.graph import GraphClient, required_roles
+from shared.queue import GUID_RE, RUN_ID_RE, RunMessage, RunQueue
+from shared.run import RunReport, execute_run, read_run
+from shared.settings import Mode, Settings
+from shared.store import TableStore, clip, new_run_id
+
+log = logging.getLogger("licensing")
+
+OPERATOR_ROLE = "Licensing.Operator"
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+ROLE_CLAIM_TYPES = {"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}
+NAME_CLAIM_TYPES = ("name", "preferred_username", "upn", "oid")
+MAX_GROUP_IDS = 500
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+FINISHED = ("succeeded", "partial", "failed", "refused")
+HISTORY_RUNS = 90  # snapshots per SKU read for the history chart and forecast
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+# -- caller -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    roles: frozenset[str]
+
+
+def parse_principal(header: str | None) -> Principal | None:
+    """The caller App Service Authentication vouches for; None when it is off (no header)."""
+    if header is None or not header.strip():
+        return None
+    try:
+        data = json.loads(base64.b64decode(header.strip(), validate=True))
+        claims = data["claims"]
+        if not isinstance(claims, list):
+            raise TypeError("claims is not a list")
+        pairs = [(str(c["typ"]), str(c["val"])) for c in claims]
+    except (ValueError, binascii.Error, KeyError, TypeError) as exc:
+        raise ApiError(
+            401,
+            "Unauthorized",
+            f"{PRINCIPAL_HEADER} is not base64 JSON with a claims list ({exc})",
+        ) from None
+    role_types = set(ROLE_CLAIM_TYPES)
+    if isinstance(data.get("role_typ"), str):
+        role_types.add(data["role_typ"])
+    roles = frozenset(v for t, v in pairs if t in role_types)
+    names = dict(pairs)
+    name_types = [data.get("name_typ"), *NAME_CLAIM_TYPES]
+    name = next((names[t] for t in name_types if isinstance(t, str) and t in names), "unknown")
+    return Principal(name, roles)
+
+
+def authorize_run(principal: Principal | None, mode: Mode) -> None:
+    """Apply runs need the operator role when App Service Authentication is on."""
+    if principal is None or mode != "apply" or OPERATOR_ROLE in principal.roles:
+        return
+    raise ApiError(
+        403,
+        "Forbidden",
+        f"starting an apply run needs the app role {OPERATOR_ROLE!r}; "
+        f"{principal.name} has {', '.join(sorted(principal.roles)) or 'no roles'}",
+    )
+
+
+# -- input --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    mode: Mode
+    group_ids: list[str] | None
+    wait: bool
+
+
+def parse_run_request(raw: bytes) -> RunRequest:
+    """Validate a POST /api/runs body; ApiError 400 saying what is wrong."""
+    if not raw.strip():
+        raise bad_request('send a JSON body such as {"mode": "plan"}')
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    unknown = sorted(set(body) - {"mode", "groupIds", "wait"})
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)} (allowed: mode, groupIds, wait)")
+    mode = body.get("mode")
+    if mode not in ("plan", "apply"):
+        raise bad_request(f"mode must be 'plan' or 'apply', got {mode!r}")
+    wait = body.get("wait", False)
+    if not isinstance(wait, bool):
+        raise bad_request(f"wait must be true or false, got {wait!r}")
+    ids = body.get("groupIds")
+    if ids is None:
+        return RunRequest(cast(Mode, mode), None, wait)
+    if not isinstance(ids, list) or not ids or len(ids) > MAX_GROUP_IDS:
+        raise bad_request(f"groupIds must be a non-empty list of at most {MAX_GROUP_IDS} group ids")
+    for i, gid in enumerate(ids):
+        if not isinstance(gid, str) or not GUID_RE.match(gid):
+            raise bad_request(f"groupIds[{i}] is not a group id (GUID): {gid!r}")
+    return RunRequest(cast(Mode, mode), ids, wait)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id):
+        raise bad_request(f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)")
+    return run_id
+
+
+def parse_page(params: Mapping[str, str]) -> tuple[int, str | None]:
+    unknown = sorted(set(params) - {"limit", "after", "code"})
+    if unknown:
+        raise bad_request(
+            f"unknown query parameter(s): {', '.join(unknown)} (allowed: limit, after)"
+        )
+    raw = params.get("limit")
+    limit = DEFAULT_PAGE
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+            raise bad_request(f"limit must be an integer 1..{MAX_PAGE}, got {raw!r}")
+        limit = int(raw)
+    after = params.get("after")
+    if after is not None:
+        check_run_id(after)
+    return limit, after
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def run_item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    return {
+        "runId": row["RunId"],
+        "mode": row.get("Mode"),
+        "trigger": row.get("Trigger"),
+        "status": row.get("Status"),
+        "startedAt": row.get("StartedAt"),
+        "finishedAt": row.get("FinishedAt"),
+        "counts": json.loads(row.get("CountsJson") or "{}"),
+        "groupsChanged": row.get("GroupsChanged", 0),
+        "usersAffected": row.get("UsersAffected", 0),
+        "error": row.get("Error") or None,
+        "refusedReason": row.get("RefusedReason") or None,
+        "url": f"{base_url}/runs/{row['RunId']}",
+    }
+
+
+def list_runs_page(
+    store: TableStore, limit: int, after: str | None, base_url: str
+) -> dict[str, Any]:
+    """One page of runs, newest first; nextLink fetches the next page (null on the last)."""
+    store.ensure_tables()
+    rows, more = store.list_runs_page(limit, after)
+    items = [run_item(r, base_url) for r in rows]
+    next_link = None
+    if more and items:
+        next_link = f"{base_url}/runs?" + urlencode({"limit": limit, "after": items[-1]["runId"]})
+    return {"value": items, "nextLink": next_link}
+
+
+def read_run_or_404(store: TableStore, run_id: str) -> dict[str, Any]:
+    check_run_id(run_id)
+    found = read_run(store, run_id)
+    if found is None:
+        raise ApiError(404, "NotFound", f"no run {run_id} is recorded")
+    return found
+
+
+def queue_run(
+    store: TableStore,
+    queue: RunQueue,
+    request: RunRequest,
+    requested_by: str = "",
+    now: datetime | None = None,
+) -> str:
+    """Record the run as queued, then enqueue it: the id is known before the worker starts."""
+    now = now or datetime.now(UTC)
+    run_id = new_run_id(now, secrets.token_hex(3))
+    row = {
+        "RunId": run_id,
+        "Mode": request.mode,
+        "Trigger": "http",
+        "Status": "queued",
+        "StartedAt": now.isoformat(),
+        "FinishedAt": None,
+        "RequestedBy": clip(requested_by),
+    }
+    store.ensure_tables()
+    store.put_run(row)
+    message = RunMessage(
+        run_id,
+        request.mode,
+        tuple(request.group_ids) if request.group_ids else None,
+        requested_by,
+    )
+    try:
+        queue.send(message)
+    except Exception as exc:
+        row.update(Status="failed", Error=clip(f"could not be queued: {type(exc).__name__}: {exc}"))
+        store.put_run(row)
+        raise ApiError(503, "QueueUnavailable", f"the run could not be queued: {exc}") from exc
+    log.info("run %s (%s) queued by %s", run_id, request.mode, requested_by or "a function key")
+    return run_id
+
+
+async def work_queued_run(settings: Settings, text: str, **kwargs: Any) -> RunReport | None:
+    """The queue worker: run a queued run once. None: nothing to do (bad or repeated message)."""
+    try:
+        message = RunMessage.from_json(text)
+    except ValueError as exc:
+        log.error("dropped a malformed run message: %s", exc)  # retrying cannot fix it
+        return None
+    store: TableStore = kwargs.pop("store", None) or TableStore.from_settings(settings)
+    claimed = await asyncio.to_thread(store.claim_queued_run, message.run_id)
+    if not claimed:
+        log.warning("run %s is not queued (already taken or unknown): skipped", message.run_id)
+        return None
+    return await execute_run(
+        settings,
+        message.mode,
+        "http",
+        group_ids=list(message.group_ids) if message.group_ids else None,
+        store=store,
+        run_id=message.run_id,
+        **kwargs,
+    )
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def sku_forecast(
+    history: list[tuple[datetime, int]], enabled: int, consumed: int, now: datetime
+) -> dict[str, Any]:
+    """When consumed seats reach enabled at the recent growth (least squares over 30 days)."""
+    free = enabled - consumed
+    points = sorted(history)
+    if free <= 0:
+        return {
+            "state": "exhausted",
+            "slopePerDay": None,
+            "runsOutOn": None,
+            "text": "no seats left",
+        }
+    if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN:
+        return {
+            "state": "unknown",
+            "slopePerDay": None,
+            "runsOutOn": None,
+            "text": "not enough history yet",
+        }
+    fc = forecast(points, free, now)
+    slope = round(fc.slope_per_day, 2)
+    if fc.runs_out_on is None:
+        return {"state": "flat", "slopePerDay": slope, "runsOutOn": None, "text": "not growing"}
+    day = fc.runs_out_on.date().isoformat()
+    return {
+        "state": "growing",
+        "slopePerDay": slope,
+        "runsOutOn": day,
+        "text": f"runs out {day} (+{slope:g}/day)",
+    }
+
+
+async def build_status(
+    settings: Settings,
+    store: TableStore,
+    *,
+    credential: TokenCredential | None = None,
+    with_details: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Seats per SKU now (Graph; the latest run's figures if Graph cannot be read), the latest run,
+    open alerts. with_details adds each SKU's history and the latest run's groups (dashboard)."""
+    now = now or datetime.now(UTC)
+    await asyncio.to_thread(store.ensure_tables)
+    recent = await asyncio.to_thread(store.list_runs, 20)
+    latest = recent[0] if recent else None
+    finished = next(
+        (r for r in recent if r.get("Status") in ("succeeded", "partial", "refused")), None
+    )
+    last = await asyncio.to_thread(read_run, store, finished["RunId"]) if finished else None
+    warnings: list[str] = []
+    live: dict[str, Any] = {}
+    source = "graph"
+    graph = None
+    try:
+        graph = GraphClient(
+            credential or credential_for(settings, required_roles()), settings.graph_base_url
+        )
+        live = {s.sku_id: s for s in await graph.list_skus()}
+    except GraphReadError as exc:
+        source = "latest-run"
+        warnings.append(f"seats could not be read from Graph now ({exc}); the latest run's shown")
+    finally:
+        if graph is not None:
+            await graph.close()
+    skus: list[dict[str, Any]] = []
+    run_skus = {s["skuId"]: s for s in (last or {}).get("skus", [])}
+    sku_ids = list(run_skus) or sorted(live, key=lambda i: live[i].part_number)
+    for sid in sku_ids:
+        recorded, now_sku = run_skus.get(sid, {}), live.get(sid)
+        enabled = now_sku.enabled if now_sku else int(recorded.get("enabled", 0))
+        consumed = now_sku.consumed if now_sku else int(recorded.get("consumed", 0))
+        rows = await asyncio.to_thread(store.sku_history, sid, HISTORY_RUNS)
+        history = [
+            (t, int(r.get("Consumed", 0)), int(r.get("Enabled", 0)))
+            for r in rows
+            if (t := _time(r.get("At"))) is not None
+        ]
+        item: dict[str, Any] = {
+            "skuId": sid,
+            "skuPartNumber": now_sku.part_number if now_sku else recorded.get("skuPartNumber"),
+            "capabilityStatus": (
+                now_sku.capability_status if now_sku else recorded.get("capabilityStatus")
+            ),
+            "enabled": enabled,
+            "consumed": consumed,
+            "free": enabled - consumed,
+            "reserve": recorded.get("reserve", 0),
+            "demand": recorded.get("demand", 0),
+            "shortfall": recorded.get("shortfall", 0),
+            "forecast": sku_forecast([(t, c) for t, c, _ in history], enabled, consumed, now),
+        }
+        if with_details:
+            item["history"] = [
+                {"at": t.isoformat(), "consumed": c, "enabled": e} for t, c, e in history
+            ]
+        skus.append(item)
+    alerts = await asyncio.to_thread(store.open_alerts)
+    status: dict[str, Any] = {
+        "generatedAt": now.isoformat(),
+        "seatsSource": source,
+        "skus": skus,
+        "latestRun": _run_brief(latest),
+        "seatsRun": _run_brief(finished),
+        "openAlerts": [
+            {
+                "condition": a["RowKey"],
+                "kind": a.get("Kind"),
+                "subject": a.get("Subject"),
+                "severity": a.get("Severity"),
+                "status": a.get("Status"),
+                "since": _iso(a.get("FirstSeen")),
+            }
+            for a in alerts
+        ],
+        "warnings": warnings,
+    }
+    if with_details:
+        status["groups"] = (last or {}).get("groups", [])
+    return status
+
+
+def _iso(value: Any) -> str | None:
+    t = _time(value) if value not in (None, "") else None
+    return t.isoformat() if t else None
+
+
+def _run_brief(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "runId": row["RunId"],
+        "mode": row.get("Mode"),
+        "trigger": row.get("Trigger"),
+        "status": row.get("Status"),
+        "startedAt": row.get("StartedAt"),
+        "finishedAt": row.get("FinishedAt"),
+        "counts": json.loads(row.get("CountsJson") or "{}"),
+    }

@@ -1,0 +1,105 @@
+"""Runs started over HTTP travel through an Azure Storage queue to the queue-triggered worker.
+
+The queue lives in the Functions host's storage (the trigger's connection `AzureWebJobsStorage`):
+a connection string locally (Azurite), `AzureWebJobsStorage__queueServiceUri` with the managed
+identity in Azure. Messages are JSON, base64-encoded as the Functions queue trigger expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.errors import ConfigurationError
+from shared.settings import Mode
+
+QUEUE_CONNECTION = "AzureWebJobsStorage"  # the queue trigger's `connection`
+RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    run_id: str
+    mode: Mode
+    group_ids: tuple[str, ...] | None = None
+    requested_by: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "runId": self.run_id,
+                "mode": self.mode,
+                "groupIds": list(self.group_ids) if self.group_ids is not None else None,
+                "requestedBy": self.requested_by,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunMessage:
+        """Parse a queue message; ValueError saying what is wrong."""
+        try:
+            body: Any = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"the message is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValueError("the message must be a JSON object")
+        run_id, mode, ids = body.get("runId"), body.get("mode"), body.get("groupIds")
+        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+            raise ValueError(f"runId {run_id!r} is not a run id")
+        if mode not in ("plan", "apply"):
+            raise ValueError(f"mode must be 'plan' or 'apply', got {mode!r}")
+        if ids is not None and (
+            not isinstance(ids, list)
+            or not all(isinstance(i, str) and GUID_RE.match(i) for i in ids)
+        ):
+            raise ValueError("groupIds must be a list of group ids")
+        return cls(
+            run_id,
+            cast(Mode, mode),
+            tuple(ids) if ids is not None else None,
+            str(body.get("requestedBy") or ""),
+        )
+
+
+def queue_client(queue_name: str, env: Mapping[str, str] | None = None) -> QueueClient:
+    env = os.environ if env is None else env
+    conn = (env.get(QUEUE_CONNECTION) or "").strip()
+    uri = (env.get(f"{QUEUE_CONNECTION}__queueServiceUri") or "").strip()
+    policies: dict[str, Any] = {
+        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_decode_policy": TextBase64DecodePolicy(),
+    }
+    if conn:
+        return QueueClient.from_connection_string(conn, queue_name, **policies)
+    if uri:
+        from azure.identity import DefaultAzureCredential
+
+        return QueueClient(uri, queue_name, credential=DefaultAzureCredential(), **policies)
+    raise ConfigurationError(
+        f"set {QUEUE_CONNECTION} (a connection string) or {QUEUE_CONNECTION}__queueServiceUri "
+        "(identity-based): runs started over HTTP go through its queue"
+    )
+
+
+class RunQueue:
+    def __init__(self, client: QueueClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_env(cls, queue_name: str, env: Mapping[str, str] | None = None) -> RunQueue:
+        return cls(queue_client(queue_name, env))
+
+    def send(self, message: RunMessage) -> None:
+        try:
+            self.client.create_queue()
+        except ResourceExistsError:
+            pass
+        self.client.send_message(message.to_json())

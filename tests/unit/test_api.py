@@ -1,0 +1,91 @@
+"""The HTTP API's pure parts: caller roles, requests, queue messages, forecasts, dashboard."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.api import ApiError, authorize_run, parse_principal, parse_run_request, sku_forecast
+from shared.dashboard import render_dashboard
+from shared.queue import RunMessage
+
+NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+
+
+def header(claims: list[dict[str, str]], **extra: str) -> str:
+    return base64.b64encode(json.dumps({"claims": claims, **extra}).encode()).decode()
+
+
+def test_roles_are_read_from_either_claim_type_and_apply_needs_the_operator_role():
+    long_type = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+    p = parse_principal(header([{"typ": long_type, "val": "Licensing.Operator"}]))
+    assert p is not None and "Licensing.Operator" in p.roles
+    authorize_run(p, "apply")
+    reader = parse_principal(
+        header([{"typ": "roles", "val": "Reader"}, {"typ": "name", "val": "a"}])
+    )
+    authorize_run(reader, "plan")
+    with pytest.raises(ApiError) as refused:
+        authorize_run(reader, "apply")
+    assert refused.value.status == 403 and "Licensing.Operator" in refused.value.message
+    assert parse_principal(None) is None
+    authorize_run(None, "apply")  # App Service Authentication off: the function key decides
+
+
+@pytest.mark.parametrize("raw", ["%%%", base64.b64encode(b"[1]").decode(), header([{"x": 1}])])
+def test_unreadable_principal_is_401(raw: str):
+    with pytest.raises(ApiError) as err:
+        parse_principal(raw)
+    assert err.value.status == 401
+
+
+def test_run_request_defaults_and_message_round_trip():
+    req = parse_run_request(b'{"mode": "apply"}')
+    assert (req.mode, req.group_ids, req.wait) == ("apply", None, False)
+    msg = RunMessage("20261127T020000Z-a1b2c3", "plan", ("0" * 8 + "-0000-0000-0000-" + "0" * 12,))
+    assert RunMessage.from_json(msg.to_json()) == msg
+    with pytest.raises(ValueError, match="mode"):
+        RunMessage.from_json('{"runId": "20261127T020000Z-a1b2c3", "mode": "x"}')
+
+
+def test_forecast_dates_growth_and_says_not_growing_or_too_little_history():
+    growing = [(NOW - timedelta(days=d), 100 - d) for d in range(20, -1, -2)]  # +1 seat a day
+    fc = sku_forecast(growing, enabled=110, consumed=100, now=NOW)
+    assert fc["state"] == "growing" and fc["runsOutOn"] == "2026-12-07"
+    assert fc["slopePerDay"] == 1.0
+    flat = [(NOW - timedelta(days=d), 50) for d in range(10, -1, -1)]
+    assert sku_forecast(flat, 60, 50, NOW)["text"] == "not growing"
+    shrinking = [(NOW - timedelta(days=d), 50 + d) for d in range(10, -1, -1)]
+    assert sku_forecast(shrinking, 60, 50, NOW)["text"] == "not growing"
+    minutes = [(NOW - timedelta(minutes=m), 40 + m) for m in range(5)]
+    assert sku_forecast(minutes, 60, 40, NOW)["state"] == "unknown"
+    assert sku_forecast(growing, 100, 100, NOW)["state"] == "exhausted"
+
+
+def test_dashboard_escapes_every_directory_value():
+    evil = "<script>alert(1)</script>"
+    html = render_dashboard(
+        {
+            "generatedAt": NOW.isoformat(),
+            "seatsSource": "graph",
+            "skus": [
+                {
+                    "skuPartNumber": evil,
+                    "capabilityStatus": evil,
+                    "enabled": 10,
+                    "consumed": 12,
+                    "free": -2,
+                    "demand": 3,
+                    "forecast": {"state": "exhausted", "text": "no seats left"},
+                    "history": [],
+                }
+            ],
+            "latestRun": None,
+            "groups": [{"displayName": evil, "profile": evil, "decision": evil, "reason": evil}],
+            "openAlerts": [{"subject": evil, "kind": evil, "severity": 1, "status": "open"}],
+        }
+    )
+    assert "<script" not in html and "&lt;script&gt;" in html
