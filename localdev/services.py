@@ -9,11 +9,12 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
@@ -89,7 +90,7 @@ class Azurite:
         else:
             self.location.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(self.location)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.table_port, self.proc, "Azurite")
         _wait_for_port(self.queue_port, self.proc, "Azurite")
         return self
@@ -108,12 +109,15 @@ class Azurite:
 
 @dataclass
 class Simulator:
-    tenant: Path
+    tenant: Path | None = None  # a tenant file, or
+    generate: str | None = None  # a generated tenant's spec (users=N,groups=G,skus=S,...)
     extra_args: tuple[str, ...] = ()
     url: str = ""
     proc: subprocess.Popen[str] | None = field(default=None, repr=False)
+    _stderr: IO[str] | None = field(default=None, repr=False)
 
     def start(self) -> Simulator:
+        source = ["--generate", self.generate] if self.generate else ["--tenant", str(self.tenant)]
         args = [
             sys.executable,
             "-m",
@@ -121,19 +125,21 @@ class Simulator:
             "serve",
             "--port",
             "0",
-            "--tenant",
-            str(self.tenant),
+            *source,
             *self.extra_args,
         ]
+        # stderr to a file, not a pipe: a pipe nobody reads would block a chatty server.
+        self._stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         prefix = "simulator listening on "
         if not line.startswith(prefix):
             _stop(self.proc)
-            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self._stderr.seek(0)
+            err = self._stderr.read()
             raise RuntimeError(f"the Graph simulator did not start: {line!r} {err[-2000:]}")
         self.url = line[len(prefix) :]
         return self
@@ -176,6 +182,7 @@ def app_settings(azurite: Azurite, sim: Simulator, **overrides: str) -> dict[str
         "LICENSING_ALERT_MAILBOX": "licensing-alerts@contoso.com",
         "LICENSING_ALERT_RECIPIENTS": "it-ops@contoso.com",
         "LICENSING_MAX_CONCURRENCY": "8",
+        "LICENSING_RUN_QUEUE": "licensing-runs",
     }
     env.update(overrides)
     return env

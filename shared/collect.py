@@ -26,19 +26,20 @@ def _quote(value: str) -> str:
 def selector_queries(selector: Selector, profiles: Iterable[str]) -> list[tuple[str, str | None]]:
     """($filter, profile) pairs for one selector; profile None: the extension's value names it."""
     if selector.extension_property:
-        # `eq` is the documented way to filter on a directory extension; one query per profile.
-        return [(f"{selector.extension_property} eq {_quote(p)}", p) for p in sorted(profiles)]
+        # `eq` is the documented way to filter on a directory extension, and `in` works wherever
+        # `eq` does (QUERIES.md): one query per 15 profiles rather than one per profile.
+        return [(q, None) for q in _in_clauses(selector.extension_property, sorted(profiles))]
     if selector.display_name_prefix is not None:
         return [
             (f"startswith(displayName,{_quote(selector.display_name_prefix)})", selector.profile)
         ]
-    ids = list(selector.group_ids)
+    return [(q, selector.profile) for q in _in_clauses("id", list(selector.group_ids))]
+
+
+def _in_clauses(prop: str, values: list[str]) -> list[str]:
     return [
-        (
-            "id in (" + ",".join(_quote(i) for i in ids[n : n + IN_CLAUSE_LIMIT]) + ")",
-            selector.profile,
-        )
-        for n in range(0, len(ids), IN_CLAUSE_LIMIT)
+        f"{prop} in (" + ",".join(_quote(v) for v in values[n : n + IN_CLAUSE_LIMIT]) + ")"
+        for n in range(0, len(values), IN_CLAUSE_LIMIT)
     ]
 
 
@@ -57,7 +58,8 @@ async def find_tagged_groups(
         extra = (selector.extension_property,) if selector.extension_property else ()
         for odata_filter, profile in selector_queries(selector, policy.profiles):
             for raw in await graph.find_groups(odata_filter, extra):
-                tag(raw, selector, profile or "")
+                value = raw.get(extra[0]) if profile is None and extra else profile
+                tag(raw, selector, value if isinstance(value, str) else "")
         if selector.extension_property:
             await _scan_unknown_profiles(graph, policy, selector, tag, warnings)
     groups: list[Group] = []

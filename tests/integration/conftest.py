@@ -71,7 +71,7 @@ def world_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
             path = tmp_path / f"tenant-{len(started)}.json"
             path.write_text(json.dumps(tenant))
             tenant = path
-        sim = Simulator(tenant, sim_args).start()
+        sim = Simulator(tenant, extra_args=sim_args).start()
         started.append(sim)
         if isinstance(policy, str):
             policy_path = tmp_path / f"policy-{len(started)}.yaml"
