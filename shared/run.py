@@ -11,13 +11,13 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace import Status as SpanStatus
-from opentelemetry.trace import StatusCode, TracerProvider
 
 from shared import alerts as alerts_mod
 from shared.collect import collect
@@ -146,6 +146,13 @@ class RunReport:
         }
 
 
+LEASE_TTL = timedelta(minutes=45)  # longer than host.json's functionTimeout (30 min)
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _finish_status(report: RunReport) -> Status:
     if report.plan is None:
         return "failed"
@@ -196,79 +203,121 @@ async def execute_run(
         store = store or TableStore.from_settings(settings)
         await asyncio.to_thread(store.ensure_tables)
         await asyncio.to_thread(store.put_run, _run_entity(report))
-
-        graph: InstrumentedGraphClient | None = None
-        policy: Policy | None = None
-        resolved: ResolvedPolicy | None = None
+        holder = await asyncio.to_thread(store.acquire_lease, report.run_id, LEASE_TTL, now)
+        if holder is not None:
+            report.status = "refused"
+            report.refused_reason = (
+                f"another run ({holder.get('Holder')}) is in progress on this tenant; its lease "
+                f"expires at {_iso(holder.get('ExpiresAt'))} if it never finishes"
+            )
+            await _record(store, report, None)
+            span.set_attribute("licensing.status", report.status)
+            return report
         try:
-            try:
-                policy = load_policy(settings.policy_path)  # before any Graph call
-                report.policy_digest = policy.digest
-                cred = credential or credential_for(settings, required_roles())
-                graph = InstrumentedGraphClient(
-                    cred,
-                    settings.graph_base_url,
-                    tracer=tracer,
-                    run_metrics=run_metrics,
-                    progress=progress,
-                )
-                with tracer.start_as_current_span(SPAN_COLLECT):
-                    skus = await graph.list_skus()
-                    resolved = resolve(policy, skus)
-                    wanted = {g.lower() for g in group_ids} if group_ids else None
-                    snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
-                with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
-                    report.plan = make_plan(snapshot, resolved)
-                    decision_events(plan_span, report.plan)
-                run_metrics.record_plan(report.plan, mode)
-                if progress:
-                    n = len(report.plan.groups)
-                    progress(ProgressEvent("decided", n, n))
-                if mode == "apply" and report.plan.changes:
-                    report.refused_reason = budget_problem(report.plan, policy.change_budget)
-                    if not report.refused_reason:
-                        with tracer.start_as_current_span(SPAN_APPLY):
-                            graph.start_apply(report.plan)
-                            try:
-                                report.outcomes = await apply_plan(
-                                    report.plan, graph, settings.max_concurrency
-                                )
-                            finally:
-                                graph.end_apply(report.outcomes)
-                        try:  # measured seats after the writes, for the report
-                            report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
-                        except GraphReadError:
-                            pass  # the planned figures stand; the next run measures again
-            except (PolicyError, ConfigurationError, GraphReadError) as exc:
-                report.error = str(exc)
-            # Also for a failed run, once Graph was reachable; a bad policy file stops before any
-            # Graph call, mail included (the run is recorded and the timer reports the failure).
-            if settings.alert_mailbox and graph is not None:
-                with tracer.start_as_current_span(SPAN_ALERT):
-                    report.alerts = await alerts_mod.process_alerts(
-                        report, _finish_status(report), settings, graph, store, policy, resolved
-                    )
-        except Exception as exc:  # record any failure rather than lose the run; re-raised below
-            report.error = f"{type(exc).__name__}: {exc}"
-            report.status = "failed"
-            await _record(store, report, graph)
-            span.set_status(SpanStatus(StatusCode.ERROR, report.error))
-            raise
+            return await _execute_leased(
+                report,
+                settings,
+                mode,
+                store,
+                span,
+                tracer,
+                run_metrics,
+                clock,
+                credential=credential,
+                group_ids=group_ids,
+                progress=progress,
+            )
         finally:
-            if graph is not None:
-                await graph.close()
-        with tracer.start_as_current_span(SPAN_RECORD):
-            await _record(store, report, graph)
-        span.set_attribute("licensing.status", report.status)
+            await asyncio.to_thread(store.release_lease, report.run_id)
+
+
+async def _execute_leased(
+    report: RunReport,
+    settings: Settings,
+    mode: Mode,
+    store: TableStore,
+    span: Span,
+    tracer: Tracer,
+    run_metrics: RunMetrics,
+    clock: float,
+    *,
+    credential: TokenCredential | None,
+    group_ids: list[str] | None,
+    progress: ProgressCallback | None,
+) -> RunReport:
+    """The run proper, while it holds the lease: read, plan, (apply), alert, record."""
+    graph: InstrumentedGraphClient | None = None
+    policy: Policy | None = None
+    resolved: ResolvedPolicy | None = None
+    try:
+        try:
+            policy = load_policy(settings.policy_path)  # before any Graph call
+            report.policy_digest = policy.digest
+            cred = credential or credential_for(settings, required_roles())
+            graph = InstrumentedGraphClient(
+                cred,
+                settings.graph_base_url,
+                tracer=tracer,
+                run_metrics=run_metrics,
+                progress=progress,
+            )
+            with tracer.start_as_current_span(SPAN_COLLECT):
+                skus = await graph.list_skus()
+                resolved = resolve(policy, skus)
+                wanted = {g.lower() for g in group_ids} if group_ids else None
+                snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
+            with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
+                report.plan = make_plan(snapshot, resolved)
+                decision_events(plan_span, report.plan)
+            run_metrics.record_plan(report.plan, mode)
+            if progress:
+                n = len(report.plan.groups)
+                progress(ProgressEvent("decided", n, n))
+            if mode == "apply" and report.plan.changes:
+                report.refused_reason = budget_problem(report.plan, policy.change_budget)
+                if not report.refused_reason:
+                    with tracer.start_as_current_span(SPAN_APPLY):
+                        graph.start_apply(report.plan)
+                        try:
+                            report.outcomes = await apply_plan(
+                                report.plan, graph, settings.max_concurrency
+                            )
+                        finally:
+                            graph.end_apply(report.outcomes)
+                    try:  # measured seats after the writes, for the report
+                        report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
+                    except GraphReadError:
+                        pass  # the planned figures stand; the next run measures again
+        except (PolicyError, ConfigurationError, GraphReadError) as exc:
+            report.error = str(exc)
+        # Also for a failed run, once Graph was reachable; a bad policy file stops before any
+        # Graph call, mail included (the run is recorded and the timer reports the failure).
+        if settings.alert_mailbox and graph is not None:
+            with tracer.start_as_current_span(SPAN_ALERT):
+                report.alerts = await alerts_mod.process_alerts(
+                    report, _finish_status(report), settings, graph, store, policy, resolved
+                )
+    except Exception as exc:  # record any failure rather than lose the run; re-raised below
+        report.error = f"{type(exc).__name__}: {exc}"
+        report.status = "failed"
+        await _record(store, report, graph)
+        span.set_status(SpanStatus(StatusCode.ERROR, report.error))
+        raise
+    finally:
         if graph is not None:
-            span.set_attribute("licensing.graph_requests", report.graph_requests)
-            span.set_attribute("licensing.graph_throttled", graph.throttled)
-        if report.status == "failed":
-            span.set_status(SpanStatus(StatusCode.ERROR, report.error or "failed"))
-        run_metrics.record_seats(report.sku_rows())
-        run_metrics.record_end(time.monotonic() - clock, mode, report.status)
-        # Inside the run span: the log record carries the run's trace id.
-        log.info("run %s (%s, %s) ended %s", report.run_id, mode, trigger, report.status)
+            await graph.close()
+    with tracer.start_as_current_span(SPAN_RECORD):
+        await _record(store, report, graph)
+    span.set_attribute("licensing.status", report.status)
+    if graph is not None:
+        span.set_attribute("licensing.graph_requests", report.graph_requests)
+        span.set_attribute("licensing.graph_throttled", graph.throttled)
+    if report.status == "failed":
+        span.set_status(SpanStatus(StatusCode.ERROR, report.error or "failed"))
+    run_metrics.record_seats(report.sku_rows())
+    run_metrics.record_end(time.monotonic() - clock, mode, report.status)
+    # Inside the run span: the log record carries the run's trace id.
+    log.info("run %s (%s, %s) ended %s", report.run_id, mode, report.trigger, report.status)
     return report
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -29,6 +29,8 @@ MAX_STRING_CHARS = 30_000  # a string property holds 64 KiB of UTF-16: 32K chars
 BATCH_LIMIT = 100  # operations per transaction
 RUN_PARTITION = "run"
 ALERT_PARTITION = "alert"
+LEASE_PARTITION = "lease"  # in the runs table; list_runs reads only the "run" partition
+LEASE_ROW = "enforcement"
 _EPOCH_MAX = 99_999_999_999
 
 
@@ -205,6 +207,64 @@ class TableStore:
         """Alert conditions that are open (or pending confirmation), most severe first."""
         rows = [r for r in self.alert_states().values() if r.get("Status") in ("open", "pending")]
         return sorted(rows, key=lambda r: (-int(r.get("Severity") or 0), str(r.get("Subject"))))
+
+    # -- the run lease: one run per tenant at a time -------------------------------------------
+
+    def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> dict[str, Any] | None:
+        """Take the run lease for `holder`. None: taken; else the entity of whoever holds it.
+
+        ETag-conditional, so two runs starting together cannot both win; an expired lease (a run
+        that crashed) is taken over.
+        """
+        table = self.table("runs")
+        row = {
+            "PartitionKey": LEASE_PARTITION,
+            "RowKey": LEASE_ROW,
+            "Holder": holder,
+            "AcquiredAt": now,
+            "ExpiresAt": now + ttl,
+        }
+        try:
+            current = dict(table.get_entity(LEASE_PARTITION, LEASE_ROW))
+        except ResourceNotFoundError:
+            try:
+                table.create_entity(row)
+                return None
+            except ResourceExistsError:
+                current = dict(table.get_entity(LEASE_PARTITION, LEASE_ROW))
+        expires = current.get("ExpiresAt")
+        if current.get("Holder") != holder and isinstance(expires, datetime) and expires > now:
+            return current
+        entity = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+        try:
+            table.update_entity(
+                row,
+                mode=UpdateMode.REPLACE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:  # another run took it between our read and write
+            return dict(table.get_entity(LEASE_PARTITION, LEASE_ROW))
+        return None
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease back if `holder` still holds it (never someone else's)."""
+        table = self.table("runs")
+        try:
+            entity = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+        except ResourceNotFoundError:
+            return
+        if entity.get("Holder") != holder:
+            return
+        try:
+            table.delete_entity(
+                LEASE_PARTITION,
+                LEASE_ROW,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass  # taken over after expiry, or already gone: not ours to delete
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

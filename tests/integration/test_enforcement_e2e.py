@@ -236,3 +236,48 @@ def test_requesting_a_group_the_policy_does_not_tag_says_so(world_factory: Any):
     assert summary["warnings"] == [
         f"requested group(s) not tagged by the policy: {ids['untagged']}"
     ]
+
+
+def test_a_second_run_while_one_holds_the_lease_is_refused_and_touches_nothing(world_factory: Any):
+    from datetime import UTC, datetime, timedelta
+
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    world.store.ensure_tables()
+    now = datetime.now(UTC)
+    assert world.store.acquire_lease("20261127T000000Z-aaaaaa", timedelta(minutes=45), now) is None
+    summary = run(world)
+    assert summary["status"] == "refused"
+    assert "another run (20261127T000000Z-aaaaaa) is in progress" in summary["refusedReason"]
+    assert world.requests() == []
+    assert read_run(world.store, summary["runId"])["status"] == "refused"
+
+    world.store.release_lease("20261127T000000Z-aaaaaa")
+    assert run(world, "plan")["status"] == "succeeded"
+
+
+def test_a_crashed_runs_lease_expires_and_the_next_run_goes_ahead(world_factory: Any):
+    from datetime import UTC, datetime, timedelta
+
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY)
+    world.store.ensure_tables()
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    assert world.store.acquire_lease("crashed", timedelta(minutes=45), long_ago) is None
+    assert run(world, "plan")["status"] == "succeeded"
+
+
+def test_two_runs_started_together_never_overlap(world_factory: Any):
+    t, _ = small_tenant()
+    world = world_factory(t.build(), POLICY)
+
+    async def both() -> list[str]:
+        reports = await asyncio.gather(
+            execute_run(world.settings, "apply", "test"),
+            execute_run(world.settings, "apply", "test"),
+        )
+        return sorted(r.status for r in reports)
+
+    assert asyncio.run(both()) == ["refused", "succeeded"]
+    posted = [w["path"] for w in world.licence_writes()]
+    assert len(posted) == len(set(posted)), "each group was written once"
