@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -269,9 +270,17 @@ _TEXT = "font-family:Segoe UI,Arial,sans-serif;font-size:14px;margin:8px 0"
 _LABELS = {"worsened": "Worse: ", "reopened": "Again: ", "reminder": "Still: "}
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _e(value: str) -> str:
+    """Escape a value for HTML; control characters (which mail servers refuse) become spaces."""
+    return html.escape(_CONTROL.sub(" ", value))
+
+
 def render(action: AlertAction, run_id: str) -> tuple[str, str]:
     """(subject, HTML body) for one alert mail; every value from the directory is escaped."""
-    e = html.escape
+    e = _e
     if action.condition is None:
         subject = f"[Licensing] Resolved: {action.subject}"
         body = (
@@ -293,7 +302,7 @@ def render(action: AlertAction, run_id: str) -> tuple[str, str]:
         )
     body += f'<p style="{_TEXT};color:#666666">From licensing run {e(run_id)}</p>'
     # A header must stay one line whatever a group name holds.
-    subject = " ".join(subject.split())
+    subject = " ".join(_CONTROL.sub(" ", subject).split())
     return subject, f"<html><body>{body}</body></html>"
 
 

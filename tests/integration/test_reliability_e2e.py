@@ -1,0 +1,75 @@
+"""Faults and hostile data end to end: nothing unknown is acted on, nothing recorded is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.run import execute_run, read_run
+from shared.settings import Mode
+from tests.integration.conftest import World
+from tests.integration.tenants import POLICY, TenantBuilder
+
+
+def run(world: World, mode: Mode = "apply") -> dict[str, Any]:
+    return asyncio.run(execute_run(world.settings, mode, "test")).summary()
+
+
+def groups(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {g["displayName"]: g for g in summary["groups"]}
+
+
+def test_a_member_page_cut_off_halfway_makes_the_group_unknown_and_the_next_run_finishes(
+    world_factory: Any,
+):
+    t = TenantBuilder(e5=2000, ems=2000)
+    big = t.group("LIC-Big", "e5-full", t.users_named("big", 1200))  # two pages at 999
+    t.group("LIC-Small", "e5-full", t.users_named("small", 3))
+    world = world_factory(t.build(), POLICY)
+    # The second page of the big group's members breaks off mid-body, on every retry.
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {"path": f"/groups/{big}/members.*skiptoken", "mode": "truncate", "count": 50},
+    )
+    first = run(world)
+    assert first["status"] == "partial"
+    assert groups(first)["LIC-Big"]["decision"] == "unknown"
+    assert groups(first)["LIC-Small"]["outcome"] == "applied"
+    assert not any(big in w["path"] for w in world.licence_writes())
+    assert read_run(world.store, first["runId"])["status"] == "partial"
+
+    world.sim.admin("DELETE", "/_sim/faults")
+    second = run(world)
+    assert second["status"] == "succeeded"
+    assert groups(second)["LIC-Big"]["decision"] == "assign"
+    assert groups(second)["LIC-Big"]["outcome"] == "applied"
+
+
+def test_hostile_names_and_upns_round_trip_through_graph_tables_and_mail(world_factory: Any):
+    hostile = "LIC-<script>alert('x')</script> #/?\\ \"quoted\" \x07bell"
+    t = TenantBuilder()
+    t.group(hostile, "e5-full", [t.user("ann"), t.user("o'brien#x/y?z", guest=True)])
+    world = world_factory(t.build(), POLICY)
+    summary = run(world)
+    [g] = summary["groups"]
+    assert g["displayName"] == hostile and g["decision"] == "blocked-guests"
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None and recorded["groups"][0]["displayName"] == hostile
+    assert recorded["groups"][0]["guests"] == g["guests"]
+    [mail] = world.sim.admin("GET", "/_sim/outbox")["value"]
+    body = mail["message"]["body"]["content"]
+    assert "<script>" not in body and "&lt;script&gt;" in body
+    assert "\x07" not in body and "\x07" not in mail["message"]["subject"]
+
+
+def test_oversize_lists_are_capped_with_a_count_not_lost(world_factory: Any):
+    t = TenantBuilder()
+    guests = [t.user(f"guest{i}", guest=True) for i in range(60)]
+    t.group("LIC-Crowd", "e5-full", guests)
+    world = world_factory(t.build(), POLICY)
+    summary = run(world, "plan")
+    [g] = read_run(world.store, summary["runId"])["groups"]
+    assert g["guestCount"] == 60
+    assert len(g["guests"]) == 20  # listed, capped
+    assert "60 B2B guest member(s)" in g["reason"] and "and 40 more" in g["reason"]
