@@ -73,3 +73,41 @@ def test_oversize_lists_are_capped_with_a_count_not_lost(world_factory: Any):
     assert g["guestCount"] == 60
     assert len(g["guests"]) == 20  # listed, capped
     assert "60 B2B guest member(s)" in g["reason"] and "and 40 more" in g["reason"]
+
+
+def test_a_failed_write_is_isolated_to_its_group_and_retried_next_run(world_factory: Any):
+    t = TenantBuilder()
+    a = t.group("LIC-A", "e5-full", t.users_named("a", 2))
+    t.group("LIC-B", "e5-full", t.users_named("b", 2))
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {
+            "path": f"/groups/{a}/assignLicense",
+            "status": 400,
+            "code": "Request_BadRequest",
+            "count": 1,
+        },
+    )
+    first = run(world)
+    assert first["status"] == "partial"
+    assert groups(first)["LIC-A"]["outcome"] == "failed"
+    assert "Request_BadRequest" in groups(first)["LIC-A"]["outcomeDetail"]
+    assert groups(first)["LIC-B"]["outcome"] == "applied"
+    second = run(world)
+    assert groups(second)["LIC-A"]["outcome"] == "applied"
+    assert groups(second)["LIC-B"]["decision"] == "compliant"
+
+
+def test_an_unreadable_tenant_fails_the_run_without_a_plan_or_a_write(world_factory: Any):
+    t = TenantBuilder()
+    t.group("LIC-A", "e5-full", t.users_named("a", 2))
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin("POST", "/_sim/faults", {"path": "/groups\\?", "status": 500, "count": 50})
+    summary = run(world)
+    assert summary["status"] == "failed"
+    assert summary["groups"] == [] and "HTTP 500" in summary["error"]
+    assert world.licence_writes() == []
+    [mail] = world.sim.admin("GET", "/_sim/outbox")["value"]
+    assert mail["message"]["subject"] == "[Licensing] Licensing run failed"
