@@ -405,15 +405,11 @@ def _iso(value: Any) -> str | None:
     return t.isoformat() if t else None
 
 
+_BRIEF = ("runId", "mode", "trigger", "status", "startedAt", "finishedAt", "counts")
+
+
 def _run_brief(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {
-        "runId": row["RunId"],
-        "mode": row.get("Mode"),
-        "trigger": row.get("Trigger"),
-        "status": row.get("Status"),
-        "startedAt": row.get("StartedAt"),
-        "finishedAt": row.get("FinishedAt"),
-        "counts": json.loads(row.get("CountsJson") or "{}"),
-    }
+    item = run_item(row, "")
+    return {key: item[key] for key in _BRIEF}
