@@ -12,9 +12,11 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from shared.alerts import snooze
 from shared.api import build_status
 from shared.collect import find_tagged_groups
 from shared.credentials import credential_for
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("dashboard", help="write the seat dashboard (HTML) to a file")
     p.add_argument("--out", type=Path, default=Path("dashboard.html"))
+    p = sub.add_parser("alerts", help="list alert conditions, or snooze one")
+    p.add_argument("--snooze", metavar="CONDITION", help="the condition key to silence")
+    p.add_argument("--hours", type=float, default=24.0, help="how long to snooze (default 24)")
     p = sub.add_parser("validate", help="check a policy file, offline or against the tenant")
     p.add_argument("policy", nargs="?", type=Path, help="default: LICENSING_POLICY_PATH")
     p.add_argument(
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(json.dumps(status, indent=2) if args.json else render_status(status))
             return 0
+        if args.command == "alerts":
+            return _alerts(store, args.snooze, args.hours)
         if args.command == "runs":
             rows = store.list_runs(args.limit)
             print(
@@ -202,3 +209,34 @@ class Progress:
         if self.tty and self.state:
             self.out.write("\n")
             self.out.flush()
+
+
+def _alerts(store: TableStore, snooze_key: str | None, hours: float) -> int:
+    if snooze_key:
+        if not 0 < hours <= 24 * 90:
+            print("error: --hours must be between 0 and 2160 (90 days)", file=sys.stderr)
+            return 2
+        until = datetime.now(UTC) + timedelta(hours=hours)
+        if not asyncio.run(snooze(store, snooze_key, until)):
+            print(f"error: no alert condition {snooze_key!r} (see: alerts)", file=sys.stderr)
+            return 1
+        print(f"{snooze_key}: no mail until {until:%Y-%m-%d %H:%M} UTC (it still resolves)")
+        return 0
+    states = store.alert_states()
+    print(
+        table(
+            ["condition", "status", "subject", "last change", "snoozed until", "send error"],
+            [
+                [
+                    key,
+                    st.get("Status"),
+                    st.get("Subject"),
+                    st.get("LastChange"),
+                    st.get("SnoozedUntil") or "",
+                    st.get("SendError") or "",
+                ]
+                for key, st in sorted(states.items())
+            ],
+        )
+    )
+    return 0

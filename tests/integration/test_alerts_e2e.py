@@ -103,3 +103,32 @@ def test_a_failing_mailbox_leaves_enforcement_and_records_intact_and_retries(wor
     world.sim.admin("DELETE", "/_sim/faults")
     apply(world)  # the unsent alert goes out on the next run
     assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+
+
+def test_an_operator_snoozes_a_condition_from_the_command_line(
+    world_factory: Any, monkeypatch: Any, capsys: Any
+):
+    from shared.cli import main
+
+    t = TenantBuilder(pbi=2)
+    bi = t.group("LIC-BI", "powerbi", t.users_named("bi", 4))
+    world = world_factory(t.build(), POLICY)
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    apply(world)
+    assert len(subjects(world)) == 1
+    key = f"sku-exhausted-{PBI}"
+    assert main(["alerts"]) == 0
+    assert key in capsys.readouterr().out
+    assert main(["alerts", "--snooze", key, "--hours", "48"]) == 0
+    assert "no mail until" in capsys.readouterr().out
+    assert main(["alerts", "--snooze", "no-such-condition"]) == 1
+
+    late = t.user("late")
+    world.sim.admin("POST", "/_sim/users", t.users[-1])
+    world.sim.admin("POST", f"/_sim/groups/{bi}/members", {"id": late})
+    apply(world)  # worse, but snoozed: no mail
+    assert len(subjects(world)) == 1
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 10})
+    apply(world)  # cleared: the resolved mail still goes out
+    assert subjects(world)[1].startswith("[Licensing] Resolved: ")

@@ -281,3 +281,26 @@ def test_two_runs_started_together_never_overlap(world_factory: Any):
     assert asyncio.run(both()) == ["refused", "succeeded"]
     posted = [w["path"] for w in world.licence_writes()]
     assert len(posted) == len(set(posted)), "each group was written once"
+
+
+def test_the_demo_tenant_shows_every_decision_in_graph_and_in_table_storage(world: World):
+    summary = run(world)
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None
+    decisions = {g["displayName"]: g["decision"] for g in recorded["groups"]}
+    assert set(decisions.values()) == {
+        "compliant",
+        "assign",
+        "repair",
+        "reprocess",
+        "blocked-guests",
+        "blocked-seats",
+        "blocked-policy",
+    }
+    ids = {g["displayName"]: g["groupId"] for g in recorded["groups"]}
+    written = {w["path"] for w in world.licence_writes()}
+    for name, decision in decisions.items():
+        group_written = f"/v1.0/groups/{ids[name]}/assignLicense" in written
+        assert group_written == (decision in ("assign", "repair")), (name, decision)
+    reprocessed = [p for p in written if p.endswith("/reprocessLicenseAssignment")]
+    assert len(reprocessed) == sum(g["reprocessUsers"] for g in recorded["groups"]) > 0
