@@ -10,6 +10,9 @@ credential asks for exactly that set and infra grants exactly that set.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -97,6 +100,47 @@ def required_roles() -> list[str]:
     return sorted({p for perms in REQUIRED_PERMISSIONS.values() for p in perms})
 
 
+# Graph's write limit for identity and access: 3,000 writes per app per tenant per 2 min 30 s
+# (FACTS.md). Staying under it, with a margin, is cheaper than provoking 429s and waiting them out.
+WRITE_LIMIT = 2_850
+WRITE_WINDOW_S = 150.0
+
+
+class SlidingWindowLimiter:
+    """At most `limit` events in any `window_s` seconds: `await acquire()` waits until one fits.
+
+    A sliding window also keeps every fixed window of that length under the limit.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._events: deque[float] = deque()
+        self._lock = asyncio.Lock()
+        self.waited_s = 0.0
+
+    async def acquire(self) -> None:
+        async with self._lock:  # FIFO: writes keep their order
+            while True:
+                now = self._clock()
+                while self._events and now - self._events[0] >= self.window_s:
+                    self._events.popleft()
+                if len(self._events) < self.limit:
+                    self._events.append(now)
+                    return
+                wait = self.window_s - (now - self._events[0])
+                self.waited_s += wait
+                await self._sleep(wait)
+
+
 @dataclass
 class GraphStats:
     requests: int = 0
@@ -126,6 +170,7 @@ class GraphClient:
         self._adapter.base_url = self._base
         self.sdk = GraphServiceClient(request_adapter=self._adapter)
         self.stats = GraphStats()
+        self.write_pacer = SlidingWindowLimiter(WRITE_LIMIT, WRITE_WINDOW_S)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -271,6 +316,7 @@ class GraphClient:
             ],
             remove_licenses=[_uuid(s) for s in remove],
         )
+        await self.write_pacer.acquire()
         self.stats.count("assign_group_licenses", write=True)
         info = self.sdk.groups.by_group_id(group_id).assign_license.to_post_request_information(
             body
@@ -279,6 +325,7 @@ class GraphClient:
 
     @requires("User.ReadWrite.All")
     async def reprocess_user(self, user_id: str) -> None:
+        await self.write_pacer.acquire()
         self.stats.count("reprocess_user", write=True)
         info = self.sdk.users.by_user_id(
             user_id
@@ -295,6 +342,7 @@ class GraphClient:
             ),
             save_to_sent_items=False,
         )
+        await self.write_pacer.acquire()
         self.stats.count("send_mail", write=True)
         info = self.sdk.users.by_user_id(mailbox).send_mail.to_post_request_information(body)
         await self._adapter.send_no_response_content_async(info, ERROR_MAP)
