@@ -63,10 +63,15 @@ class Azurite:
     queue_port: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    def start(self) -> Azurite:
+    blob_port: int = 0
+
+    def start(self, same_ports: bool = False) -> Azurite:
+        """Start on free ports, or on the ports it had (a restart, for fault tests)."""
         if not AZURITE_BIN.exists():
             raise RuntimeError(f"{AZURITE_BIN} is missing: run `make setup` (npm ci) first")
-        self.table_port, self.queue_port, blob_port = free_port(), free_port(), free_port()
+        if not same_ports:
+            self.table_port, self.queue_port, self.blob_port = free_port(), free_port(), free_port()
+        blob_port = self.blob_port
         args = [
             str(AZURITE_BIN),
             "--silent",

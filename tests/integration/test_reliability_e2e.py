@@ -111,3 +111,49 @@ def test_an_unreadable_tenant_fails_the_run_without_a_plan_or_a_write(world_fact
     assert world.licence_writes() == []
     [mail] = world.sim.admin("GET", "/_sim/outbox")["value"]
     assert mail["message"]["subject"] == "[Licensing] Licensing run failed"
+
+
+def test_azurite_restarted_mid_run_loses_no_record(world_factory: Any, tmp_path: Any):
+    import threading
+    import time as clock
+
+    from localdev.services import Azurite, app_settings
+    from shared.settings import Settings
+    from shared.store import TableStore
+
+    storage = Azurite(location=tmp_path / "azurite").start()  # on disk: survives the restart
+    try:
+        t = TenantBuilder()
+        for i in range(6):
+            t.group(f"LIC-{i}", "e5-full", t.users_named(f"g{i}-", 3))
+        world = world_factory(t.build(), POLICY, sim_args=("--latency-ms", "400"))
+        env = app_settings(
+            storage,
+            world.sim,
+            LICENSING_POLICY_PATH=world.env["LICENSING_POLICY_PATH"],
+            LICENSING_TABLE_PREFIX="restart",
+        )
+        settings = Settings.from_env(env)
+        store = TableStore.from_settings(settings)
+        reports: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: reports.append(asyncio.run(execute_run(settings, "apply", "test")))
+        )
+        runner.start()
+        deadline = clock.monotonic() + 20
+        while clock.monotonic() < deadline and not world.requests():
+            clock.sleep(0.05)  # the run has recorded its start and is reading Graph
+        assert world.requests(), "the run never reached Graph"
+        storage.stop()
+        clock.sleep(1.0)
+        storage.start(same_ports=True)
+        runner.join(timeout=120)
+        assert not runner.is_alive() and reports
+        summary = reports[0].summary()
+        assert summary["status"] == "succeeded"
+        recorded = read_run(store, summary["runId"])
+        assert recorded is not None and recorded["status"] == "succeeded"
+        assert {g["displayName"] for g in recorded["groups"]} == {f"LIC-{i}" for i in range(6)}
+        assert all(g["outcome"] == "applied" for g in recorded["groups"])
+    finally:
+        storage.stop()
