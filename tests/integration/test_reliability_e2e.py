@@ -157,3 +157,28 @@ def test_azurite_restarted_mid_run_loses_no_record(world_factory: Any, tmp_path:
         assert all(g["outcome"] == "applied" for g in recorded["groups"])
     finally:
         storage.stop()
+
+
+def test_a_throttling_storm_is_waited_out_within_bounds_and_never_acted_on_blindly(
+    world_factory: Any,
+):
+    t = TenantBuilder(e5=500, ems=500)
+    for i in range(12):
+        t.group(f"LIC-{i:02d}", "e5-full", t.users_named(f"s{i}-", 2))
+    # 12 resource units per (scaled) 10-second window: far less than one run needs.
+    world = world_factory(t.build(), POLICY, sim_args=("--ru-limit", "12", "--time-scale", "10"))
+    first = run(world)
+    log = world.requests()
+    assert any(r["status"] == 429 for r in log), "the storm happened"
+    assert first["status"] in ("succeeded", "partial")
+    unknown = {g["groupId"] for g in first["groups"] if g["decision"] == "unknown"}
+    assert not any(gid in w["path"] for gid in unknown for w in world.licence_writes())
+    # Bounded: the SDK retries each request at most 3 times.
+    per_request = {}
+    for r in log:
+        per_request.setdefault((r["method"], r["path"], r["query"]), []).append(r["status"])
+    assert max(len(v) for v in per_request.values()) <= 4  # one try and at most three retries
+    world.sim.admin("PATCH", "/_sim/config", {"ruLimit": 0})
+    second = run(world)
+    assert second["status"] == "succeeded"
+    assert {g["decision"] for g in second["groups"]} <= {"compliant", "assign"}
