@@ -4,7 +4,6 @@ HTTP client (urllib) so the tests exercise real HTTP."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,12 +13,10 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from simulator.server import SimServer, start_server
+from simulator.tenant import Tenant
 
-from simulator.server import SimServer, start_server  # noqa: E402
-from simulator.tenant import Tenant  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # The handbook lives beside the project (CI clones a copy of shared/ beside it too).
 SHARED = ROOT / ".." / "shared"

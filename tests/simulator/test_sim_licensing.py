@@ -18,9 +18,11 @@ from tests.simulator.conftest import (
 )
 
 
-def _assign(client: Client, group: str, add: list[dict[str, object]], remove: list[str] = []):  # noqa: B006
+def _assign(
+    client: Client, group: str, add: list[dict[str, object]], remove: list[str] | None = None
+):
     return client.post(
-        f"/v1.0/groups/{group}/assignLicense", {"addLicenses": add, "removeLicenses": remove}
+        f"/v1.0/groups/{group}/assignLicense", {"addLicenses": add, "removeLicenses": remove or []}
     )
 
 
