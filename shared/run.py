@@ -149,6 +149,20 @@ class RunReport:
 LEASE_TTL = timedelta(minutes=45)  # longer than host.json's functionTimeout (30 min)
 
 
+def _close_abandoned_run(store: TableStore, run_id: str) -> None:
+    """A run whose lease expired never finished (its process stopped): say so on its row."""
+    entity = store.get_run(run_id)
+    if entity is None or entity.get("Status") not in ("running", "queued"):
+        return
+    row = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+    row["Status"] = "failed"
+    row["Error"] = (
+        "the run stopped before it finished (its lease expired); a later run took over. "
+        "Groups it had not recorded were not changed by it, or are checked again by later runs."
+    )
+    store.put_run(row)
+
+
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -203,16 +217,18 @@ async def execute_run(
         store = store or TableStore.from_settings(settings)
         await asyncio.to_thread(store.ensure_tables)
         await asyncio.to_thread(store.put_run, _run_entity(report))
-        holder = await asyncio.to_thread(store.acquire_lease, report.run_id, LEASE_TTL, now)
-        if holder is not None:
+        lease = await asyncio.to_thread(store.acquire_lease, report.run_id, LEASE_TTL, now)
+        if not lease.acquired:
             report.status = "refused"
             report.refused_reason = (
-                f"another run ({holder.get('Holder')}) is in progress on this tenant; its lease "
-                f"expires at {_iso(holder.get('ExpiresAt'))} if it never finishes"
+                f"another run ({lease.holder}) is in progress on this tenant; its lease "
+                f"expires at {_iso(lease.expires_at)} if it never finishes"
             )
             await _record(store, report, None)
             span.set_attribute("licensing.status", report.status)
             return report
+        if lease.taken_over_from:
+            await asyncio.to_thread(_close_abandoned_run, store, lease.taken_over_from)
         try:
             return await _execute_leased(
                 report,

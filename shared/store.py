@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,14 @@ def as_json(value: Any, limit: int = MAX_STRING_CHARS) -> str:
     while kept and len(json.dumps([*kept, "..."], default=str)) > limit - 64:
         kept = kept[: max(1, len(kept) // 2)] if len(kept) > 1 else []
     return json.dumps([*kept, f"... and {len(value) - len(kept)} more"], default=str)
+
+
+@dataclass(frozen=True)
+class Lease:
+    acquired: bool
+    holder: str  # who holds it now
+    expires_at: Any
+    taken_over_from: str | None = None  # the holder of an expired lease we took over
 
 
 class TableStore:
@@ -210,11 +219,11 @@ class TableStore:
 
     # -- the run lease: one run per tenant at a time -------------------------------------------
 
-    def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> dict[str, Any] | None:
-        """Take the run lease for `holder`. None: taken; else the entity of whoever holds it.
+    def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> Lease:
+        """Take the run lease for `holder`, or say who holds it.
 
         ETag-conditional, so two runs starting together cannot both win; an expired lease (a run
-        that crashed) is taken over.
+        that stopped without releasing it) is taken over, and its holder is reported.
         """
         table = self.table("runs")
         row = {
@@ -225,27 +234,28 @@ class TableStore:
             "ExpiresAt": now + ttl,
         }
         try:
-            current = dict(table.get_entity(LEASE_PARTITION, LEASE_ROW))
+            current = table.get_entity(LEASE_PARTITION, LEASE_ROW)
         except ResourceNotFoundError:
             try:
                 table.create_entity(row)
-                return None
+                return Lease(True, holder, now + ttl)
             except ResourceExistsError:
-                current = dict(table.get_entity(LEASE_PARTITION, LEASE_ROW))
+                current = table.get_entity(LEASE_PARTITION, LEASE_ROW)
         expires = current.get("ExpiresAt")
-        if current.get("Holder") != holder and isinstance(expires, datetime) and expires > now:
-            return current
-        entity = table.get_entity(LEASE_PARTITION, LEASE_ROW)
-        try:
+        previous = current.get("Holder")
+        if previous != holder and isinstance(expires, datetime) and expires > now:
+            return Lease(False, str(previous), expires)
+        try:  # conditional on the entity we judged expired: nobody renewed it meanwhile
             table.update_entity(
                 row,
                 mode=UpdateMode.REPLACE,
-                etag=entity.metadata["etag"],
+                etag=current.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
         except ResourceModifiedError:  # another run took it between our read and write
-            return dict(table.get_entity(LEASE_PARTITION, LEASE_ROW))
-        return None
+            taken = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+            return Lease(False, str(taken.get("Holder")), taken.get("ExpiresAt"))
+        return Lease(True, holder, now + ttl, str(previous) if previous != holder else None)
 
     def release_lease(self, holder: str) -> None:
         """Give the lease back if `holder` still holds it (never someone else's)."""

@@ -245,7 +245,7 @@ def test_a_second_run_while_one_holds_the_lease_is_refused_and_touches_nothing(w
     world = world_factory(t.build(), POLICY)
     world.store.ensure_tables()
     now = datetime.now(UTC)
-    assert world.store.acquire_lease("20261127T000000Z-aaaaaa", timedelta(minutes=45), now) is None
+    assert world.store.acquire_lease("20261127T000000Z-aaaaaa", timedelta(minutes=45), now).acquired
     summary = run(world)
     assert summary["status"] == "refused"
     assert "another run (20261127T000000Z-aaaaaa) is in progress" in summary["refusedReason"]
@@ -263,8 +263,21 @@ def test_a_crashed_runs_lease_expires_and_the_next_run_goes_ahead(world_factory:
     world = world_factory(t.build(), POLICY)
     world.store.ensure_tables()
     long_ago = datetime.now(UTC) - timedelta(hours=2)
-    assert world.store.acquire_lease("crashed", timedelta(minutes=45), long_ago) is None
+    crashed = "20261127T000000Z-dead00"
+    world.store.put_run(
+        {
+            "RunId": crashed,
+            "Mode": "apply",
+            "Trigger": "timer",
+            "Status": "running",
+            "StartedAt": long_ago.isoformat(),
+        }
+    )
+    assert world.store.acquire_lease(crashed, timedelta(minutes=45), long_ago).acquired
     assert run(world, "plan")["status"] == "succeeded"
+    abandoned = read_run(world.store, crashed)
+    assert abandoned is not None and abandoned["status"] == "failed"
+    assert "lease expired" in abandoned["error"]
 
 
 def test_two_runs_started_together_never_overlap(world_factory: Any):
