@@ -170,7 +170,13 @@ class GraphClient:
         self._adapter.base_url = self._base
         self.sdk = GraphServiceClient(request_adapter=self._adapter)
         self.stats = GraphStats()
+        # One User object per user for the run: members of several groups are parsed and held once.
+        self._users: dict[str, User] = {}
         self.write_pacer = SlidingWindowLimiter(WRITE_LIMIT, WRITE_WINDOW_S)
+
+    def _remember(self, user: User) -> User:
+        self._users[user.id] = user
+        return user
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -290,7 +296,8 @@ class GraphClient:
                         "userPrincipalName: is User.Read.All granted?",
                     )
                 try:
-                    users.append(_user(item))
+                    known = self._users.get(str(item.get("id", "")).lower())
+                    users.append(known or self._remember(_user(item)))
                 except (KeyError, TypeError, ValueError) as exc:
                     raise GraphReadError(what, None, None, f"malformed user: {exc!r}") from exc
             elif kind == "#microsoft.graph.group":
