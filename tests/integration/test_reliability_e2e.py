@@ -182,3 +182,21 @@ def test_a_throttling_storm_is_waited_out_within_bounds_and_never_acted_on_blind
     second = run(world)
     assert second["status"] == "succeeded"
     assert {g["decision"] for g in second["groups"]} <= {"compliant", "assign"}
+
+
+def test_a_5xx_burst_is_retried_within_the_bound_and_the_run_succeeds(world_factory: Any):
+    t = TenantBuilder()
+    a = t.group("LIC-A", "e5-full", t.users_named("a", 2))
+    t.group("LIC-B", "e5-full", t.users_named("b", 2))
+    world = world_factory(t.build(), POLICY)
+    # Two failures in a row, each with Retry-After: the SDK's third try gets through.
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {"path": f"/groups/{a}/members", "status": 503, "retryAfter": 1, "count": 2},
+    )
+    summary = run(world)
+    assert summary["status"] == "succeeded"
+    assert groups(summary)["LIC-A"]["outcome"] == "applied"
+    attempts = [r["status"] for r in world.requests() if r["path"] == f"/v1.0/groups/{a}/members"]
+    assert attempts == [503, 503, 200]
