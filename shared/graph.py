@@ -156,14 +156,20 @@ class GraphStats:
 class GraphClient:
     """Typed access to the Graph calls the engine makes. Construct one per run; `await close()`."""
 
-    def __init__(self, credential: TokenCredential, base_url: str) -> None:
+    def __init__(
+        self,
+        credential: TokenCredential,
+        base_url: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport` sits under the SDK's middleware (auth, retry): it sees every attempt."""
         host = urlparse(base_url).hostname or ""
         # Kiota sends no token to hosts outside allowed_hosts, silently: name the one host we call.
         auth = AzureIdentityAuthenticationProvider(
             credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
         )
         self._http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
+            client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, transport=transport)
         )
         self._adapter = GraphRequestAdapter(auth, client=self._http)
         self._base = base_url.rstrip("/")

@@ -168,22 +168,6 @@ class _TracedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def _install_transport(graph: InstrumentedGraphClient) -> bool:
-    """Put _TracedTransport under msgraph-core's middleware pipeline (AsyncGraphTransport holds the
-    real transport twice: as `.transport` and as its pipeline's `_transport`). If a library
-    version changes that shape, Graph calls go untraced and the run itself is unaffected."""
-    outer = getattr(graph._http, "_transport", None)
-    pipeline = getattr(outer, "pipeline", None)
-    inner = getattr(outer, "transport", None)
-    if not isinstance(inner, httpx.AsyncBaseTransport) or not hasattr(pipeline, "_transport"):
-        log.warning("Graph HTTP calls are not traced: unexpected msgraph transport shape")
-        return False
-    traced = _TracedTransport(inner, graph)
-    outer.transport = traced  # type: ignore[union-attr]
-    pipeline._transport = traced  # type: ignore[union-attr]
-    return True
-
-
 class InstrumentedGraphClient(GraphClient):
     """GraphClient with spans per group and per Graph HTTP attempt, request metrics, and progress
     events. Behaviour (results, errors, retries) is GraphClient's own."""
@@ -197,12 +181,14 @@ class InstrumentedGraphClient(GraphClient):
         run_metrics: RunMetrics | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
-        super().__init__(credential, base_url)
         self.tracer = tracer
         self.metrics = run_metrics
         self.progress = progress
         self.throttled = 0
-        self.traced = _install_transport(self)
+        # Under the SDK's middleware, so every attempt (retries too) gets a span and is counted.
+        super().__init__(
+            credential, base_url, transport=_TracedTransport(httpx.AsyncHTTPTransport(), self)
+        )
         self._members_read = 0
         self._writes_done = 0
         self._writes_total = 0
