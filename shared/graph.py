@@ -100,6 +100,13 @@ def required_roles() -> list[str]:
     return sorted({p for perms in REQUIRED_PERMISSIONS.values() for p in perms})
 
 
+# Resource units: Graph's smallest per-app, per-tenant budget (tenants under 50 users) is 3,500
+# per 10 s; the engine does not know the tenant's size, so it keeps reads under that. Costs are
+# Microsoft's, after the -1 for $select (FACTS.md "Throttling").
+READ_RU_BUDGET = 3_400
+READ_RU_WINDOW_S = 10.0
+RU_COST = {"list_members": 2, "list_skus": 2, "find_groups": 1}
+
 # Graph's write limit for identity and access: 3,000 writes per app per tenant per 2 min 30 s
 # (FACTS.md). Staying under it, with a margin, is cheaper than provoking 429s and waiting them out.
 WRITE_LIMIT = 2_850
@@ -107,7 +114,7 @@ WRITE_WINDOW_S = 150.0
 
 
 class SlidingWindowLimiter:
-    """At most `limit` events in any `window_s` seconds: `await acquire()` waits until one fits.
+    """At most `limit` units in any `window_s` seconds: `await acquire(n)` waits until n fit.
 
     A sliding window also keeps every fixed window of that length under the limit.
     """
@@ -123,20 +130,23 @@ class SlidingWindowLimiter:
         self.window_s = window_s
         self._clock = clock
         self._sleep = sleep
-        self._events: deque[float] = deque()
+        self._events: deque[tuple[float, int]] = deque()  # (time, units)
+        self._used = 0
         self._lock = asyncio.Lock()
         self.waited_s = 0.0
 
-    async def acquire(self) -> None:
-        async with self._lock:  # FIFO: writes keep their order
+    async def acquire(self, units: int = 1) -> None:
+        async with self._lock:  # FIFO: requests keep their order
             while True:
                 now = self._clock()
-                while self._events and now - self._events[0] >= self.window_s:
-                    self._events.popleft()
-                if len(self._events) < self.limit:
-                    self._events.append(now)
+                while self._events and now - self._events[0][0] >= self.window_s:
+                    self._used -= self._events.popleft()[1]
+                # An empty window always admits one request, however costly.
+                if self._used + units <= self.limit or not self._events:
+                    self._events.append((now, units))
+                    self._used += units
                     return
-                wait = self.window_s - (now - self._events[0])
+                wait = self.window_s - (now - self._events[0][0])
                 self.waited_s += wait
                 await self._sleep(wait)
 
@@ -179,6 +189,7 @@ class GraphClient:
         # One User object per user for the run: members of several groups are parsed and held once.
         self._users: dict[str, User] = {}
         self.write_pacer = SlidingWindowLimiter(WRITE_LIMIT, WRITE_WINDOW_S)
+        self.read_pacer = SlidingWindowLimiter(READ_RU_BUDGET, READ_RU_WINDOW_S)
 
     def _remember(self, user: User) -> User:
         self._users[user.id] = user
@@ -188,6 +199,7 @@ class GraphClient:
         await self._http.aclose()
 
     async def _json(self, info: RequestInformation, what: str, operation: str) -> dict[str, Any]:
+        await self.read_pacer.acquire(RU_COST.get(operation, 1))
         self.stats.count(operation)
         try:
             raw = await self._adapter.send_primitive_async(info, "bytes", ERROR_MAP)
