@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,13 +55,16 @@ def _base_url(req: func.HttpRequest) -> str:
     return f"{parts.scheme}://{parts.netloc}/api"
 
 
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+
+def _guarded(fn: Handler) -> Handler:
     """ApiError -> its JSON error; a bad app setting -> 503 naming it."""
 
     @functools.wraps(fn)
     async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         try:
-            return await fn(req)  # type: ignore[no-any-return]
+            return await fn(req)
         except api.ApiError as exc:
             return _json(exc.body(), exc.status)
         except ConfigurationError as exc:

@@ -36,7 +36,3 @@ class GraphReadError(Exception):
         if code:
             detail += f" {code}"
         super().__init__(f"could not read {what}: {detail}: {message}")
-
-
-class RunRefused(Exception):
-    """A run stopped before its first write (over the change budget, or a concurrent run)."""

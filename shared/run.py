@@ -451,7 +451,3 @@ def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
                 pass  # a clipped value stays a string
         out[key[0].lower() + key[1:]] = value
     return out
-
-
-def run_sync(settings: Settings, mode: Mode, trigger: str, **kwargs: Any) -> RunReport:
-    return asyncio.run(execute_run(settings, mode, trigger, **kwargs))

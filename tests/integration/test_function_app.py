@@ -9,7 +9,6 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import azure.functions as func
@@ -17,7 +16,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 import function_app
-from localdev.services import Azurite, app_settings
+from localdev.services import Azurite, Simulator, app_settings
 from shared.run import read_run
 from shared.settings import Settings
 from shared.store import TableStore
@@ -40,10 +39,8 @@ def app_world(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture
 def bare_app(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[TableStore]:
     """Storage only, no Graph simulator: for requests refused before anything is read."""
-    nowhere = SimpleNamespace(
-        graph_base_url="http://127.0.0.1:9/v1.0", token_url="http://127.0.0.1:9/t"
-    )
-    env = app_settings(azurite, nowhere, LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6))  # type: ignore[arg-type]
+    nowhere = Simulator(url="http://127.0.0.1:9")  # never started: nothing listens there
+    env = app_settings(azurite, nowhere, LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
