@@ -2,7 +2,7 @@
 another, Graph's default page size, an msgraph-sdk model object for every member.
 
 Timed over a deterministic sample of the tagged groups and scaled by member count when the tenant is
-large (reading 100k members this way takes minutes of CPU: ../shared/TOOLCHAIN.md).
+large (reading 100k members this way takes minutes of CPU: docs/toolchain.md).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def selector_queries(selector: Selector, profiles: Iterable[str]) -> list[tuple[
     """($filter, profile) pairs for one selector; profile None: the extension's value names it."""
     if selector.extension_property:
         # `eq` is the documented way to filter on a directory extension, and `in` works wherever
-        # `eq` does (QUERIES.md): one query per 15 profiles rather than one per profile.
+        # `eq` does (docs/graph-facts.md): one query per 15 profiles rather than one per profile.
         return [(q, None) for q in _in_clauses(selector.extension_property, sorted(profiles))]
     if selector.display_name_prefix is not None:
         return [

@@ -2,7 +2,7 @@
 
 msgraph-sdk builds the requests and runs its middleware (auth, retries, redirects), but bulk
 pages are read as raw JSON into the project's own small models: an SDK model object costs
-milliseconds of CPU each (../shared/TOOLCHAIN.md), minutes on a large tenant.
+milliseconds of CPU each (docs/toolchain.md), minutes on a large tenant.
 
 Each operation declares the application permissions it needs (`@requires`); the development
 credential asks for exactly that set and infra grants exactly that set.
@@ -79,7 +79,7 @@ MEMBER_SELECT = [
 ]
 ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 
-# operation name -> least-privilege application permissions (../shared/graph/FACTS.md)
+# operation name -> least-privilege application permissions (docs/graph-facts.md)
 REQUIRED_PERMISSIONS: dict[str, tuple[str, ...]] = {}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -102,13 +102,14 @@ def required_roles() -> list[str]:
 
 # Resource units: Graph's smallest per-app, per-tenant budget (tenants under 50 users) is 3,500
 # per 10 s; the engine does not know the tenant's size, so it keeps reads under that. Costs are
-# Microsoft's, after the -1 for $select (FACTS.md "Throttling").
+# Microsoft's, after the -1 for $select (docs/graph-facts.md "Throttling").
 READ_RU_BUDGET = 3_400
 READ_RU_WINDOW_S = 10.0
 RU_COST = {"list_members": 2, "list_skus": 2, "find_groups": 1}
 
 # Graph's write limit for identity and access: 3,000 writes per app per tenant per 2 min 30 s
-# (FACTS.md). Staying under it, with a margin, is cheaper than provoking 429s and waiting them out.
+# (docs/graph-facts.md). Staying under it, with a margin, is cheaper than provoking 429s and
+# waiting them out.
 WRITE_LIMIT = 2_850
 WRITE_WINDOW_S = 150.0
 
@@ -288,8 +289,8 @@ class GraphClient:
                 raise GraphReadError(what, None, None, "a group without an id")
         return items
 
-    # Without User.Read.All, Graph returns user members with only @odata.type and id (FACTS.md):
-    # no UPN or userType, so guests could not be recognised.
+    # Without User.Read.All, Graph returns user members with only @odata.type and id
+    # (docs/graph-facts.md): no UPN or userType, so guests could not be recognised.
     @requires("GroupMember.Read.All", "User.Read.All")
     async def list_members(self, group_id: str) -> Membership:
         """A group's direct members, complete. Raises GraphReadError on any failure."""

@@ -25,7 +25,7 @@ class Sku:
 
     @property
     def free(self) -> int:
-        # Units in `warning` are expiring: not headroom (FACTS.md). Can be negative.
+        # Units in `warning` are expiring: not headroom (docs/graph-facts.md). Can be negative.
         return self.enabled - self.consumed
 
     @property
@@ -68,7 +68,7 @@ class User:
 
     @property
     def is_b2b(self) -> bool:
-        """The robust rule from FACTS.md: any one signal marks an external (B2B) account."""
+        """docs/graph-facts.md's robust rule: one signal marks an external (B2B) account."""
         return (
             (self.user_type or "").lower() == "guest"
             or (self.creation_type or "").lower() == "invitation"

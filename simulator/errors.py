@@ -38,7 +38,7 @@ def not_found(object_id: str) -> GraphError:
 
 
 # Graph's documented message for an advanced-query-only construct sent without AQ
-# (QUERIES.md section 3; documented for endsWith, reused for the other AQ-only operators).
+# (docs/graph-facts.md, queries 3; documented for endsWith, reused for the other AQ-only operators).
 def needs_advanced_query(operator: str) -> GraphError:
     return unsupported_query(
         f"Operator '{operator}' is not supported because the required parameters might be "

@@ -17,8 +17,8 @@ from simulator.errors import GraphError, bad_request, unsupported_query
 from simulator.tenant import Group, Sku, Tenant, User
 
 # ---- permissions ---------------------------------------------------------------------------
-# Least-privilege application permission first (FACTS.md), then the documented higher ones that
-# also satisfy the call. The only table of accepted roles: change access rules here.
+# Least-privilege application permission first (docs/graph-facts.md), then the documented higher
+# ones that also satisfy the call. The only table of accepted roles: change access rules here.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "skus.read": frozenset(
         {
@@ -113,7 +113,7 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     permission: str
-    ru: int  # base resource-unit cost (FACTS.md "Throttling")
+    ru: int  # base resource-unit cost (docs/graph-facts.md "Throttling")
     write: bool = False
 
 
@@ -345,7 +345,7 @@ class GraphApi:
         cast = (m["cast"] or "").lower()
         eventual = req.headers.get("consistencylevel", "").lower() == "eventual"
         if cast and not eventual:
-            # Casts are advanced queries (QUERIES.md section 1).
+            # Casts are advanced queries (docs/graph-facts.md, queries 1).
             raise unsupported_query(
                 "OData cast on members requires the 'ConsistencyLevel: eventual' header. Refer to "
                 "https://aka.ms/graph-docs/advanced-queries for more information"
@@ -517,7 +517,7 @@ def _project(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
 
 
 def _validate_mail(body: Any) -> tuple[dict[str, Any], bool]:
-    """The sendMail body shape (FACTS.md "Mail"); malformed input is a 400 like Exchange's."""
+    """The sendMail body shape (docs/graph-facts.md "Mail"); malformed input: 400, as Exchange."""
     if isinstance(body, dict):
         # Action parameter names are case-insensitive: msgraph-sdk for Python sends
         # {"Message": ..., "SaveToSentItems": ...} and Graph accepts it.
@@ -570,8 +570,8 @@ def _route(
     return Route(method, re.compile(path, re.IGNORECASE), handler, permission, ru, write)
 
 
-# RU costs from FACTS.md: members 3, transitiveMembers 5, subscribedSkus 3, users 2, other GET 1,
-# writes 1 (+ a write).
+# RU costs from docs/graph-facts.md: members 3, transitiveMembers 5, subscribedSkus 3, users 2,
+# other GET 1, writes 1 (+ a write).
 ROUTES: list[Route] = [
     _route("GET", r"/subscribedSkus", GraphApi.list_skus, "skus.read", 3),
     _route("GET", rf"/subscribedSkus/{_ID}", GraphApi.get_sku, "skus.read", 1),

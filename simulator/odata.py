@@ -1,8 +1,8 @@
 """OData query options as Graph applies them to directory objects: parsing, rules, evaluation.
 
-Strictness is the point: a construct Graph refuses (QUERIES.md) is refused here with Graph's code
-(400 `Request_UnsupportedQuery`), never silently answered. Advanced queries (AQ) need both the
-`ConsistencyLevel: eventual` header and `$count=true`.
+Strictness is the point: a construct Graph refuses (docs/graph-facts.md) is refused here with
+Graph's code (400 `Request_UnsupportedQuery`), never silently answered. Advanced queries (AQ)
+need both the `ConsistencyLevel: eventual` header and `$count=true`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ DEFAULT_TOP = 100
 Getter = Callable[[str], Any]
 
 
-# ---- filter capability tables (QUERIES.md section 2) ---------------------------------------
+# ---- filter capability tables (docs/graph-facts.md, queries 2) ------------------------
 # Each property: (operators that work by default, operators that need AQ). Operator kinds:
 # eq, in, startswith, endswith, ne, not, eqnull, any, notany, count.
 _Ops = tuple[frozenset[str], frozenset[str]]
@@ -67,7 +67,7 @@ USER_FILTERS: dict[str, _Ops] = {
     "otherMails": _ops("any", "notany"),
     "proxyAddresses": _ops("any", "notany"),
 }
-# Directory extensions: eq by default (FACTS.md); user-list.md lists ne and eq null too.
+# Directory extensions: eq by default (docs/graph-facts.md); user-list.md lists ne and eq null too.
 EXTENSION_FILTER = _ops("eq in", "ne not eqnull startswith")
 
 # Operator names as they appear in Graph's "Operator '...' is not supported" message.
@@ -470,7 +470,7 @@ class Query:
 
     @property
     def with_count(self) -> bool:
-        # $count=true without the header is silently ignored (QUERIES.md section 5).
+        # $count=true without the header is silently ignored (docs/graph-facts.md, queries 5).
         return self.eventual and self.count_requested
 
 

@@ -1,6 +1,6 @@
 """Which properties each resource has, which are returned by default, and their empty values.
 
-Default property sets follow Microsoft's documented responses in ../shared/graph/examples
+Default property sets follow Microsoft's documented responses in tests/simulator/examples
 (user-get/user-list example 1, group-get/group-list example 1). Any other known property is
 returned only when named in `$select`. A `$select` of an unknown property is a 400.
 """
@@ -103,7 +103,7 @@ GROUP_SELECT_ONLY: tuple[str, ...] = (
     "isSubscribedByMail",
     "licenseProcessingState",
     "unseenCount",
-    # Filterable but never returned, even on $select (QUERIES.md section 2).
+    # Filterable but never returned, even on $select (docs/graph-facts.md, queries 2).
     "hasMembersWithLicenseErrors",
 )
 

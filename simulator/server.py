@@ -32,8 +32,8 @@ from simulator.tenant import Tenant
 TOKEN_PREFIX = "sim."
 TOKEN_LIFETIME_S = 3600
 BATCH_LIMIT = 20
-# Identity and access throttling (FACTS.md "Throttling"), in simulated seconds: divided by the
-# server's time scale in real time.
+# Identity and access throttling (docs/graph-facts.md "Throttling"), in simulated seconds:
+# divided by the server's time scale in real time.
 THROTTLE_WINDOW_S = 10.0
 WRITE_WINDOW_S = 150.0
 WRITE_LIMIT = 3000
@@ -165,7 +165,7 @@ class SimServer:
         self.latency_jitter_ms = latency_jitter_ms
         self.rng = random.Random(seed)
         self.fault_rng = random.Random(None if seed is None else f"faults:{seed}")
-        # RU budget per 10 s by tenant size (FACTS.md "Throttling"); 0 turns throttling off.
+        # RU budget per 10 s by tenant size (docs/graph-facts.md "Throttling"); 0: no throttling.
         self.ru_limit = default_ru_limit(len(tenant.users)) if ru_limit is None else ru_limit
         self.write_limit = write_limit  # writes per 150 s per app; 0 = no write limit
         if time_scale <= 0:
@@ -330,8 +330,8 @@ class SimServer:
         return truncate
 
     def _throttle(self, app_id: str, ru: int, write: bool) -> dict[str, str]:
-        """Charge the app's bucket (FACTS.md "Throttling"); 429 when it is empty or the app
-        has used its writes. Returns the usage header to send above 80 % of a limit."""
+        """Charge the app's bucket (docs/graph-facts.md "Throttling"); 429 when it is empty or
+        the app has used its writes. Returns the usage header to send above 80 % of a limit."""
         limit = self.ru_limit
         if limit <= 0 and (not write or self.write_limit <= 0):
             return {}
@@ -375,7 +375,7 @@ class SimServer:
         return {}
 
     def _batch(self, headers: dict[str, str], body: bytes) -> Response:
-        """JSON batching (FACTS.md "Batching"): items run in order; failed dependencies -> 424."""
+        """JSON batching (docs/graph-facts.md "Batching"): in order; a failed dependency: 424."""
         envelope = _json_body(body)
         items = envelope.get("requests") if isinstance(envelope, dict) else None
         if not isinstance(items, list) or not items:
@@ -582,7 +582,7 @@ def start_server(
 
 
 def _ru_cost(base: int, write: bool, query: str) -> int:
-    """Resource units per FACTS.md: $select -1, $expand +1, $top < 20 -1, minimum 1."""
+    """Resource units per docs/graph-facts.md: $select -1, $expand +1, $top < 20 -1, minimum 1."""
     if write:
         return 1
     options = {k.lower(): v for k, v in (p.split("=", 1) for p in query.split("&") if "=" in p)}

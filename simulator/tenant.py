@@ -1,7 +1,7 @@
 """The simulated tenant: SKUs, users, groups, and Entra's group-based licensing processing.
 
 All mutation goes through `Tenant` methods that hold `Tenant.lock`, so the HTTP threads and the
-background processing timers never see a half-updated tenant. Licensing follows FACTS.md
+background processing timers never see a half-updated tenant. Licensing follows docs/graph-facts.md
 "What happens after": one seat per user per SKU whatever the number of sources, all-or-nothing
 per user per group, and users in error stay in error until `reprocess_user`.
 """
@@ -207,8 +207,8 @@ class Tenant:
         self.groups: dict[str, Group] = {}
         self.lock = threading.RLock()
         self.processing_delay_s = 0.0
-        # Group licensing uses this for users without a usageLocation (FACTS.md); None = no
-        # location rules for them.
+        # Group licensing uses this for users without a usageLocation (docs/graph-facts.md);
+        # None = no location rules for them.
         self.default_usage_location: str | None = None
         # Generated tenants: computes users' properties and finds them by UPN.
         self.props_source: PropsSource | None = None

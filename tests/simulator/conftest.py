@@ -18,9 +18,8 @@ from simulator.tenant import Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The handbook lives beside the project (CI clones a copy of shared/ beside it too).
-SHARED = ROOT / ".." / "shared"
-EXAMPLES = SHARED / "graph" / "examples"
+# Microsoft's documented request/response examples, copied in with their sources (INDEX.md there).
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 DEMO = ROOT / "simulator" / "tenants" / "demo.json"
 
 READ_ALL = ("GroupMember.Read.All", "User.Read.All", "LicenseAssignment.Read.All")

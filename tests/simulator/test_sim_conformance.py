@@ -1,6 +1,7 @@
-"""Replays Microsoft's documented examples (../shared/graph/examples) against a tenant that holds
-the examples' objects, and compares status, content type and shape (keys, value types, nesting,
-@odata annotations) — not values, since most documented bodies are truncated samples.
+"""Replays Microsoft's documented examples (tests/simulator/examples, each with its source)
+against a tenant that holds the examples' objects, and compares status, content type and shape
+(keys, value types, nesting, @odata annotations) — not values, since most documented bodies are
+truncated samples.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The planner on plain data: every decision, and the seat arithmetic of ../shared/DESIGN.md."""
+"""The planner on plain data: every decision, and the seat arithmetic of docs/architecture.md."""
 
 from __future__ import annotations
 
