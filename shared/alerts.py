@@ -4,7 +4,8 @@ Lifecycle per condition, with state in Table Storage (the alerts table):
 - opened: a mail when it first holds (after `stuckProcessingHours` for stuck processing);
 - continuing: no mail, except a reminder once `cooldownHours` have passed since the last mail;
 - worsened: a mail when it gets worse (more seats short, more guests, more users in error);
-- resolved: a mail when it clears (only if someone was told it was open);
+- resolved: a mail when it clears (only if someone was told it was open), and only when the run
+  read its subject completely (`RunScope`): what a run did not see keeps its state;
 - reopened: a mail when a resolved condition holds again;
 - snoozed: an operator can silence a condition until a time; it still resolves normally.
 A failed send is recorded and retried on the next run; it never fails the enforcement.
@@ -15,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,54 @@ class AlertAction:
     @property
     def kind(self) -> str:
         return self.condition.kind if self.condition else str(self.state.get("Kind", ""))
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What a run read completely: the only subjects whose conditions it may resolve.
+
+    Built by the run from what it actually read (shared.run.run_scope). A condition whose subject
+    is outside the scope keeps its state: no mail, no resolve. The default scope covers nothing.
+    """
+
+    complete: bool = False  # the run read and wrote all it set out to (status succeeded)
+    limited: bool = False  # the run was limited to groupIds
+    sku_ids_known: frozenset[str] = frozenset()  # SKUs whose seats and demand are known completely
+    groups_listed: frozenset[str] | None = None  # every tagged group; None: listing incomplete
+    guests_checked: frozenset[str] = frozenset()  # groups checked for B2B guests
+    errors_checked: frozenset[str] = frozenset()  # groups whose members' licence errors were read
+
+    def without_skus(self, sku_ids: Iterable[str]) -> RunScope:
+        """This scope with these SKUs not known completely (e.g. an unread group carries one)."""
+        return replace(self, sku_ids_known=self.sku_ids_known - {s.lower() for s in sku_ids})
+
+    def covers(self, kind: str, subject_id: str) -> bool:
+        """May this run resolve a condition of `kind` about `subject_id` (a SKU or group id)?"""
+        if kind == "run-problem":
+            return self.complete and not self.limited
+        if kind in ("sku-exhausted", "sku-low"):
+            return subject_id in self.sku_ids_known
+        checked = {
+            "group-guests": self.guests_checked,
+            "group-errors": self.errors_checked,
+            "group-stuck": self.groups_listed or frozenset(),
+        }.get(kind)
+        if checked is None:
+            return False  # a kind this code does not know: never resolved by guesswork
+        if subject_id in checked:
+            return True
+        # A group no longer tagged (or deleted) is no longer a subject, once every tagged group
+        # is known to have been found.
+        return (
+            self.groups_listed is not None
+            and not self.limited
+            and subject_id not in self.groups_listed
+        )
+
+
+def subject_id(key: str, kind: str) -> str:
+    """The SKU or group id a condition key names ("" for run-level conditions)."""
+    return key[len(kind) + 1 :] if key.startswith(kind + "-") else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,8 +266,12 @@ def transitions(
     now_conditions: Mapping[str, Condition],
     states: Mapping[str, Mapping[str, Any]],
     now: datetime,
+    *,
+    scope: RunScope,
     cooldown: timedelta = timedelta(hours=72),
 ) -> list[AlertAction]:
+    """The actions this run calls for. A condition that no longer holds is resolved only when
+    `scope` covers its subject; otherwise it keeps its state (the run did not see it)."""
     actions: list[AlertAction] = []
     for key, cond in sorted(now_conditions.items()):
         st = states.get(key) or {}
@@ -242,6 +295,9 @@ def transitions(
             actions.append(AlertAction(key, "reminder", cond, st))
     for key, st in sorted(states.items()):
         if key in now_conditions or st.get("Status") not in ("open", "pending"):
+            continue
+        kind = str(st.get("Kind") or "")
+        if not scope.covers(kind, subject_id(key, kind)):
             continue
         told = st.get("Status") == "open" and st.get("Notified")
         actions.append(AlertAction(key, "resolved" if told else "quiet-resolve", None, st))
@@ -318,10 +374,12 @@ async def process_alerts(
     store: TableStore,
     policy: Policy | None,
     resolved: ResolvedPolicy | None,
+    scope: RunScope,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Send the mails this run calls for and record the alert states; return what happened.
 
+    `scope`: what the run read completely; only conditions about it can resolve.
     Plan mode writes nothing, mail included: it reports what apply would send.
     """
     if not settings.alert_mailbox:
@@ -337,7 +395,8 @@ async def process_alerts(
     conditions = open_conditions(summary, status, resolved, cfg, history, now)
     states = await asyncio.to_thread(store.alert_states)
     results: list[dict[str, Any]] = []
-    for action in transitions(conditions, states, now, timedelta(hours=cfg.cooldown_hours)):
+    cooldown = timedelta(hours=cfg.cooldown_hours)
+    for action in transitions(conditions, states, now, scope=scope, cooldown=cooldown):
         subject, body = render(action, report.run_id)
         to = list(cfg.recipients.get(action.kind) or settings.alert_recipients)
         result: dict[str, Any] = {

@@ -10,6 +10,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from shared.errors import ConfigurationError, GraphReadError, PolicyError
 from shared.executor import Outcome, apply_plan, budget_problem
 from shared.graph import GraphClient, required_roles
 from shared.model import Sku
-from shared.planner import Plan, make_plan
+from shared.planner import Decision, Plan, make_plan
 from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
 from shared.settings import Mode, Settings
 from shared.store import TableStore, as_json, clip, new_run_id
@@ -68,6 +69,7 @@ class RunReport:
     graph_requests: int = 0
     graph_writes: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    limited_to: tuple[str, ...] = ()  # the groupIds the run was limited to; () = every group
 
     def group_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -167,6 +169,47 @@ def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+def run_scope(
+    report: RunReport,
+    resolved: ResolvedPolicy | None,
+    unknown_sku_ids: Iterable[str] = (),
+) -> alerts_mod.RunScope:
+    """What this run read completely, for the alert layer: only that can be resolved.
+
+    unknown_sku_ids: SKUs whose headroom is not known completely for another reason (a seat
+    ledger that finds an unread group carrying one); they are taken out of the scope.
+    """
+    plan = report.plan
+    if plan is None:  # the run stopped before its reads were complete: nothing is known
+        return alerts_mod.RunScope()
+    limited = bool(report.limited_to)
+    groups = plan.groups
+    unread = [g for g in groups if g.decision is Decision.UNKNOWN]
+    # An unread group's demand is unknown, so every SKU of its profile is not known completely.
+    unread_skus = {
+        rs.sku_id
+        for g in unread
+        for rs in (
+            resolved.profiles[g.profile].skus if resolved and g.profile in resolved.profiles else ()
+        )
+    }
+    policy_blocked = (Decision.UNKNOWN, Decision.BLOCKED_POLICY)
+    scope = alerts_mod.RunScope(
+        complete=_finish_status(report) == "succeeded",
+        limited=limited,
+        # A run limited to some groups does not know the others' demand for any SKU.
+        sku_ids_known=frozenset() if limited else frozenset(s.sku_id for s in plan.skus),
+        groups_listed=frozenset(g.group_id for g in groups),
+        guests_checked=frozenset(g.group_id for g in groups if g.decision not in policy_blocked),
+        errors_checked=frozenset(
+            g.group_id
+            for g in groups
+            if g.decision not in (*policy_blocked, Decision.BLOCKED_GUESTS)
+        ),
+    )
+    return scope.without_skus({*unread_skus, *unknown_sku_ids})
+
+
 def _finish_status(report: RunReport) -> Status:
     if report.plan is None:
         return "failed"
@@ -205,6 +248,7 @@ async def execute_run(
         trigger,
         now,
         policy_file=str(settings.policy_path),
+        limited_to=tuple(group_ids or ()),
     )
     with tracer.start_as_current_span(
         SPAN_RUN,
@@ -311,7 +355,14 @@ async def _execute_leased(
         if settings.alert_mailbox and graph is not None:
             with tracer.start_as_current_span(SPAN_ALERT):
                 report.alerts = await alerts_mod.process_alerts(
-                    report, _finish_status(report), settings, graph, store, policy, resolved
+                    report,
+                    _finish_status(report),
+                    settings,
+                    graph,
+                    store,
+                    policy,
+                    resolved,
+                    run_scope(report, resolved),
                 )
     except Exception as exc:  # record any failure rather than lose the run; re-raised below
         report.error = f"{type(exc).__name__}: {exc}"

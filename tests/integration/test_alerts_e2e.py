@@ -132,3 +132,67 @@ def test_an_operator_snoozes_a_condition_from_the_command_line(
     world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 10})
     apply(world)  # cleared: the resolved mail still goes out
     assert subjects(world)[1].startswith("[Licensing] Resolved: ")
+
+
+# ---------------------------------------------------------------------------------------------
+# A run resolves only what it actually read (each test starts with an open alert)
+
+
+def states(world: World) -> dict[str, Any]:
+    return {k: v["Status"] for k, v in world.store.alert_states().items()}
+
+
+def guest_world(world_factory: Any) -> tuple[World, str, str]:
+    """LIC-Partners is blocked by a guest (its alert mailed and open); LIC-Team is fine."""
+    t = TenantBuilder()
+    partners = t.group("LIC-Partners", "e5-full", [t.user("ann"), t.user("eve", guest=True)])
+    team = t.group("LIC-Team", "e5-full", t.users_named("team", 2))
+    world = world_factory(t.build(), POLICY)
+    apply(world)
+    assert subjects(world) == ["[Licensing] Group LIC-Partners is blocked: 1 B2B guest(s)"]
+    return world, partners, team
+
+
+def test_a_run_limited_to_other_groups_leaves_an_open_guest_alert_open(world_factory: Any):
+    world, partners, team = guest_world(world_factory)
+    summary = asyncio.run(execute_run(world.settings, "apply", "test", group_ids=[team])).summary()
+    assert [g["displayName"] for g in summary["groups"]] == ["LIC-Team"]
+    assert subjects(world)[1:] == []  # LIC-Partners was not read: nothing about it is "Resolved"
+    assert states(world) == {f"group-guests-{partners}": "open"}
+    # A full run that reads it and finds the guest gone resolves it, once.
+    guest = next(u for u in world.state()["users"] if u["displayName"] == "eve")
+    world.sim.admin("DELETE", f"/_sim/groups/{partners}/members/{guest['id']}")
+    apply(world)
+    assert subjects(world)[1:] == [
+        "[Licensing] Resolved: Group LIC-Partners is blocked: 1 B2B guest(s)"
+    ]
+
+
+def test_a_group_whose_members_cannot_be_read_keeps_its_alert_open(world_factory: Any):
+    world, partners, _ = guest_world(world_factory)
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {"path": f"/groups/{partners}/members", "status": 403, "count": 100},
+    )
+    summary = apply(world)
+    assert summary["status"] == "partial"
+    assert subjects(world)[1:] == ["[Licensing] Licensing run partial"]
+    assert states(world) == {f"group-guests-{partners}": "open", "run-problem": "open"}
+
+
+def test_a_failed_run_sends_the_run_problem_and_resolves_nothing(world_factory: Any):
+    t = TenantBuilder(pbi=2)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 4))
+    world = world_factory(t.build(), POLICY)
+    apply(world)
+    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+    world.sim.admin("POST", "/_sim/faults", {"path": "/subscribedSkus", "status": 403, "count": 9})
+    summary = apply(world)
+    assert summary["status"] == "failed"
+    assert subjects(world)[1:] == ["[Licensing] Licensing run failed"]
+    assert states(world) == {f"sku-exhausted-{PBI}": "open", "run-problem": "open"}
+
+    world.sim.admin("DELETE", "/_sim/faults")
+    apply(world)  # read again, still short: no "Again" mail, only the run problem clears
+    assert subjects(world)[2:] == ["[Licensing] Resolved: Licensing run failed"]

@@ -5,13 +5,29 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.alerts import AlertAction, Condition, _next_state, open_conditions, render, transitions
+from shared.alerts import (
+    AlertAction,
+    Condition,
+    RunScope,
+    _next_state,
+    open_conditions,
+    render,
+    transitions,
+)
 from shared.forecast import forecast
 from shared.policy import AlertSettings
 from tests.factories import PBI, resolved
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+# A complete, successful, unrestricted run that read both groups of `summary()` and the SKU.
+FULL = RunScope(
+    complete=True,
+    sku_ids_known=frozenset({PBI}),
+    groups_listed=frozenset({"g1", "g2"}),
+    guests_checked=frozenset({"g1", "g2"}),
+    errors_checked=frozenset({"g1", "g2"}),
+)
 
 
 def summary(
@@ -73,9 +89,10 @@ def run_once(
     states: dict[str, dict[str, Any]],
     now: datetime = NOW,
     sent: bool = True,
+    scope: RunScope = FULL,
 ) -> list[AlertAction]:
     """One run: decide, then update the states as process_alerts does."""
-    actions = transitions(conds, states, now)
+    actions = transitions(conds, states, now, scope=scope)
     for a in actions:
         states[a.key] = _next_state(a, sent and a.mails, "" if sent else "boom", "run", now)
     return actions
@@ -86,7 +103,7 @@ def mailed(actions: list[AlertAction]) -> list[str]:
 
 
 def test_exhausted_sku_opens_one_alert_with_numbers_and_what_to_do():
-    [action] = transitions(conditions(shortfall=3), {}, NOW)
+    [action] = transitions(conditions(shortfall=3), {}, NOW, scope=FULL)
     assert action.transition == "opened"
     subject, body = render(action, "run-1")
     assert subject == "[Licensing] POWER_BI_PRO has run out: 3 more seat(s) needed"
@@ -103,7 +120,7 @@ def test_lifecycle_open_continue_worsen_resolve_reopen():
     assert mailed(run_once(conditions(shortfall=0), states, NOW + 4 * HOUR)) == ["resolved"]
     assert mailed(run_once(conditions(shortfall=0), states, NOW + 5 * HOUR)) == []
     assert mailed(run_once(conditions(shortfall=1), states, NOW + 6 * HOUR)) == ["reopened"]
-    assert render(transitions(conditions(shortfall=1), {}, NOW)[0], "r")[0].startswith(
+    assert render(transitions(conditions(shortfall=1), {}, NOW, scope=FULL)[0], "r")[0].startswith(
         "[Licensing] POWER_BI_PRO"
     )
 
@@ -207,15 +224,144 @@ def test_failed_and_partial_runs_alert_and_a_failure_after_partial_is_worse():
 def test_licence_errors_that_seats_will_not_fix_name_the_error_and_the_fix():
     conds = conditions(shortfall=0, errors={"MutuallyExclusiveViolation": ["ann@contoso.example"]})
     cond = conds["group-errors-g1"]
-    _, body = render(transitions(conds, {}, NOW)[0], "r")
+    _, body = render(transitions(conds, {}, NOW, scope=FULL)[0], "r")
     assert "ann@contoso.example" in body and "conflicting licence" in cond.advice
 
 
 def test_guest_alert_lists_the_guests_and_every_directory_value_is_escaped():
     conds = conditions(shortfall=2, guests=['eve"<script>alert(1)</script>#EXT#@x.com'])
-    actions = {a.key: a for a in transitions(conds, {}, NOW)}
+    actions = {a.key: a for a in transitions(conds, {}, NOW, scope=FULL)}
     subject, body = render(actions["group-guests-g2"], "r")
     assert "<script>" not in body and "&lt;script&gt;" in body
     _, sku_body = render(actions["sku-exhausted-" + PBI], "r")
     assert "LIC-BI &lt;Team&gt;" in sku_body  # the blocked group's name, escaped
     assert "\n" not in subject
+
+
+# ---------------------------------------------------------------------------------------------
+# A run resolves only what it read completely. Each test starts with open, mailed alerts.
+
+
+def open_everything() -> dict[str, dict[str, Any]]:
+    """Alert states after a partial run: PBI short, LIC-Partners has a guest, LIC-BI has errors,
+    the run itself had a problem. All mailed."""
+    states: dict[str, dict[str, Any]] = {}
+    conds = conditions(
+        shortfall=3,
+        guests=["eve#EXT#@x.com"],
+        errors={"MutuallyExclusiveViolation": ["ann@contoso.example"]},
+        status="partial",
+    )
+    assert sorted(mailed(run_once(conds, states))) == ["opened"] * 4
+    assert {k: v["Status"] for k, v in states.items()} == {
+        "sku-exhausted-" + PBI: "open",
+        "group-guests-g2": "open",
+        "group-errors-g1": "open",
+        "run-problem": "open",
+    }
+    return states
+
+
+def status(states: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {k: v["Status"] for k, v in states.items()}
+
+
+def test_a_failed_run_that_read_nothing_resolves_nothing():
+    states = open_everything()
+    # A failed run's summary has no SKUs or groups; its one condition is its own failure.
+    failed = open_conditions({"error": "could not read subscribed SKUs"}, "failed", now=NOW)
+    actions = run_once(failed, states, NOW + HOUR, scope=RunScope())
+    assert [(a.key, a.transition) for a in actions] == [("run-problem", "worsened")]
+    assert set(status(states).values()) == {"open"}
+
+
+def test_a_run_limited_to_groupids_resolves_only_the_groups_it_read():
+    states = open_everything()
+    # Limited to LIC-BI (g1): it read g1 completely and found its errors gone, but knows nothing
+    # of g2 or of the other groups' demand for any SKU.
+    limited = RunScope(
+        complete=True,
+        limited=True,
+        groups_listed=frozenset({"g1"}),
+        guests_checked=frozenset({"g1"}),
+        errors_checked=frozenset({"g1"}),
+    )
+    actions = run_once(conditions(shortfall=0), states, NOW + HOUR, scope=limited)
+    assert [(a.key, a.transition) for a in actions] == [("group-errors-g1", "resolved")]
+    assert status(states) == {
+        "sku-exhausted-" + PBI: "open",
+        "group-guests-g2": "open",
+        "group-errors-g1": "resolved",
+        "run-problem": "open",  # a limited run is not a complete one
+    }
+
+
+def test_a_group_whose_members_were_not_read_keeps_its_alert():
+    states = open_everything()
+    g2_unread = RunScope(
+        sku_ids_known=frozenset({PBI}),
+        groups_listed=frozenset({"g1", "g2"}),
+        guests_checked=frozenset({"g1"}),
+        errors_checked=frozenset({"g1"}),
+    )
+    actions = run_once(
+        conditions(shortfall=0, status="partial"), states, NOW + HOUR, scope=g2_unread
+    )
+    assert sorted((a.key, a.transition) for a in actions if a.mails) == [
+        ("group-errors-g1", "resolved"),
+        ("sku-exhausted-" + PBI, "resolved"),
+    ]
+    assert status(states)["group-guests-g2"] == "open"
+    assert status(states)["run-problem"] == "open"
+
+
+def test_a_sku_not_known_completely_keeps_its_alert_and_a_known_one_resolves():
+    states = open_everything()
+    unknown_pbi = FULL.without_skus([PBI.upper()])
+    assert not unknown_pbi.covers("sku-exhausted", PBI)
+    actions = run_once(conditions(shortfall=0), states, NOW + HOUR, scope=unknown_pbi)
+    assert "sku-exhausted-" + PBI not in {a.key for a in actions}
+    assert status(states)["sku-exhausted-" + PBI] == "open"
+    assert status(states)["run-problem"] == "resolved"  # complete, unrestricted, succeeded
+    # The next run that knows PBI's seats resolves it, once.
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 2 * HOUR)) == ["resolved"]
+    assert mailed(run_once(conditions(shortfall=0), states, NOW + 3 * HOUR)) == []
+
+
+def test_run_problem_resolves_only_on_a_complete_successful_unrestricted_run():
+    states = open_everything()
+    for scope in (
+        RunScope(),  # failed
+        RunScope(complete=False, sku_ids_known=frozenset({PBI})),  # partial or refused
+        RunScope(complete=True, limited=True),  # succeeded, limited to groupIds
+    ):
+        run_once(
+            conditions(shortfall=3, guests=["eve#EXT#@x.com"]), states, NOW + HOUR, scope=scope
+        )
+        assert status(states)["run-problem"] == "open"
+    run_once(conditions(shortfall=3, guests=["eve#EXT#@x.com"]), states, NOW + 2 * HOUR)
+    assert status(states)["run-problem"] == "resolved"
+
+
+def test_a_group_no_longer_tagged_resolves_only_once_every_tagged_group_was_found():
+    states = open_everything()
+    # LIC-Partners (g2) was untagged: the complete listing no longer has it.
+    untagged = RunScope(groups_listed=frozenset({"g1"}), errors_checked=frozenset({"g1"}))
+    actions = run_once(conditions(shortfall=3), states, NOW + HOUR, scope=untagged)
+    assert [(a.key, a.transition) for a in actions] == [
+        ("group-errors-g1", "resolved"),
+        ("group-guests-g2", "resolved"),
+    ]
+    assert not RunScope(groups_listed=None).covers("group-guests", "g2")  # listing failed
+    assert not RunScope(groups_listed=frozenset({"g1"}), limited=True).covers("group-guests", "g2")
+    assert not FULL.covers("some-future-kind", "g2")
+
+
+def test_a_pending_condition_outside_the_scope_stays_pending():
+    states: dict[str, dict[str, Any]] = {}
+    run_once(conditions(shortfall=0, processing="ProcessingInProgress"), states)
+    assert status(states) == {"group-stuck-g1": "pending"}
+    run_once({}, states, NOW + HOUR, scope=RunScope())
+    assert status(states) == {"group-stuck-g1": "pending"}
+    run_once({}, states, NOW + 2 * HOUR, scope=FULL)  # read, finished: ends without a mail
+    assert status(states) == {"group-stuck-g1": "resolved"}
