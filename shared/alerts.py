@@ -213,6 +213,16 @@ def open_conditions(
     if status in ("failed", "partial"):
         unknown = [g["displayName"] for g in groups if g["decision"] == "unknown"]
         failed = [g["displayName"] for g in groups if g.get("outcome") == "failed"]
+        grant = sorted({p for g in groups for p in g.get("missingPermissions") or ()})
+        advice = (
+            "Read the run (python -m shared show RUN_ID, or GET /api/runs/RUN_ID); the next "
+            "run retries what was not done."
+        )
+        if grant:
+            advice = (
+                f"Graph refused writes (403): grant the app the Microsoft Graph application "
+                f"permission {', '.join(grant)} and give admin consent (docs/deploy.md). " + advice
+            )
         found["run-problem"] = Condition(
             "run-problem",
             "run-problem",
@@ -223,9 +233,9 @@ def open_conditions(
                 ("Error", summary.get("error") or ""),
                 ("Groups not read", ", ".join(unknown) or "none"),
                 ("Writes failed", ", ".join(failed) or "none"),
+                *((("Permissions to grant", ", ".join(grant)),) if grant else ()),
             ),
-            "Read the run (python -m shared show RUN_ID, or GET /api/runs/RUN_ID); the next "
-            "run retries what was not done.",
+            advice,
         )
     return found
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from shared.graph import GraphClient, describe_graph_error
+from shared.graph import REQUIRED_PERMISSIONS, GraphClient, describe_graph_error
 from shared.planner import Decision, GroupPlan, Plan
 from shared.policy import ChangeBudget
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: (
-        str  # applied | failed | not-applied (plan mode, refused run, or a decision without writes)
-    )
+    # applied | failed | not-applied (plan mode, refused run, or a decision without writes)
+    status: str
     detail: str = ""
+    # Graph answered 403: the permissions the refused operation declares (`@requires`)
+    missing_permissions: tuple[str, ...] = ()
 
 
 def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
@@ -52,7 +53,7 @@ async def apply_plan(plan: Plan, graph: GraphClient, max_concurrency: int) -> di
 
 
 async def _apply_group(group: GroupPlan, graph: GraphClient) -> Outcome:
-    step = "assignLicense"
+    step, operation = "assignLicense", "assign_group_licenses"
     try:
         if group.add_licenses or group.remove_licenses:
             await graph.assign_group_licenses(
@@ -61,12 +62,21 @@ async def _apply_group(group: GroupPlan, graph: GraphClient) -> Outcome:
                 list(group.remove_licenses),
             )
         done = 0
+        operation = "reprocess_user"
         for user_id in group.reprocess_user_ids:
             step = f"reprocessLicenseAssignment for user {user_id}"
             await graph.reprocess_user(user_id)
             done += 1
     except Exception as exc:  # isolate the group: record what Graph said and go on
-        return Outcome("failed", f"{step} failed: {describe_graph_error(exc)}")
+        detail = f"{step} failed: {describe_graph_error(exc)}"
+        if getattr(exc, "response_status_code", None) == 403:
+            # The app lacks a permission: name what the operation declares, so the admin can
+            # grant it (docs/deploy.md, admin consent).
+            perms = REQUIRED_PERMISSIONS.get(operation, ())
+            if perms:
+                detail += f"; grant {' and '.join(perms)} (application permission)"
+            return Outcome("failed", detail, perms)
+        return Outcome("failed", detail)
     if group.decision is Decision.REPROCESS:
         return Outcome("applied", f"reprocessed {done} user(s)")
     extra = f"; reprocessed {done} user(s)" if done else ""

@@ -84,6 +84,7 @@ class RunReport:
                     "reason": g.reason,
                     "outcome": outcome.status if outcome else "not-applied",
                     "outcomeDetail": outcome.detail if outcome else "",
+                    "missingPermissions": list(outcome.missing_permissions) if outcome else [],
                     "memberCount": g.member_count,
                     "guestCount": g.guest_count,
                     "guests": list(g.guests),

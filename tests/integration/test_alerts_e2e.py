@@ -196,3 +196,28 @@ def test_a_failed_run_sends_the_run_problem_and_resolves_nothing(world_factory: 
     world.sim.admin("DELETE", "/_sim/faults")
     apply(world)  # read again, still short: no "Again" mail, only the run problem clears
     assert subjects(world)[2:] == ["[Licensing] Resolved: Licensing run failed"]
+
+
+def test_a_write_refused_403_names_the_permission_to_grant(world_factory: Any):
+    from shared.credentials import LocalSimulatorCredential
+    from shared.graph import required_roles
+
+    t = TenantBuilder()
+    t.group("LIC-Team", "e5-full", t.users_named("team", 2))
+    world = world_factory(t.build(), POLICY)
+    s = world.settings
+    assert s.sim_token_url is not None
+    # The app was consented everything but the licence write.
+    roles = [r for r in required_roles() if r != "LicenseAssignment.ReadWrite.All"]
+    cred = LocalSimulatorCredential(s.sim_token_url, s.graph_base_url, roles)
+    summary = asyncio.run(execute_run(s, "apply", "test", credential=cred)).summary()
+
+    assert summary["status"] == "partial"
+    [team] = summary["groups"]
+    assert team["outcome"] == "failed"
+    assert "HTTP 403" in team["outcomeDetail"]
+    assert "grant LicenseAssignment.ReadWrite.All" in team["outcomeDetail"]
+    [mail] = world.sim.admin("GET", "/_sim/outbox")["value"]
+    assert mail["message"]["subject"] == "[Licensing] Licensing run partial"
+    body = mail["message"]["body"]["content"]
+    assert "LicenseAssignment.ReadWrite.All" in body and "LIC-Team" in body
