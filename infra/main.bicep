@@ -84,6 +84,9 @@ param maxConcurrency string = ''
 @description('LICENSING_RUN_QUEUE: storage queue (in the host storage) of runs started over HTTP. Empty: licensing-runs.')
 param runQueue string = ''
 
+@description('LICENSING_MEASURE_WAIT_SECONDS: after writes, seconds to wait for Graph to process licences before measuring seats, 0..900. Empty: 120.')
+param measureWaitSeconds string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -110,6 +113,7 @@ var licensingAppSettings = {
   LICENSING_ALERT_RECIPIENTS: alertRecipients
   LICENSING_MAX_CONCURRENCY: empty(maxConcurrency) ? '8' : maxConcurrency
   LICENSING_RUN_QUEUE: empty(runQueue) ? 'licensing-runs' : runQueue
+  LICENSING_MEASURE_WAIT_SECONDS: empty(measureWaitSeconds) ? '120' : measureWaitSeconds
 }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -21,7 +21,7 @@ from opentelemetry.trace import Span, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace import Status as SpanStatus
 
 from shared import alerts as alerts_mod
-from shared.collect import collect
+from shared.collect import IN_CLAUSE_LIMIT, collect
 from shared.credentials import credential_for
 from shared.errors import ConfigurationError, GraphReadError, PolicyError
 from shared.executor import Outcome, apply_plan, budget_problem
@@ -168,6 +168,67 @@ def _close_abandoned_run(store: TableStore, run_id: str) -> None:
 
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+# Between polls of the written groups' licenseProcessingState; then every MEASURE_POLL_MAX_S.
+MEASURE_POLLS_S = (0.25, 0.5, 1.0, 2.0, 5.0)
+MEASURE_POLL_MAX_S = 10.0
+PROCESSING_COMPLETE = "ProcessingComplete"
+
+
+async def measure_after_writes(
+    graph: GraphClient, report: RunReport, wait_s: float
+) -> dict[str, Sku]:
+    """The seats after the writes, read once Graph has processed every group written.
+
+    assignLicense answers 202 and Graph assigns the members' licences afterwards
+    (docs/graph-facts.md), so seats read straight away are the seats before. This polls the
+    written groups' licenseProcessingState for up to `wait_s` seconds, then reads the SKUs.
+    {} when processing has not finished in time or a read failed: the report then shows the
+    planned figures, labelled "planned", and alerts use them (docs/decisions.md).
+    """
+    plan = report.plan
+    written = {
+        g.group_id
+        for g in (plan.changes if plan else [])
+        if (g.add_licenses or g.remove_licenses)
+        and report.outcomes.get(g.group_id, Outcome("not-applied")).status == "applied"
+    }
+    deadline = time.monotonic() + wait_s
+    polls = iter(MEASURE_POLLS_S)
+    try:
+        while written:
+            written -= await _processed_groups(graph, sorted(written))
+            if not written:
+                break
+            delay = next(polls, MEASURE_POLL_MAX_S)
+            if time.monotonic() + delay > deadline:
+                log.info(
+                    "run %s: %d group(s) still in licence processing after %s s; seats after "
+                    "the run are the planned figures",
+                    report.run_id,
+                    len(written),
+                    wait_s,
+                )
+                return {}
+            await asyncio.sleep(delay)
+        return {s.sku_id: s for s in await graph.list_skus()}
+    except GraphReadError:
+        return {}  # the planned figures stand; the next run measures again
+
+
+async def _processed_groups(graph: GraphClient, group_ids: list[str]) -> set[str]:
+    """Which of these groups Graph reports as ProcessingComplete (15 ids per `in` clause)."""
+    done: set[str] = set()
+    for n in range(0, len(group_ids), IN_CLAUSE_LIMIT):
+        ids = ",".join("'" + g.replace("'", "''") + "'" for g in group_ids[n : n + IN_CLAUSE_LIMIT])
+        for raw in await graph.find_groups(f"id in ({ids})"):
+            state = raw.get("licenseProcessingState")
+            # An object {state} in the v1.0 metadata, a plain string on the resource page.
+            value = state.get("state") if isinstance(state, dict) else state
+            if value == PROCESSING_COMPLETE:
+                done.add(str(raw["id"]).lower())
+    return done
 
 
 def run_scope(
@@ -345,10 +406,9 @@ async def _execute_leased(
                             )
                         finally:
                             graph.end_apply(report.outcomes)
-                    try:  # measured seats after the writes, for the report
-                        report.skus_after = {s.sku_id: s for s in await graph.list_skus()}
-                    except GraphReadError:
-                        pass  # the planned figures stand; the next run measures again
+                    report.skus_after = await measure_after_writes(
+                        graph, report, settings.measure_wait_s
+                    )
         except (PolicyError, ConfigurationError, GraphReadError) as exc:
             report.error = str(exc)
         # Also for a failed run, once Graph was reachable; a bad policy file stops before any

@@ -36,6 +36,10 @@ SETTINGS_KEYS: dict[str, str] = {
     "LICENSING_ALERT_RECIPIENTS": "Comma-separated addresses that receive alerts.",
     "LICENSING_MAX_CONCURRENCY": "Groups read concurrently (default 8, 1..64).",
     "LICENSING_RUN_QUEUE": "Storage queue of runs started over HTTP (default licensing-runs).",
+    "LICENSING_MEASURE_WAIT_SECONDS": (
+        "After writes, how long to wait for Graph's licence processing before measuring seats "
+        "(default 120, 0..900)."
+    ),
 }
 
 _TABLE_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,19}$")
@@ -58,6 +62,7 @@ class Settings:
     alert_recipients: tuple[str, ...]
     max_concurrency: int
     run_queue: str = "licensing-runs"
+    measure_wait_s: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +164,17 @@ class Settings:
                 "letters, digits and single hyphens, starting and ending with a letter or digit"
             )
 
+        wait_raw = get("LICENSING_MEASURE_WAIT_SECONDS", "120")
+        try:
+            measure_wait_s = float(wait_raw or "120")
+            if not 0 <= measure_wait_s <= 900:  # inside the run's 30-minute function timeout
+                raise ValueError
+        except ValueError:
+            problems.append(
+                f"LICENSING_MEASURE_WAIT_SECONDS={wait_raw!r} must be a number of seconds 0..900"
+            )
+            measure_wait_s = 120.0
+
         if problems:
             raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
         return cls(
@@ -175,4 +191,5 @@ class Settings:
             alert_recipients=recipients,
             max_concurrency=concurrency,
             run_queue=run_queue,
+            measure_wait_s=measure_wait_s,
         )

@@ -221,3 +221,45 @@ def test_a_write_refused_403_names_the_permission_to_grant(world_factory: Any):
     assert mail["message"]["subject"] == "[Licensing] Licensing run partial"
     body = mail["message"]["body"]["content"]
     assert "LicenseAssignment.ReadWrite.All" in body and "LIC-Team" in body
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured means measured: Graph processes a group's licences after answering assignLicense
+
+LOW_POLICY = POLICY + "skus: {POWER_BI_PRO: {warnBelowFree: 5}}\n"
+
+
+def low_seat_world(world_factory: Any, delay_s: float, **settings: str) -> World:
+    """10 Power BI seats, a warning below 5; LIC-BI's 7 members take 7 (3 left)."""
+    t = TenantBuilder(pbi=10)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 7))
+    world = world_factory(t.build(), LOW_POLICY, **settings)
+    world.sim.admin("PATCH", "/_sim/config", {"processingDelayS": delay_s})
+    return world
+
+
+def test_seats_are_measured_once_graph_finished_processing_and_the_low_alert_fires(
+    world_factory: Any,
+):
+    world = low_seat_world(world_factory, 0.6)
+    summary = apply(world)
+    [sku] = [s for s in summary["skus"] if s["skuId"] == PBI]
+    assert sku["freeAfterSource"] == "measured"
+    assert sku["freeAfter"] == 3  # what Graph counts once it processed the group
+    assert world.state()["skus"][2]["consumedUnits"] == 7
+    assert subjects(world) == [
+        "[Licensing] POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+    ]
+
+
+def test_seats_still_processing_at_the_wait_cap_are_labelled_planned_and_still_alert(
+    world_factory: Any,
+):
+    world = low_seat_world(world_factory, 30, LICENSING_MEASURE_WAIT_SECONDS="0.5")
+    summary = apply(world)
+    [sku] = [s for s in summary["skus"] if s["skuId"] == PBI]
+    assert world.state()["skus"][2]["consumedUnits"] == 0  # Graph has not processed it yet
+    assert sku["freeAfterSource"] == "planned" and sku["freeAfter"] == 3
+    assert subjects(world) == [
+        "[Licensing] POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+    ]
