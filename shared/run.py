@@ -171,7 +171,7 @@ def _iso(value: Any) -> str:
 
 
 # Between polls of the written groups' licenseProcessingState; then every MEASURE_POLL_MAX_S.
-MEASURE_POLLS_S = (0.25, 0.5, 1.0, 2.0, 5.0)
+MEASURE_POLLS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 MEASURE_POLL_MAX_S = 10.0
 PROCESSING_COMPLETE = "ProcessingComplete"
 

@@ -71,6 +71,10 @@ def world_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
             path = tmp_path / f"tenant-{len(started)}.json"
             path.write_text(json.dumps(tenant))
             tenant = path
+        if "--processing-delay-s" not in sim_args:
+            # Graph assigns a group's licences after answering assignLicense: so does every
+            # end-to-end test's simulator, briefly (a test sets its own delay to wait longer).
+            sim_args = (*sim_args, "--processing-delay-s", "0.05")
         sim = Simulator(tenant, extra_args=sim_args).start()
         started.append(sim)
         if isinstance(policy, str):
