@@ -263,3 +263,28 @@ def test_seats_still_processing_at_the_wait_cap_are_labelled_planned_and_still_a
     assert subjects(world) == [
         "[Licensing] POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
     ]
+
+
+def test_a_limited_run_or_a_profile_sku_the_tenant_lacks_leaves_a_seat_alert_open(
+    world_factory: Any,
+):
+    t = TenantBuilder(pbi=2)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 4))
+    team = t.group("LIC-Team", "e5-full", t.users_named("team", 2))
+    world = world_factory(t.build(), POLICY)
+    apply(world)
+    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+
+    # Limited to LIC-Team: LIC-BI's demand for Power BI was not read.
+    asyncio.run(execute_run(world.settings, "apply", "test", group_ids=[team]))
+    assert subjects(world)[1:] == []
+
+    # The policy gains a profile whose SKU the tenant does not have: the run fails before planning.
+    world.settings.policy_path.write_text(POLICY.replace("profiles:", VISIO_PROFILE, 1))
+    summary = apply(world)
+    assert summary["status"] == "failed" and "VISIOCLIENT" in (summary["error"] or "")
+    assert subjects(world)[1:] == ["[Licensing] Licensing run failed"]
+    assert states(world) == {f"sku-exhausted-{PBI}": "open", "run-problem": "open"}
+
+
+VISIO_PROFILE = "profiles:\n  visio:\n    skus: [{sku: VISIOCLIENT}]"
