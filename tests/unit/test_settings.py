@@ -57,6 +57,14 @@ def test_bad_schedule_and_graph_url_are_named():
     assert "LICENSING_GRAPH_BASE_URL" in str(info.value)
 
 
+def test_the_wait_for_licence_processing_is_bounded_and_named_when_bad():
+    assert Settings.from_env(BASE).measure_wait_s == 120
+    assert Settings.from_env({**BASE, "LICENSING_MEASURE_WAIT_SECONDS": "0"}).measure_wait_s == 0
+    for bad in ("-1", "901", "soon", "nan"):
+        with pytest.raises(ConfigurationError, match="LICENSING_MEASURE_WAIT_SECONDS.*0..900"):
+            Settings.from_env({**BASE, "LICENSING_MEASURE_WAIT_SECONDS": bad})
+
+
 def test_sample_local_settings_hold_exactly_the_keys_the_app_reads():
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())
     values = sample["Values"]
