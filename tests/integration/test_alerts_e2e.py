@@ -198,19 +198,24 @@ def test_a_failed_run_sends_the_run_problem_and_resolves_nothing(world_factory: 
     assert subjects(world)[2:] == ["[Licensing] Resolved: Licensing run failed"]
 
 
-def test_a_write_refused_403_names_the_permission_to_grant(world_factory: Any):
+def without(world: World, role: str) -> Any:
+    """A simulator credential with every permission the app declares except `role`."""
     from shared.credentials import LocalSimulatorCredential
     from shared.graph import required_roles
 
+    s = world.settings
+    assert s.sim_token_url is not None
+    roles = [r for r in required_roles() if r != role]
+    return LocalSimulatorCredential(s.sim_token_url, s.graph_base_url, roles)
+
+
+def test_a_write_refused_403_names_the_permission_to_grant(world_factory: Any):
     t = TenantBuilder()
     t.group("LIC-Team", "e5-full", t.users_named("team", 2))
     world = world_factory(t.build(), POLICY)
-    s = world.settings
-    assert s.sim_token_url is not None
     # The app was consented everything but the licence write.
-    roles = [r for r in required_roles() if r != "LicenseAssignment.ReadWrite.All"]
-    cred = LocalSimulatorCredential(s.sim_token_url, s.graph_base_url, roles)
-    summary = asyncio.run(execute_run(s, "apply", "test", credential=cred)).summary()
+    cred = without(world, "LicenseAssignment.ReadWrite.All")
+    summary = asyncio.run(execute_run(world.settings, "apply", "test", credential=cred)).summary()
 
     assert summary["status"] == "partial"
     [team] = summary["groups"]
@@ -221,6 +226,20 @@ def test_a_write_refused_403_names_the_permission_to_grant(world_factory: Any):
     assert mail["message"]["subject"] == "[Licensing] Licensing run partial"
     body = mail["message"]["body"]["content"]
     assert "LicenseAssignment.ReadWrite.All" in body and "LIC-Team" in body
+
+
+def test_a_reprocess_refused_403_names_its_own_permission(world_factory: Any):
+    t = TenantBuilder(pbi=2)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 4), [{"skuId": PBI, "disabledPlans": []}])
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 4})  # seats for the 2 stuck users
+    cred = without(world, "User.ReadWrite.All")
+    summary = asyncio.run(execute_run(world.settings, "apply", "test", credential=cred)).summary()
+    [bi] = summary["groups"]
+    assert bi["decision"] == "reprocess" and bi["outcome"] == "failed"
+    assert "reprocessLicenseAssignment for user" in bi["outcomeDetail"]
+    assert "grant User.ReadWrite.All" in bi["outcomeDetail"]
+    assert bi["missingPermissions"] == ["User.ReadWrite.All"]
 
 
 # ---------------------------------------------------------------------------------------------
