@@ -59,7 +59,8 @@ Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
 
 def _guarded(fn: Handler) -> Handler:
-    """ApiError -> its JSON error; a bad app setting -> 503 naming it."""
+    """ApiError -> its JSON error; a bad app setting -> 503 naming it; anything else -> a logged
+    JSON 500 (the host's own answer would be an empty 500 body)."""
 
     @functools.wraps(fn)
     async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
@@ -69,6 +70,12 @@ def _guarded(fn: Handler) -> Handler:
             return _json(exc.body(), exc.status)
         except ConfigurationError as exc:
             return _error(503, "Misconfigured", str(exc))
+        except Exception:
+            # The trace goes to the log (Application Insights), not to the caller.
+            log.exception("%s %s failed unexpectedly", req.method, urlsplit(req.url).path)
+            return _error(
+                500, "InternalError", "the request failed unexpectedly; the error is logged"
+            )
 
     return wrapper
 

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,21 +62,29 @@ class Principal:
     roles: frozenset[str]
 
 
+def _load_json(raw: bytes | str) -> Any:
+    """json.loads with its RecursionError on deep nesting turned into a ValueError naming it."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
 def parse_principal(header: str | None) -> Principal | None:
-    """The caller App Service Authentication vouches for; None when it is off (no header)."""
+    """The caller App Service Authentication vouches for; None when there is no header."""
     if header is None or not header.strip():
         return None
     try:
-        data = json.loads(base64.b64decode(header.strip(), validate=True))
+        data = _load_json(base64.b64decode(header.strip(), validate=True))
+        if not isinstance(data, dict):
+            raise TypeError("it is not a JSON object")
         claims = data["claims"]
         if not isinstance(claims, list):
             raise TypeError("claims is not a list")
         pairs = [(str(c["typ"]), str(c["val"])) for c in claims]
     except (ValueError, binascii.Error, KeyError, TypeError) as exc:
-        raise ApiError(
-            401,
-            "Unauthorized",
-            f"{PRINCIPAL_HEADER} is not base64 JSON with a claims list ({exc})",
+        raise bad_request(
+            f"{PRINCIPAL_HEADER} is not base64 JSON with a claims list ({exc})"
         ) from None
     role_types = set(ROLE_CLAIM_TYPES)
     if isinstance(data.get("role_typ"), str):
@@ -114,7 +123,7 @@ def parse_run_request(raw: bytes) -> RunRequest:
     if not raw.strip():
         raise bad_request('send a JSON body such as {"mode": "plan"}')
     try:
-        body = json.loads(raw)
+        body = _load_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -128,11 +137,15 @@ def parse_run_request(raw: bytes) -> RunRequest:
     wait = body.get("wait", False)
     if not isinstance(wait, bool):
         raise bad_request(f"wait must be true or false, got {wait!r}")
-    ids = body.get("groupIds")
-    if ids is None:
+    if "groupIds" not in body:
         return RunRequest(cast(Mode, mode), None, wait)
+    ids = body["groupIds"]
+    # null is refused, not read as "every group": omitting the field is the only way to ask for all.
     if not isinstance(ids, list) or not ids or len(ids) > MAX_GROUP_IDS:
-        raise bad_request(f"groupIds must be a non-empty list of at most {MAX_GROUP_IDS} group ids")
+        raise bad_request(
+            f"groupIds must be a non-empty list of at most {MAX_GROUP_IDS} group ids, got "
+            f"{type(ids).__name__ if ids is not None else 'null'}; omit it for every tagged group"
+        )
     for i, gid in enumerate(ids):
         if not isinstance(gid, str) or not GUID_RE.match(gid):
             raise bad_request(f"groupIds[{i}] is not a group id (GUID): {gid!r}")
@@ -140,8 +153,13 @@ def parse_run_request(raw: bytes) -> RunRequest:
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id):
-        raise bad_request(f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)")
+    """A run id is a real UTC time and six hex digits; 20261399T... matches the shape only."""
+    try:
+        if not RUN_ID_RE.match(run_id):
+            raise ValueError
+        datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        raise bad_request(f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)") from None
     return run_id
 
 
@@ -154,7 +172,8 @@ def parse_page(params: Mapping[str, str]) -> tuple[int, str | None]:
     raw = params.get("limit")
     limit = DEFAULT_PAGE
     if raw is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_PAGE:
             raise bad_request(f"limit must be an integer 1..{MAX_PAGE}, got {raw!r}")
         limit = int(raw)
     after = params.get("after")

@@ -161,6 +161,9 @@ def test_http_plan_run_with_wait_answers_with_the_summary_and_it_can_be_read_bac
         ({"mode": "plan", "groupIds": "abc"}, "groupIds must be a non-empty list"),
         ({"mode": "plan", "groupIds": ["x'; drop"]}, "groupIds[0] is not a group id"),
         ({"mode": "plan", "wait": "yes"}, "wait must be true or false"),
+        ({"mode": "apply", "groupIds": None}, "groupIds must be a non-empty list"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"mode": ' + b"[" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(
@@ -176,11 +179,24 @@ def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(
 
 def test_unknown_and_malformed_run_ids(bare_app: TableStore):
     assert get_run("20991231T000000Z-abcdef").status_code == 404
-    bad = get_run("../../etc")
-    assert (
-        bad.status_code == 400
-        and "is not a run id" in json.loads(bad.get_body())["error"]["message"]
-    )
+    for run_id in ("../../etc", "20261399T000000Z-abcdef"):
+        bad = get_run(run_id)
+        assert bad.status_code == 400, run_id
+        assert "is not a run id" in json.loads(bad.get_body())["error"]["message"]
+
+
+def test_an_unexpected_failure_is_a_logged_json_500_not_an_empty_body(
+    bare_app: TableStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("RunId")  # e.g. a row written by a future version
+
+    monkeypatch.setattr(function_app.api, "list_runs_page", broken)
+    response = get("runs")
+    assert response.status_code == 500 and response.mimetype == "application/json"
+    error = body(response)["error"]
+    assert error["code"] == "InternalError" and "KeyError" not in error["message"]
+    assert any("KeyError" in (r.exc_text or "") for r in caplog.records), "the trace is logged"
 
 
 def test_misconfigured_app_answers_503_naming_the_setting(
@@ -218,7 +234,7 @@ def test_apply_needs_the_operator_role_when_app_service_auth_is_on(app_world: Wo
     assert ok.status_code == 202
     assert post_run({"mode": "apply"}).status_code == 202
     garbled = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": "not base64!"})
-    assert garbled.status_code == 401
+    assert garbled.status_code == 400
     assert "X-MS-CLIENT-PRINCIPAL" in body(garbled)["error"]["message"]
 
 
@@ -245,6 +261,8 @@ def test_runs_are_listed_newest_first_in_pages(app_world: World):
         ({"limit": "many"}, "limit must be an integer"),
         ({"after": "yesterday"}, "'yesterday' is not a run id"),
         ({"page": "2"}, "unknown query parameter(s): page"),
+        ({"after": "20261399T000000Z-abcdef"}, "'20261399T000000Z-abcdef' is not a run id"),
+        ({"limit": "\u00b2"}, "limit must be an integer 1..100"),
     ],
 )
 def test_bad_list_queries_get_a_json_error(

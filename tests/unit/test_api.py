@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.api import ApiError, authorize_run, parse_principal, parse_run_request, sku_forecast
+from shared.api import (
+    ApiError,
+    authorize_run,
+    check_run_id,
+    parse_page,
+    parse_principal,
+    parse_run_request,
+    sku_forecast,
+)
 from shared.dashboard import render_dashboard
 from shared.queue import RunMessage
 
@@ -36,10 +44,10 @@ def test_roles_are_read_from_either_claim_type_and_apply_needs_the_operator_role
 
 
 @pytest.mark.parametrize("raw", ["%%%", base64.b64encode(b"[1]").decode(), header([{"x": 1}])])
-def test_unreadable_principal_is_401(raw: str):
+def test_unreadable_principal_is_400(raw: str):
     with pytest.raises(ApiError) as err:
         parse_principal(raw)
-    assert err.value.status == 401
+    assert err.value.status == 400
 
 
 def test_run_request_defaults_and_message_round_trip():
@@ -89,3 +97,47 @@ def test_dashboard_escapes_every_directory_value():
         }
     )
     assert "<script" not in html and "&lt;script&gt;" in html
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"after": "20261399T000000Z-abcdef"}, "'20261399T000000Z-abcdef' is not a run id"),
+        ({"limit": "\u00b2"}, "limit must be an integer 1..100"),
+        ({"limit": "\u0661"}, "limit must be an integer 1..100"),
+        ({"limit": " 5"}, "limit must be an integer 1..100"),
+    ],
+)
+def test_impossible_dates_and_unicode_digits_in_queries_are_400(
+    params: dict[str, str], fragment: str
+):
+    with pytest.raises(ApiError) as err:
+        parse_page(params)
+    assert err.value.status == 400 and fragment in err.value.message
+
+
+def test_a_run_id_with_an_impossible_date_is_400_not_a_crash():
+    with pytest.raises(ApiError) as err:
+        check_run_id("20261399T000000Z-abcdef")
+    assert err.value.status == 400
+
+
+def test_a_deeply_nested_body_is_400_naming_the_nesting():
+    with pytest.raises(ApiError) as err:
+        parse_run_request(DEEP)
+    assert err.value.status == 400 and "nested" in err.value.message
+
+
+def test_a_deeply_nested_principal_header_is_400_naming_the_nesting():
+    with pytest.raises(ApiError) as err:
+        parse_principal(base64.b64encode(DEEP).decode())
+    assert err.value.status == 400 and "nested" in err.value.message
+
+
+def test_group_ids_null_is_refused_not_read_as_every_group():
+    with pytest.raises(ApiError) as err:
+        parse_run_request(b'{"mode": "apply", "groupIds": null}')
+    assert err.value.status == 400 and "groupIds" in err.value.message
