@@ -55,6 +55,10 @@ def _base_url(req: func.HttpRequest) -> str:
     return f"{parts.scheme}://{parts.netloc}/api"
 
 
+def _authorize(req: func.HttpRequest, access: api.Access) -> api.Principal | None:
+    return api.authorize(settings(), req.headers.get(api.PRINCIPAL_HEADER), access)
+
+
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
 
@@ -97,10 +101,11 @@ async def nightly_enforcement(timer: func.TimerRequest) -> None:
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def start_run(req: func.HttpRequest) -> func.HttpResponse:
-    request = api.parse_run_request(req.get_body())
-    principal = api.parse_principal(req.headers.get(api.PRINCIPAL_HEADER))
-    api.authorize_run(principal, request.mode)
     s = settings()
+    principal = _authorize(req, "plan")  # signed in (when Authentication is on) before the body
+    request = api.parse_run_request(req.get_body())
+    if request.mode == "apply":
+        principal = _authorize(req, "apply")
     store = TableStore.from_settings(s)
     if request.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
         report = await execute_run(
@@ -130,6 +135,7 @@ async def run_worker(msg: func.QueueMessage) -> None:
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     limit, after = api.parse_page(dict(req.params))
     store = TableStore.from_settings(settings())
     return _json(api.list_runs_page(store, limit, after, _base_url(req)))
@@ -138,6 +144,7 @@ async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     run_id = api.check_run_id(req.route_params.get("runId", ""))
     return _json(api.read_run_or_404(TableStore.from_settings(settings()), run_id))
 
@@ -145,6 +152,7 @@ async def get_run(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def get_status(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     s = settings()
     return _json(await api.build_status(s, TableStore.from_settings(s)))
 
@@ -152,6 +160,7 @@ async def get_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     s = settings()
     status = await api.build_status(s, TableStore.from_settings(s), with_details=True)
     return func.HttpResponse(

@@ -84,6 +84,9 @@ param maxConcurrency string = ''
 @description('LICENSING_RUN_QUEUE: storage queue (in the host storage) of runs started over HTTP. Empty: licensing-runs.')
 param runQueue string = ''
 
+@description('LICENSING_HTTP_APPLY_WITHOUT_AUTH: true lets the function key alone start apply runs over HTTP while App Service Authentication is off. Empty: false (apply over HTTP needs Authentication and the Licensing.Operator app role).')
+param httpApplyWithoutAuth string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -110,6 +113,7 @@ var licensingAppSettings = {
   LICENSING_ALERT_RECIPIENTS: alertRecipients
   LICENSING_MAX_CONCURRENCY: empty(maxConcurrency) ? '8' : maxConcurrency
   LICENSING_RUN_QUEUE: empty(runQueue) ? 'licensing-runs' : runQueue
+  LICENSING_HTTP_APPLY_WITHOUT_AUTH: empty(httpApplyWithoutAuth) ? 'false' : httpApplyWithoutAuth
 }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

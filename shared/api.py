@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 from azure.core.credentials import TokenCredential
@@ -31,6 +31,7 @@ from shared.store import TableStore, clip, new_run_id
 log = logging.getLogger("licensing")
 
 OPERATOR_ROLE = "Licensing.Operator"
+READER_ROLE = "Licensing.Reader"
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
 ROLE_CLAIM_TYPES = {"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}
 NAME_CLAIM_TYPES = ("name", "preferred_username", "upn", "oid")
@@ -96,16 +97,50 @@ def parse_principal(header: str | None) -> Principal | None:
     return Principal(name, roles)
 
 
-def authorize_run(principal: Principal | None, mode: Mode) -> None:
-    """Apply runs need the operator role when App Service Authentication is on."""
-    if principal is None or mode != "apply" or OPERATOR_ROLE in principal.roles:
-        return
-    raise ApiError(
-        403,
-        "Forbidden",
-        f"starting an apply run needs the app role {OPERATOR_ROLE!r}; "
-        f"{principal.name} has {', '.join(sorted(principal.roles)) or 'no roles'}",
-    )
+Access = Literal["read", "plan", "apply"]
+# Who may do what with App Service Authentication on (docs/operations.md, infra/app-roles.json).
+ROLES_FOR: dict[Access, frozenset[str]] = {
+    "read": frozenset({READER_ROLE, OPERATOR_ROLE}),  # runs, status and dashboard name users
+    "plan": frozenset({READER_ROLE, OPERATOR_ROLE}),
+    "apply": frozenset({OPERATOR_ROLE}),
+}
+
+
+def authorize(settings: Settings, header: str | None, access: Access) -> Principal | None:
+    """The caller, or ApiError 401/403.
+
+    Authentication on (the platform's WEBSITE_AUTH_ENABLED): the platform sets X-MS-CLIENT-PRINCIPAL
+    and strips any a client sends, so it names the caller; every route needs a signed-in caller
+    with a role of ROLES_FOR. Authentication off: the header is ignored (anyone could send it), the
+    function key is the only check, and apply is refused unless LICENSING_HTTP_APPLY_WITHOUT_AUTH.
+    """
+    if not settings.auth_enabled:
+        if access == "apply" and not settings.http_apply_without_auth:
+            raise ApiError(
+                403,
+                "Forbidden",
+                "apply runs over HTTP need App Service Authentication (a signed-in caller with "
+                f"the app role {OPERATOR_ROLE!r}); turn Authentication on, or set the app setting "
+                "LICENSING_HTTP_APPLY_WITHOUT_AUTH=true to let the function key alone start them",
+            )
+        return None
+    principal = parse_principal(header)
+    if principal is None:
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "App Service Authentication is on but this request has no signed-in caller; sign in "
+            "(Microsoft Entra ID) and send the token",
+        )
+    needed = ROLES_FOR[access]
+    if not needed & principal.roles:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"this needs the app role {' or '.join(repr(r) for r in sorted(needed))}; "
+            f"{principal.name} has {', '.join(sorted(principal.roles)) or 'no roles'}",
+        )
+    return principal
 
 
 # -- input --------------------------------------------------------------------------------------

@@ -36,7 +36,15 @@ SETTINGS_KEYS: dict[str, str] = {
     "LICENSING_ALERT_RECIPIENTS": "Comma-separated addresses that receive alerts.",
     "LICENSING_MAX_CONCURRENCY": "Groups read concurrently (default 8, 1..64).",
     "LICENSING_RUN_QUEUE": "Storage queue of runs started over HTTP (default licensing-runs).",
+    "LICENSING_HTTP_APPLY_WITHOUT_AUTH": (
+        "true lets POST /api/runs start apply runs with App Service Authentication off (the "
+        "function key alone); default false."
+    ),
 }
+
+# Set by App Service (read-only) when its Authentication feature is on: "Environment variables and
+# app settings in Azure App Service", https://learn.microsoft.com/azure/app-service/reference-app-settings
+AUTH_ENABLED_KEY = "WEBSITE_AUTH_ENABLED"
 
 _TABLE_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,19}$")
 _NCRONTAB_FIELDS = 6
@@ -58,6 +66,9 @@ class Settings:
     alert_recipients: tuple[str, ...]
     max_concurrency: int
     run_queue: str = "licensing-runs"
+    # App Service Authentication is on (the platform's WEBSITE_AUTH_ENABLED), not an app setting.
+    auth_enabled: bool = False
+    http_apply_without_auth: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +170,13 @@ class Settings:
                 "letters, digits and single hyphens, starting and ending with a letter or digit"
             )
 
+        apply_without_auth = (get("LICENSING_HTTP_APPLY_WITHOUT_AUTH", "false") or "").lower()
+        if apply_without_auth not in ("true", "false"):
+            problems.append(
+                f"LICENSING_HTTP_APPLY_WITHOUT_AUTH={apply_without_auth!r} must be true or false"
+            )
+        auth_enabled = (get(AUTH_ENABLED_KEY, "") or "").lower() == "true"
+
         if problems:
             raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
         return cls(
@@ -175,4 +193,6 @@ class Settings:
             alert_recipients=recipients,
             max_concurrency=concurrency,
             run_queue=run_queue,
+            auth_enabled=auth_enabled,
+            http_apply_without_auth=apply_without_auth == "true",
         )

@@ -31,6 +31,9 @@ def app_world(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("LICENSING_RUN_QUEUE", "runs-" + world.settings.table_prefix.lower())
+    # Authentication off, as locally; apply over HTTP is allowed for these tests by the setting.
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.setenv("LICENSING_HTTP_APPLY_WITHOUT_AUTH", "true")
     function_app.settings.cache_clear()
     yield world
     function_app.settings.cache_clear()
@@ -67,11 +70,16 @@ def post_run(body: Any, headers: dict[str, str] | None = None) -> func.HttpRespo
     return asyncio.run(function_app.start_run(req))
 
 
-def get(route: str, params: dict[str, str] | None = None, **route_params: str) -> func.HttpResponse:
+def get(
+    route: str,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    **route_params: str,
+) -> func.HttpResponse:
     req = func.HttpRequest(
         "GET",
         f"http://localhost:7071/api/{route}",
-        headers={},
+        headers=headers or {},
         params=params or {},
         route_params=route_params,
         body=b"",
@@ -84,8 +92,9 @@ def get(route: str, params: dict[str, str] | None = None, **route_params: str) -
     return asyncio.run(fn(req))
 
 
-def get_run(run_id: str) -> func.HttpResponse:
-    return get(f"runs/{run_id}", runId=run_id)
+def get_run(run_id: str, caller: str | None = None) -> func.HttpResponse:
+    headers = {"X-MS-CLIENT-PRINCIPAL": caller} if caller else None
+    return get(f"runs/{run_id}", headers=headers, runId=run_id)
 
 
 def body(response: func.HttpResponse) -> Any:
@@ -221,21 +230,71 @@ def test_queued_run_answers_202_with_a_status_url_that_shows_it_queued(app_world
     assert app_world.requests() == [], "nothing is read from Graph until the worker runs"
 
 
-def test_apply_needs_the_operator_role_when_app_service_auth_is_on(app_world: World):
+def _auth(monkeypatch: pytest.MonkeyPatch, enabled: bool, apply_without_auth: bool = False) -> None:
+    """WEBSITE_AUTH_ENABLED is what App Service sets when Authentication is on."""
+    if enabled:
+        monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    else:
+        monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.setenv("LICENSING_HTTP_APPLY_WITHOUT_AUTH", str(apply_without_auth).lower())
+    function_app.settings.cache_clear()
+
+
+def test_with_authentication_off_apply_is_refused_even_with_a_forged_principal(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
+    _auth(monkeypatch, enabled=False)
+    forged = {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator")}
+    for headers in ({}, forged):
+        refused = post_run({"mode": "apply"}, headers)
+        assert refused.status_code == 403
+        message = body(refused)["error"]["message"]
+        assert "LICENSING_HTTP_APPLY_WITHOUT_AUTH" in message and "Authentication" in message
+    app_world.store.ensure_tables()
+    assert app_world.store.list_runs(5) == [], "a refused apply starts no run"
+    # Plans and reads stay behind the function key alone.
+    assert post_run({"mode": "plan"}).status_code == 202
+    assert get("runs").status_code == 200
+    _auth(monkeypatch, enabled=False, apply_without_auth=True)
+    assert post_run({"mode": "apply"}).status_code == 202
+
+
+def test_with_authentication_on_every_route_needs_a_signed_in_caller_with_a_role(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
+    _auth(monkeypatch, enabled=True, apply_without_auth=True)  # the escape hatch is for auth off
+    run_id = body(
+        post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
+    )["runId"]
+    routes = {
+        "POST runs": lambda h: post_run({"mode": "plan"}, h),
+        "GET runs": lambda h: get("runs", headers=h),
+        "GET runs/{id}": lambda h: get(f"runs/{run_id}", runId=run_id, headers=h),
+        "GET status": lambda h: get("status", headers=h),
+        "GET dashboard": lambda h: get("dashboard", headers=h),
+    }
+    for name, call in routes.items():
+        anonymous = call({})
+        assert anonymous.status_code == 401, name
+        assert "sign" in body(anonymous)["error"]["message"], name
+        no_role = call({"X-MS-CLIENT-PRINCIPAL": principal()})
+        assert no_role.status_code == 403, name
+        assert "Licensing.Reader" in body(no_role)["error"]["message"], name
+        reader = call({"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
+        assert reader.status_code in (200, 202), name
     refused = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
     assert refused.status_code == 403
     message = body(refused)["error"]["message"]
     assert "Licensing.Operator" in message and "Licensing.Reader" in message
-    app_world.store.ensure_tables()
-    assert app_world.store.list_runs(5) == []
-    # A plan needs no role; an operator may apply; without the header (auth off) the key suffices.
-    assert post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": principal()}).status_code == 202
     ok = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator")})
     assert ok.status_code == 202
-    assert post_run({"mode": "apply"}).status_code == 202
+    assert body(get_run(body(ok)["runId"], principal("Licensing.Operator")))["status"] == "queued"
     garbled = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": "not base64!"})
     assert garbled.status_code == 400
     assert "X-MS-CLIENT-PRINCIPAL" in body(garbled)["error"]["message"]
+    deep = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    nested = post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": deep})
+    assert nested.status_code == 400 and "nested too deeply" in body(nested)["error"]["message"]
 
 
 def test_runs_are_listed_newest_first_in_pages(app_world: World):

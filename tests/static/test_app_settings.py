@@ -60,6 +60,7 @@ def test_the_deployed_defaults_parse_and_are_safe():
     env = {k: _resolve(v, param_defaults(main)) for k, v in _bicep_settings().items()}
     settings = Settings.from_env(env)
     assert settings.timer_mode == "plan", "a fresh deployment must only plan"
+    assert not settings.http_apply_without_auth, "apply over HTTP needs Authentication by default"
     assert settings.graph_credential == "managed-identity"
     assert settings.graph_base_url == "https://graph.microsoft.com/v1.0"
     assert settings.tables_connection_string is None and settings.tables_endpoint

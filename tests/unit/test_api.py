@@ -10,7 +10,7 @@ import pytest
 
 from shared.api import (
     ApiError,
-    authorize_run,
+    authorize,
     check_run_id,
     parse_page,
     parse_principal,
@@ -19,28 +19,47 @@ from shared.api import (
 )
 from shared.dashboard import render_dashboard
 from shared.queue import RunMessage
+from shared.settings import Settings
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+BASE = {"LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true"}
 
 
 def header(claims: list[dict[str, str]], **extra: str) -> str:
     return base64.b64encode(json.dumps({"claims": claims, **extra}).encode()).decode()
 
 
+AUTH_ON = Settings.from_env({**BASE, "WEBSITE_AUTH_ENABLED": "True"})
+AUTH_OFF = Settings.from_env(BASE)
+
+
 def test_roles_are_read_from_either_claim_type_and_apply_needs_the_operator_role():
     long_type = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
-    p = parse_principal(header([{"typ": long_type, "val": "Licensing.Operator"}]))
+    operator = header([{"typ": long_type, "val": "Licensing.Operator"}])
+    p = authorize(AUTH_ON, operator, "apply")
     assert p is not None and "Licensing.Operator" in p.roles
-    authorize_run(p, "apply")
-    reader = parse_principal(
-        header([{"typ": "roles", "val": "Reader"}, {"typ": "name", "val": "a"}])
-    )
-    authorize_run(reader, "plan")
+    assert authorize(AUTH_ON, operator, "read") == p, "an operator may read too"
+    reader = header([{"typ": "roles", "val": "Licensing.Reader"}, {"typ": "name", "val": "a"}])
+    authorize(AUTH_ON, reader, "plan")
+    authorize(AUTH_ON, reader, "read")
     with pytest.raises(ApiError) as refused:
-        authorize_run(reader, "apply")
+        authorize(AUTH_ON, reader, "apply")
     assert refused.value.status == 403 and "Licensing.Operator" in refused.value.message
-    assert parse_principal(None) is None
-    authorize_run(None, "apply")  # App Service Authentication off: the function key decides
+    with pytest.raises(ApiError) as anonymous:
+        authorize(AUTH_ON, None, "read")
+    assert anonymous.value.status == 401
+
+
+def test_with_authentication_off_the_principal_header_is_ignored_and_apply_is_refused():
+    forged = header([{"typ": "roles", "val": "Licensing.Operator"}])
+    assert authorize(AUTH_OFF, forged, "read") is None
+    assert authorize(AUTH_OFF, "garbage", "plan") is None, "the header is not even parsed"
+    with pytest.raises(ApiError) as refused:
+        authorize(AUTH_OFF, forged, "apply")
+    assert refused.value.status == 403
+    assert "LICENSING_HTTP_APPLY_WITHOUT_AUTH" in refused.value.message
+    allowed = Settings.from_env({**BASE, "LICENSING_HTTP_APPLY_WITHOUT_AUTH": "true"})
+    assert authorize(allowed, None, "apply") is None
 
 
 @pytest.mark.parametrize("raw", ["%%%", base64.b64encode(b"[1]").decode(), header([{"x": 1}])])

@@ -64,3 +64,15 @@ def test_sample_local_settings_hold_exactly_the_keys_the_app_reads():
     assert app_keys == set(SETTINGS_KEYS)
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
     Settings.from_env(values)  # the sample itself parses
+
+
+def test_authentication_comes_from_the_platform_and_apply_without_it_is_opt_in():
+    s = Settings.from_env(BASE)
+    assert (s.auth_enabled, s.http_apply_without_auth) == (False, False)
+    on = Settings.from_env({**BASE, "WEBSITE_AUTH_ENABLED": "True"})
+    assert on.auth_enabled
+    assert Settings.from_env(
+        {**BASE, "LICENSING_HTTP_APPLY_WITHOUT_AUTH": "TRUE"}
+    ).http_apply_without_auth
+    with pytest.raises(ConfigurationError, match="LICENSING_HTTP_APPLY_WITHOUT_AUTH='yes'"):
+        Settings.from_env({**BASE, "LICENSING_HTTP_APPLY_WITHOUT_AUTH": "yes"})
