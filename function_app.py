@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -114,7 +115,9 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
         ok = report.status in ("succeeded", "partial", "refused")
         return _json(report.summary(), 200 if ok else 500)
     queue = RunQueue.from_env(s.run_queue)
-    run_id = api.queue_run(store, queue, request, principal.name if principal else "")
+    # Storage calls block: off the event loop, so other invocations of this worker keep running.
+    requested_by = principal.name if principal else ""
+    run_id = await asyncio.to_thread(api.queue_run, store, queue, request, requested_by)
     url = f"{_base_url(req)}/runs/{run_id}"
     return _json(
         {"runId": run_id, "status": "queued", "mode": request.mode, "statusUrl": url},
@@ -138,7 +141,7 @@ async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     _authorize(req, "read")
     limit, after = api.parse_page(dict(req.params))
     store = TableStore.from_settings(settings())
-    return _json(api.list_runs_page(store, limit, after, _base_url(req)))
+    return _json(await asyncio.to_thread(api.list_runs_page, store, limit, after, _base_url(req)))
 
 
 @app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -146,7 +149,8 @@ async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 async def get_run(req: func.HttpRequest) -> func.HttpResponse:
     _authorize(req, "read")
     run_id = api.check_run_id(req.route_params.get("runId", ""))
-    return _json(api.read_run_or_404(TableStore.from_settings(settings()), run_id))
+    store = TableStore.from_settings(settings())
+    return _json(await asyncio.to_thread(api.read_run_or_404, store, run_id))
 
 
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

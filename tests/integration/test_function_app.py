@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -373,3 +374,52 @@ def test_openapi_document_describes_every_http_function():
             for method in trigger.methods:
                 served.add(("/" + trigger.route, str(getattr(method, "value", method)).upper()))
     assert served == described
+
+
+@pytest.mark.parametrize("route", ["POST runs", "GET runs", "GET runs/{runId}"])
+def test_a_slow_storage_call_does_not_stall_other_invocations(
+    bare_app: TableStore, monkeypatch: pytest.MonkeyPatch, route: str
+):
+    """Handlers are async on one event loop: a blocking Table/Queue call inside one would freeze
+    every other invocation of the worker until it returned."""
+    real_table = TableStore.table
+
+    def slow_table(self: TableStore, kind: str) -> Any:
+        time.sleep(0.3)  # a slow storage round trip, on whichever thread makes the call
+        return real_table(self, kind)
+
+    bare_app.ensure_tables()
+    monkeypatch.setattr(TableStore, "table", slow_table)
+    run_id = "20261127T020000Z-a1b2c3"
+    req = func.HttpRequest(
+        route.split()[0],
+        "http://localhost:7071/api/runs",
+        headers={},
+        params={},
+        route_params={"runId": run_id},
+        body=json.dumps({"mode": "plan"}).encode(),
+    )
+    handler = {
+        "POST runs": function_app.start_run,
+        "GET runs": function_app.list_runs,
+        "GET runs/{runId}": function_app.get_run,
+    }[route]
+
+    async def handler_and_a_ticker() -> tuple[int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        response = await handler(req)
+        task.cancel()
+        return response.status_code, ticks
+
+    status, ticks = asyncio.run(handler_and_a_ticker())
+    assert status in (200, 202, 404)
+    assert ticks >= 15, f"the event loop ran only {ticks} times during 0.3+ s of storage calls"
