@@ -7,30 +7,16 @@ and refuses, before any request, to serve a Graph URL or token endpoint that is 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, TokenCredential
 
 from shared.errors import ConfigurationError, NonLoopbackGraphError
-from shared.settings import Settings
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from shared.settings import Settings, is_loopback_url
 
 
 class LocalSimulatorCredential:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from shared.credentials import LocalSimulatorCredential, credential_for, is_loopback_url
-from shared.errors import NonLoopbackGraphError
-from shared.settings import Settings
+from shared.credentials import LocalSimulatorCredential, credential_for
+from shared.errors import ConfigurationError, NonLoopbackGraphError
+from shared.settings import Settings, is_loopback_url
 
 
 @pytest.mark.parametrize(
@@ -45,12 +47,15 @@ def test_token_endpoint_must_be_loopback_too():
 
 
 def test_settings_pointing_the_local_credential_at_real_graph_are_refused():
-    settings = Settings.from_env(
-        {
-            "LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
-            "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
-            "LICENSING_SIM_TOKEN_URL": "http://127.0.0.1:1/_sim/token",
-        }
-    )
+    """Refused twice: by the settings, and by the credential should settings be bypassed."""
+    env = {
+        "LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
+        "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
+        "LICENSING_SIM_TOKEN_URL": "http://127.0.0.1:1/_sim/token",
+    }
+    with pytest.raises(ConfigurationError, match=r"LICENSING_GRAPH_BASE_URL.*loopback"):
+        Settings.from_env(env)
+    local = Settings.from_env({**env, "LICENSING_GRAPH_BASE_URL": "http://127.0.0.1:1/v1.0"})
+    bypassed = replace(local, graph_base_url="https://graph.microsoft.com/v1.0")
     with pytest.raises(NonLoopbackGraphError):
-        credential_for(settings, ["GroupMember.Read.All"])
+        credential_for(bypassed, ["GroupMember.Read.All"])
