@@ -320,11 +320,11 @@ def configure(env: Mapping[str, str] | None = None) -> str:
         configure_azure_monitor(logger_name="licensing", **kwargs)
         return "azure-monitor"
     otlp = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    if otlp and env.get("LICENSING_GRAPH_CREDENTIAL") == "local-simulator":
-        # Local mode talks to loopback only; the settings refuse this too, but only when first read.
-        if problems := [p for p in local_endpoint_problems(env) if p.startswith("OTEL_")]:
-            log.error("no telemetry is exported: %s", "; ".join(problems))
-            return "none"
+    # Local mode talks to loopback only; the settings refuse this too, but only when first read.
+    local = env.get("LICENSING_GRAPH_CREDENTIAL") == "local-simulator"
+    if otlp and local and (off := [p for p in local_endpoint_problems(env) if "OTEL_" in p]):
+        log.error("no telemetry is exported: %s", "; ".join(off))
+        return "none"
     console = env.get("LICENSING_OTEL_CONSOLE") == "1"
     if not otlp and not console:
         return "none"
