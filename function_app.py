@@ -112,8 +112,10 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
         report = await execute_run(
             s, request.mode, "http", group_ids=request.group_ids, store=store
         )
+        summary = report.summary()
+        api.check_some_requested_group_tagged(request, summary)
         ok = report.status in ("succeeded", "partial", "refused")
-        return _json(report.summary(), 200 if ok else 500)
+        return _json(summary, 200 if ok else 500)
     queue = RunQueue.from_env(s.run_queue)
     # Storage calls block: off the event loop, so other invocations of this worker keep running.
     requested_by = principal.name if principal else ""

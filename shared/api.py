@@ -187,6 +187,22 @@ def parse_run_request(raw: bytes) -> RunRequest:
     return RunRequest(cast(Mode, mode), ids, wait)
 
 
+def check_some_requested_group_tagged(request: RunRequest, summary: Mapping[str, Any]) -> None:
+    """An inline run asked only for groups the policy does not tag did nothing: a 400 naming them
+    (the run is recorded; its requestedNotTagged lists them). Some tagged: the summary names the
+    others in requestedNotTagged."""
+    missing = summary.get("requestedNotTagged") or []
+    if (
+        request.group_ids
+        and missing
+        and len(missing) >= len({g.lower() for g in request.group_ids})
+    ):
+        raise bad_request(
+            f"no requested group is tagged by the policy; not tagged (or not found): "
+            f"{', '.join(missing)}; run {summary.get('runId')} read them and changed nothing"
+        )
+
+
 def check_run_id(run_id: str) -> str:
     """A run id is a real UTC time and six hex digits; 20261399T... matches the shape only."""
     try:

@@ -423,3 +423,19 @@ def test_a_slow_storage_call_does_not_stall_other_invocations(
     status, ticks = asyncio.run(handler_and_a_ticker())
     assert status in (200, 202, 404)
     assert ticks >= 15, f"the event loop ran only {ticks} times during 0.3+ s of storage calls"
+
+
+def test_requested_groups_the_policy_does_not_tag_are_named_not_dropped(app_world: World):
+    tagged = body(post_run({"mode": "plan", "wait": True}))["groups"][0]["groupId"]
+    unknown = "0badc0de-0000-4000-8000-000000000001"
+    answer = post_run({"mode": "plan", "wait": True, "groupIds": [tagged, unknown.upper()]})
+    assert answer.status_code == 200
+    summary = body(answer)
+    assert summary["requestedNotTagged"] == [unknown]
+    assert [g["groupId"] for g in summary["groups"]] == [tagged]
+    assert body(get_run(summary["runId"]))["requestedNotTagged"] == [unknown]
+    none_tagged = post_run({"mode": "apply", "wait": True, "groupIds": [unknown]})
+    assert none_tagged.status_code == 400
+    error = body(none_tagged)["error"]
+    assert unknown in error["message"] and "not tagged" in error["message"]
+    assert app_world.writes() == []
