@@ -439,3 +439,23 @@ def test_requested_groups_the_policy_does_not_tag_are_named_not_dropped(app_worl
     error = body(none_tagged)["error"]
     assert unknown in error["message"] and "not tagged" in error["message"]
     assert app_world.writes() == []
+
+
+def test_a_queued_run_names_the_requested_groups_it_found_untagged(app_world: World):
+    """The API cannot know before the worker reads Graph: the run's record names them."""
+    from shared.queue import queue_client
+
+    tagged = app_world.group("LIC-Partners-E5")["id"]
+    unknown = "0badc0de-0000-4000-8000-000000000002"
+    run_id = body(post_run({"mode": "plan", "groupIds": [tagged, unknown]}))["runId"]
+    client = queue_client(function_app.settings().run_queue)
+    try:
+        [message] = list(client.receive_messages(max_messages=5, visibility_timeout=60))
+        text = message.content  # what the Functions host hands the worker, decoded
+        asyncio.run(function_app.run_worker(func.QueueMessage(id=message.id, body=text.encode())))
+    finally:
+        client.close()
+    finished = body(get_run(run_id))
+    assert finished["status"] == "succeeded"
+    assert finished["requestedNotTagged"] == [unknown]
+    assert [g["groupId"] for g in finished["groups"]] == [tagged.lower()]
