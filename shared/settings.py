@@ -33,6 +33,7 @@ GRAPH_HOSTS = (
 )
 # Everything the app talks to when LICENSING_GRAPH_CREDENTIAL=local-simulator must be loopback.
 QUEUE_CONNECTION = "AzureWebJobsStorage"  # the Functions host's storage; the run queue lives there
+APPINSIGHTS_KEY = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 OTLP_ENDPOINT_KEYS = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -86,7 +87,8 @@ def _connection_endpoint(conn: str, service: str) -> str | None:
     by construction (an account name with Azure's endpoint suffix)."""
     parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
     if parts.get("UseDevelopmentStorage", "").lower() == "true":
-        return "http://127.0.0.1"  # Azurite's default address
+        # Azurite's default address, unless a proxy is named (then everything goes through it).
+        return parts.get("DevelopmentStorageProxyUri") or "http://127.0.0.1"
     return parts.get(f"{service}Endpoint")
 
 
@@ -114,6 +116,13 @@ def local_endpoint_problems(env: Mapping[str, str]) -> list[str]:
     for key in OTLP_ENDPOINT_KEYS:
         if value(key) and not is_loopback_url(value(key)):
             problems.append(f"{key}={value(key)!r} must be a loopback URL in local mode")
+    if insights := value(APPINSIGHTS_KEY):
+        parts = dict(p.split("=", 1) for p in insights.split(";") if "=" in p)
+        if not is_loopback_url(parts.get("IngestionEndpoint", "")):
+            problems.append(
+                f"{APPINSIGHTS_KEY} sends telemetry to Azure; local mode talks to loopback only "
+                "(unset it, or use OTEL_EXPORTER_OTLP_ENDPOINT with a local collector)"
+            )
     return problems
 
 

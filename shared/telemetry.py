@@ -301,6 +301,16 @@ def configure(env: Mapping[str, str] | None = None) -> str:
     - else nothing (API no-ops). Returns which one was chosen.
     """
     env = os.environ if env is None else env
+    # Local mode talks to loopback only; the settings refuse this too, but only when first read,
+    # and this runs at import.
+    local = env.get("LICENSING_GRAPH_CREDENTIAL") == "local-simulator"
+    if local and (
+        off := [
+            p for p in local_endpoint_problems(env) if "OTEL_" in p or "APPLICATIONINSIGHTS" in p
+        ]
+    ):
+        log.error("no telemetry is exported: %s", "; ".join(off))
+        return "none"
     if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         try:
             from azure.monitor.opentelemetry import configure_azure_monitor
@@ -320,11 +330,6 @@ def configure(env: Mapping[str, str] | None = None) -> str:
         configure_azure_monitor(logger_name="licensing", **kwargs)
         return "azure-monitor"
     otlp = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    # Local mode talks to loopback only; the settings refuse this too, but only when first read.
-    local = env.get("LICENSING_GRAPH_CREDENTIAL") == "local-simulator"
-    if otlp and local and (off := [p for p in local_endpoint_problems(env) if "OTEL_" in p]):
-        log.error("no telemetry is exported: %s", "; ".join(off))
-        return "none"
     console = env.get("LICENSING_OTEL_CONSOLE") == "1"
     if not otlp and not console:
         return "none"

@@ -137,6 +137,9 @@ def test_local_mode_accepts_loopback_everywhere():
     )
     assert s.graph_credential == "local-simulator"
     Settings.from_env({**LOCAL, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    proxied = "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://10.1.2.3"
+    with pytest.raises(ConfigurationError, match="AzureWebJobsStorage"):
+        Settings.from_env({**LOCAL, "AzureWebJobsStorage": proxied})
 
 
 def test_local_mode_refuses_every_endpoint_off_loopback_naming_each():
@@ -150,6 +153,7 @@ def test_local_mode_refuses_every_endpoint_off_loopback_naming_each():
                 "AzureWebJobsStorage": AZURITE.replace("[::1]", "10.0.0.5"),
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel.example.com",
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://localhost.example.com/v1/traces",
+                "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=a2V5",
             }
         )
     text = str(info.value)
@@ -160,6 +164,7 @@ def test_local_mode_refuses_every_endpoint_off_loopback_naming_each():
         "AzureWebJobsStorage",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
     ):
         assert key in text, key
     assert "loopback" in text

@@ -45,3 +45,18 @@ def test_local_mode_exports_nothing_to_an_otlp_endpoint_off_loopback(
     )
     assert chosen == "none"
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in caplog.text and "loopback" in caplog.text
+
+
+def test_local_mode_sends_nothing_to_application_insights(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(azure_monitor, "configure_azure_monitor", lambda **kw: calls.append(kw))
+    chosen = configure(
+        {
+            "LICENSING_GRAPH_CREDENTIAL": "local-simulator",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=" + "0" * 32,
+        }
+    )
+    assert chosen == "none" and calls == []
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in caplog.text
