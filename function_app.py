@@ -7,6 +7,9 @@
 - HTTP `GET /api/runs`, `GET /api/runs/{runId}`: recorded runs (paged), one run
 - HTTP `GET /api/status`: seats per SKU now, latest run, open alerts
 - HTTP `GET /api/dashboard`: the same as one HTML page with seat history and forecasts
+
+Who may call which route (App Service Authentication, app roles): shared/api.py `authorize`,
+docs/operations.md.
 """
 
 from __future__ import annotations
