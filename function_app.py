@@ -7,10 +7,14 @@
 - HTTP `GET /api/runs`, `GET /api/runs/{runId}`: recorded runs (paged), one run
 - HTTP `GET /api/status`: seats per SKU now, latest run, open alerts
 - HTTP `GET /api/dashboard`: the same as one HTML page with seat history and forecasts
+
+Who may call which route (App Service Authentication, app roles): shared/api.py `authorize`,
+docs/operations.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -55,11 +59,16 @@ def _base_url(req: func.HttpRequest) -> str:
     return f"{parts.scheme}://{parts.netloc}/api"
 
 
+def _authorize(req: func.HttpRequest, access: api.Access) -> api.Principal | None:
+    return api.authorize(settings(), req.headers.get(api.PRINCIPAL_HEADER), access)
+
+
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
 
 def _guarded(fn: Handler) -> Handler:
-    """ApiError -> its JSON error; a bad app setting -> 503 naming it."""
+    """ApiError -> its JSON error; a bad app setting -> 503 naming it; anything else -> a logged
+    JSON 500 (the host's own answer would be an empty 500 body)."""
 
     @functools.wraps(fn)
     async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
@@ -69,6 +78,12 @@ def _guarded(fn: Handler) -> Handler:
             return _json(exc.body(), exc.status)
         except ConfigurationError as exc:
             return _error(503, "Misconfigured", str(exc))
+        except Exception:
+            # The trace goes to the log (Application Insights), not to the caller.
+            log.exception("%s %s failed unexpectedly", req.method, urlsplit(req.url).path)
+            return _error(
+                500, "InternalError", "the request failed unexpectedly; the error is logged"
+            )
 
     return wrapper
 
@@ -90,19 +105,24 @@ async def nightly_enforcement(timer: func.TimerRequest) -> None:
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def start_run(req: func.HttpRequest) -> func.HttpResponse:
-    request = api.parse_run_request(req.get_body())
-    principal = api.parse_principal(req.headers.get(api.PRINCIPAL_HEADER))
-    api.authorize_run(principal, request.mode)
     s = settings()
+    principal = _authorize(req, "plan")  # signed in (when Authentication is on) before the body
+    request = api.parse_run_request(req.get_body())
+    if request.mode == "apply":
+        principal = _authorize(req, "apply")
     store = TableStore.from_settings(s)
     if request.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
         report = await execute_run(
             s, request.mode, "http", group_ids=request.group_ids, store=store
         )
+        summary = report.summary()
+        api.check_some_requested_group_tagged(request, summary)
         ok = report.status in ("succeeded", "partial", "refused")
-        return _json(report.summary(), 200 if ok else 500)
+        return _json(summary, 200 if ok else 500)
     queue = RunQueue.from_env(s.run_queue)
-    run_id = api.queue_run(store, queue, request, principal.name if principal else "")
+    # Storage calls block: off the event loop, so other invocations of this worker keep running.
+    requested_by = principal.name if principal else ""
+    run_id = await asyncio.to_thread(api.queue_run, store, queue, request, requested_by)
     url = f"{_base_url(req)}/runs/{run_id}"
     return _json(
         {"runId": run_id, "status": "queued", "mode": request.mode, "statusUrl": url},
@@ -123,21 +143,25 @@ async def run_worker(msg: func.QueueMessage) -> None:
 @app.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     limit, after = api.parse_page(dict(req.params))
     store = TableStore.from_settings(settings())
-    return _json(api.list_runs_page(store, limit, after, _base_url(req)))
+    return _json(await asyncio.to_thread(api.list_runs_page, store, limit, after, _base_url(req)))
 
 
 @app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     run_id = api.check_run_id(req.route_params.get("runId", ""))
-    return _json(api.read_run_or_404(TableStore.from_settings(settings()), run_id))
+    store = TableStore.from_settings(settings())
+    return _json(await asyncio.to_thread(api.read_run_or_404, store, run_id))
 
 
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def get_status(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     s = settings()
     return _json(await api.build_status(s, TableStore.from_settings(s)))
 
@@ -145,6 +169,7 @@ async def get_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @_guarded
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
     s = settings()
     status = await api.build_status(s, TableStore.from_settings(s), with_details=True)
     return func.HttpResponse(

@@ -86,6 +86,8 @@ param runQueue string = ''
 
 @description('LICENSING_MEASURE_WAIT_SECONDS: after writes, seconds to wait for Graph to process licences before measuring seats, 0..900. Empty: 120.')
 param measureWaitSeconds string = ''
+@description('LICENSING_HTTP_APPLY_WITHOUT_AUTH: true lets the function key alone start apply runs over HTTP while App Service Authentication is off. Empty: false (apply over HTTP needs Authentication and the Licensing.Operator app role).')
+param httpApplyWithoutAuth string = ''
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -114,6 +116,7 @@ var licensingAppSettings = {
   LICENSING_MAX_CONCURRENCY: empty(maxConcurrency) ? '8' : maxConcurrency
   LICENSING_RUN_QUEUE: empty(runQueue) ? 'licensing-runs' : runQueue
   LICENSING_MEASURE_WAIT_SECONDS: empty(measureWaitSeconds) ? '120' : measureWaitSeconds
+  LICENSING_HTTP_APPLY_WITHOUT_AUTH: empty(httpApplyWithoutAuth) ? 'false' : httpApplyWithoutAuth
 }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

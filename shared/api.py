@@ -9,11 +9,12 @@ import base64
 import binascii
 import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 from azure.core.credentials import TokenCredential
@@ -30,6 +31,7 @@ from shared.store import TableStore, clip, new_run_id
 log = logging.getLogger("licensing")
 
 OPERATOR_ROLE = "Licensing.Operator"
+READER_ROLE = "Licensing.Reader"
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
 ROLE_CLAIM_TYPES = {"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}
 NAME_CLAIM_TYPES = ("name", "preferred_username", "upn", "oid")
@@ -61,21 +63,29 @@ class Principal:
     roles: frozenset[str]
 
 
+def _load_json(raw: bytes | str) -> Any:
+    """json.loads with its RecursionError on deep nesting turned into a ValueError naming it."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
 def parse_principal(header: str | None) -> Principal | None:
-    """The caller App Service Authentication vouches for; None when it is off (no header)."""
+    """The caller App Service Authentication vouches for; None when there is no header."""
     if header is None or not header.strip():
         return None
     try:
-        data = json.loads(base64.b64decode(header.strip(), validate=True))
+        data = _load_json(base64.b64decode(header.strip(), validate=True))
+        if not isinstance(data, dict):
+            raise TypeError("it is not a JSON object")
         claims = data["claims"]
         if not isinstance(claims, list):
             raise TypeError("claims is not a list")
         pairs = [(str(c["typ"]), str(c["val"])) for c in claims]
     except (ValueError, binascii.Error, KeyError, TypeError) as exc:
-        raise ApiError(
-            401,
-            "Unauthorized",
-            f"{PRINCIPAL_HEADER} is not base64 JSON with a claims list ({exc})",
+        raise bad_request(
+            f"{PRINCIPAL_HEADER} is not base64 JSON with a claims list ({exc})"
         ) from None
     role_types = set(ROLE_CLAIM_TYPES)
     if isinstance(data.get("role_typ"), str):
@@ -87,16 +97,50 @@ def parse_principal(header: str | None) -> Principal | None:
     return Principal(name, roles)
 
 
-def authorize_run(principal: Principal | None, mode: Mode) -> None:
-    """Apply runs need the operator role when App Service Authentication is on."""
-    if principal is None or mode != "apply" or OPERATOR_ROLE in principal.roles:
-        return
-    raise ApiError(
-        403,
-        "Forbidden",
-        f"starting an apply run needs the app role {OPERATOR_ROLE!r}; "
-        f"{principal.name} has {', '.join(sorted(principal.roles)) or 'no roles'}",
-    )
+Access = Literal["read", "plan", "apply"]
+# Who may do what with App Service Authentication on (docs/operations.md, infra/app-roles.json).
+ROLES_FOR: dict[Access, frozenset[str]] = {
+    "read": frozenset({READER_ROLE, OPERATOR_ROLE}),  # runs, status and dashboard name users
+    "plan": frozenset({READER_ROLE, OPERATOR_ROLE}),
+    "apply": frozenset({OPERATOR_ROLE}),
+}
+
+
+def authorize(settings: Settings, header: str | None, access: Access) -> Principal | None:
+    """The caller, or ApiError 401/403.
+
+    Authentication on (the platform's WEBSITE_AUTH_ENABLED): the platform sets X-MS-CLIENT-PRINCIPAL
+    and strips any a client sends, so it names the caller; every route needs a signed-in caller
+    with a role of ROLES_FOR. Authentication off: the header is ignored (anyone could send it), the
+    function key is the only check, and apply is refused unless LICENSING_HTTP_APPLY_WITHOUT_AUTH.
+    """
+    if not settings.auth_enabled:
+        if access == "apply" and not settings.http_apply_without_auth:
+            raise ApiError(
+                403,
+                "Forbidden",
+                "apply runs over HTTP need App Service Authentication (a signed-in caller with "
+                f"the app role {OPERATOR_ROLE!r}); turn Authentication on, or set the app setting "
+                "LICENSING_HTTP_APPLY_WITHOUT_AUTH=true to let the function key alone start them",
+            )
+        return None
+    principal = parse_principal(header)
+    if principal is None:
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "App Service Authentication is on but this request has no signed-in caller; sign in "
+            "(Microsoft Entra ID) and send the token",
+        )
+    needed = ROLES_FOR[access]
+    if not needed & principal.roles:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"this needs the app role {' or '.join(repr(r) for r in sorted(needed))}; "
+            f"{principal.name} has {', '.join(sorted(principal.roles)) or 'no roles'}",
+        )
+    return principal
 
 
 # -- input --------------------------------------------------------------------------------------
@@ -114,7 +158,7 @@ def parse_run_request(raw: bytes) -> RunRequest:
     if not raw.strip():
         raise bad_request('send a JSON body such as {"mode": "plan"}')
     try:
-        body = json.loads(raw)
+        body = _load_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -128,20 +172,45 @@ def parse_run_request(raw: bytes) -> RunRequest:
     wait = body.get("wait", False)
     if not isinstance(wait, bool):
         raise bad_request(f"wait must be true or false, got {wait!r}")
-    ids = body.get("groupIds")
-    if ids is None:
+    if "groupIds" not in body:
         return RunRequest(cast(Mode, mode), None, wait)
+    ids = body["groupIds"]
+    # null is refused, not read as "every group": omitting the field is the only way to ask for all.
     if not isinstance(ids, list) or not ids or len(ids) > MAX_GROUP_IDS:
-        raise bad_request(f"groupIds must be a non-empty list of at most {MAX_GROUP_IDS} group ids")
+        raise bad_request(
+            f"groupIds must be a non-empty list of at most {MAX_GROUP_IDS} group ids, got "
+            f"{type(ids).__name__ if ids is not None else 'null'}; omit it for every tagged group"
+        )
     for i, gid in enumerate(ids):
         if not isinstance(gid, str) or not GUID_RE.match(gid):
             raise bad_request(f"groupIds[{i}] is not a group id (GUID): {gid!r}")
     return RunRequest(cast(Mode, mode), ids, wait)
 
 
+def check_some_requested_group_tagged(request: RunRequest, summary: Mapping[str, Any]) -> None:
+    """An inline run asked only for groups the policy does not tag did nothing: a 400 naming them
+    (the run is recorded; its requestedNotTagged lists them). Some tagged: the summary names the
+    others in requestedNotTagged."""
+    missing = summary.get("requestedNotTagged") or []
+    if (
+        request.group_ids
+        and missing
+        and len(missing) >= len({g.lower() for g in request.group_ids})
+    ):
+        raise bad_request(
+            f"no requested group is tagged by the policy; not tagged (or not found): "
+            f"{', '.join(missing)}; run {summary.get('runId')} read them and changed nothing"
+        )
+
+
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id):
-        raise bad_request(f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)")
+    """A run id is a real UTC time and six hex digits; 20261399T... matches the shape only."""
+    try:
+        if not RUN_ID_RE.match(run_id):
+            raise ValueError
+        datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        raise bad_request(f"{run_id!r} is not a run id (like 20261127T020000Z-a1b2c3)") from None
     return run_id
 
 
@@ -154,7 +223,8 @@ def parse_page(params: Mapping[str, str]) -> tuple[int, str | None]:
     raw = params.get("limit")
     limit = DEFAULT_PAGE
     if raw is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_PAGE:
             raise bad_request(f"limit must be an integer 1..{MAX_PAGE}, got {raw!r}")
         limit = int(raw)
     after = params.get("after")

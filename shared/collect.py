@@ -151,6 +151,7 @@ async def collect(
 ) -> Snapshot:
     warnings: list[str] = []
     groups = await find_tagged_groups(graph, policy, warnings)
+    missing: list[str] = []
     if only_group_ids is not None:
         missing = sorted(only_group_ids - {g.id for g in groups})
         if missing:
@@ -158,5 +159,9 @@ async def collect(
         groups = [g for g in groups if g.id in only_group_ids]
     members = await read_members(graph, groups, max_concurrency)
     return Snapshot(
-        skus=tuple(skus), groups=tuple(groups), members=members, warnings=tuple(warnings)
+        skus=tuple(skus),
+        groups=tuple(groups),
+        members=members,
+        warnings=tuple(warnings),
+        requested_not_tagged=tuple(missing),
     )

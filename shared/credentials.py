@@ -7,30 +7,52 @@ and refuses, before any request, to serve a Graph URL or token endpoint that is 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlparse
 
+import httpx
 from azure.core.credentials import AccessToken, TokenCredential
 
 from shared.errors import ConfigurationError, NonLoopbackGraphError
-from shared.settings import Settings
+from shared.settings import Settings, is_loopback_url
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class RefusedHostError(httpx.RequestError):
+    """A request (a redirect, typically) to a host other than the configured Graph host."""
+
+
+class GraphOriginTransport(httpx.AsyncBaseTransport):
+    """Sends only to the configured Graph origin (scheme, host, port).
+
+    It sits under msgraph-core's middleware, so it sees every attempt, redirects included: the
+    RedirectHandler follows a 3xx to any host (it drops Authorization, but still sends the request
+    and reads the answer as Graph's). Refusing here keeps the run from reading another host's
+    answer as the tenant's, and the token from being sent with it. Settings restrict the origin
+    to Microsoft Graph (managed identity) or loopback (local mode).
+    """
+
+    def __init__(self, base_url: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        url = httpx.URL(base_url)
+        self._origin = (url.scheme, url.host, url.port)
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if (url.scheme, url.host, url.port) != self._origin:
+            scheme, host, port = self._origin
+            origin = f"{scheme}://{host}" + (f":{port}" if port else "")
+            raise RefusedHostError(
+                f"refused to send a Graph request to {url.scheme}://{url.netloc.decode()} (a "
+                f"redirect?): only {origin} is called",
+                request=request,
+            )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class LocalSimulatorCredential:

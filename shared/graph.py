@@ -42,6 +42,7 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
 )
 from msgraph_core import GraphClientFactory
 
+from shared.credentials import GraphOriginTransport
 from shared.errors import GraphReadError
 from shared.model import AssignedLicense, LicenseState, Membership, ServicePlan, Sku, User
 
@@ -179,8 +180,10 @@ class GraphClient:
         auth = AzureIdentityAuthenticationProvider(
             credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
         )
+        # Only the configured Graph origin is called, redirects included (shared/credentials.py).
+        guarded = GraphOriginTransport(base_url, transport)
         self._http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, transport=transport)
+            client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, transport=guarded)
         )
         self._adapter = GraphRequestAdapter(auth, client=self._http)
         self._base = base_url.rstrip("/")

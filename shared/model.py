@@ -123,6 +123,8 @@ class Snapshot:
     groups: tuple[Group, ...]
     members: dict[str, Membership] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # run-level: what could not be checked, and why
+    # Group ids a run was asked for that the policy does not tag (or that do not exist).
+    requested_not_tagged: tuple[str, ...] = ()
 
     def sku(self, sku_id: str) -> Sku | None:
         for s in self.skus:

@@ -112,6 +112,7 @@ class Plan:
     groups: list[GroupPlan]
     skus: list[SkuPlan]
     warnings: list[str] = field(default_factory=list)
+    requested_not_tagged: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[GroupPlan]:
@@ -192,7 +193,12 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
 
     order = {g.id: i for i, g in enumerate(snapshot.groups)}
     finished.sort(key=lambda g: order.get(g.group_id, len(order)))
-    return Plan(finished, list(sku_plans.values()), list(snapshot.warnings))
+    return Plan(
+        finished,
+        list(sku_plans.values()),
+        list(snapshot.warnings),
+        list(snapshot.requested_not_tagged),
+    )
 
 
 def _base(group: Group, membership: Membership) -> GroupPlan:

@@ -146,6 +146,7 @@ class RunReport:
             "skus": self.sku_rows(),
             "alerts": self.alerts,
             "warnings": plan.warnings if plan else [],
+            "requestedNotTagged": plan.requested_not_tagged if plan else [],
         }
 
 
@@ -510,6 +511,7 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
         "GraphWrites": report.graph_writes,
         "AlertsJson": as_json(report.alerts),
         "WarningsJson": as_json(report.plan.warnings if report.plan else []),
+        "RequestedNotTaggedJson": as_json(report.plan.requested_not_tagged if report.plan else []),
     }
 
 
@@ -545,6 +547,7 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         "skus": skus,
         "alerts": json.loads(entity.get("AlertsJson") or "[]"),
         "warnings": json.loads(entity.get("WarningsJson") or "[]"),
+        "requestedNotTagged": json.loads(entity.get("RequestedNotTaggedJson") or "[]"),
     }
 
 

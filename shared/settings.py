@@ -6,12 +6,14 @@ the two (and infra's app settings) in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
 
@@ -20,6 +22,24 @@ CredentialKind = Literal["managed-identity", "local-simulator"]
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+# The managed identity's Graph token goes only to Microsoft Graph's service roots, global and
+# national clouds: "Microsoft Graph national cloud deployments",
+# https://learn.microsoft.com/graph/deployments (Microsoft Graph service root endpoints).
+GRAPH_HOSTS = (
+    "graph.microsoft.com",  # global service
+    "graph.microsoft.us",  # US Government L4 (GCC High)
+    "dod-graph.microsoft.us",  # US Government L5 (DoD)
+    "microsoftgraph.chinacloudapi.cn",  # operated by 21Vianet
+)
+# Everything the app talks to when LICENSING_GRAPH_CREDENTIAL=local-simulator must be loopback.
+QUEUE_CONNECTION = "AzureWebJobsStorage"  # the Functions host's storage; the run queue lives there
+APPINSIGHTS_KEY = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+OTLP_ENDPOINT_KEYS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+)
 
 # Key -> one-line description (also used by docs and the settings consistency test).
 SETTINGS_KEYS: dict[str, str] = {
@@ -40,7 +60,96 @@ SETTINGS_KEYS: dict[str, str] = {
         "After writes, how long to wait for Graph's licence processing before measuring seats "
         "(default 120, 0..900)."
     ),
+    "LICENSING_HTTP_APPLY_WITHOUT_AUTH": (
+        "true lets POST /api/runs start apply runs with App Service Authentication off (the "
+        "function key alone); default false."
+    ),
 }
+
+# Set by App Service (read-only) when its Authentication feature is on: "Environment variables and
+# app settings in Azure App Service", https://learn.microsoft.com/azure/app-service/reference-app-settings
+AUTH_ENABLED_KEY = "WEBSITE_AUTH_ENABLED"
+
+
+def is_loopback_url(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _connection_endpoint(conn: str, service: str) -> str | None:
+    """Where a storage connection string sends `service` (Table, Queue) calls; None: not loopback
+    by construction (an account name with Azure's endpoint suffix)."""
+    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        # Azurite's default address, unless a proxy is named (then everything goes through it).
+        return parts.get("DevelopmentStorageProxyUri") or "http://127.0.0.1"
+    return parts.get(f"{service}Endpoint")
+
+
+def local_endpoint_problems(env: Mapping[str, str]) -> list[str]:
+    """Endpoints in `env`, other than Graph and its token URL, that are not loopback; for local
+    mode, where nothing may leave the machine. Values holding keys are named, never echoed."""
+
+    def value(key: str) -> str:
+        return (env.get(key) or "").strip()
+
+    problems: list[str] = []
+    for key, service in (
+        ("LICENSING_TABLES_CONNECTION_STRING", "Table"),
+        (QUEUE_CONNECTION, "Queue"),
+    ):
+        conn = value(key)
+        if conn and not is_loopback_url(_connection_endpoint(conn, service) or ""):
+            problems.append(
+                f"{key} must point at loopback storage in local mode (UseDevelopmentStorage=true "
+                f"or {service}Endpoint=http://127.0.0.1:...): its {service} endpoint is not"
+            )
+    for key in ("LICENSING_TABLES_ENDPOINT", f"{QUEUE_CONNECTION}__queueServiceUri"):
+        if value(key) and not is_loopback_url(value(key)):
+            problems.append(f"{key}={value(key)!r} must be a loopback URL in local mode")
+    for key in OTLP_ENDPOINT_KEYS:
+        if value(key) and not is_loopback_url(value(key)):
+            problems.append(f"{key}={value(key)!r} must be a loopback URL in local mode")
+    if insights := value(APPINSIGHTS_KEY):
+        parts = dict(p.split("=", 1) for p in insights.split(";") if "=" in p)
+        if not is_loopback_url(parts.get("IngestionEndpoint", "")):
+            problems.append(
+                f"{APPINSIGHTS_KEY} sends telemetry to Azure; local mode talks to loopback only "
+                "(unset it, or use OTEL_EXPORTER_OTLP_ENDPOINT with a local collector)"
+            )
+    return problems
+
+
+def _graph_url_problem(base_url: str, credential: str) -> str | None:
+    key = "LICENSING_GRAPH_BASE_URL"
+    if not re.match(r"^https?://[^/]+/v1\.0$", base_url):
+        return f"{key}={base_url!r} must be an http(s) URL ending in /v1.0"
+    if credential == "local-simulator":
+        if not is_loopback_url(base_url):
+            return (
+                f"{key}={base_url!r} must be a loopback URL with "
+                "LICENSING_GRAPH_CREDENTIAL=local-simulator (the Graph simulator)"
+            )
+        return None
+    parts = urlsplit(base_url)
+    # netloc, not hostname: no port, no user info ("evil@graph.microsoft.com").
+    if parts.scheme != "https" or parts.netloc not in GRAPH_HOSTS:
+        return (
+            f"{key}={base_url!r}: the managed identity's token goes only to Microsoft Graph, "
+            f"https://<host>/v1.0 with host one of {', '.join(GRAPH_HOSTS)}"
+        )
+    return None
+
 
 _TABLE_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,19}$")
 _NCRONTAB_FIELDS = 6
@@ -63,6 +172,9 @@ class Settings:
     max_concurrency: int
     run_queue: str = "licensing-runs"
     measure_wait_s: float = 120.0
+    # App Service Authentication is on (the platform's WEBSITE_AUTH_ENABLED), not an app setting.
+    auth_enabled: bool = False
+    http_apply_without_auth: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,10 +208,6 @@ class Settings:
             mode = "plan"
 
         base_url = (get("LICENSING_GRAPH_BASE_URL", DEFAULT_GRAPH_BASE_URL) or "").rstrip("/")
-        if not re.match(r"^https?://[^/]+/v1\.0$", base_url):
-            problems.append(
-                f"LICENSING_GRAPH_BASE_URL={base_url!r} must be an http(s) URL ending in /v1.0"
-            )
 
         credential = get("LICENSING_GRAPH_CREDENTIAL", "managed-identity")
         if credential not in ("managed-identity", "local-simulator"):
@@ -108,11 +216,21 @@ class Settings:
                 "'local-simulator'"
             )
             credential = "managed-identity"
+        if problem := _graph_url_problem(base_url, credential):
+            problems.append(problem)
         sim_token_url = get("LICENSING_SIM_TOKEN_URL")
-        if credential == "local-simulator" and not sim_token_url:
-            problems.append(
-                "LICENSING_SIM_TOKEN_URL is needed with LICENSING_GRAPH_CREDENTIAL=local-simulator"
-            )
+        if credential == "local-simulator":
+            if not sim_token_url:
+                problems.append(
+                    "LICENSING_SIM_TOKEN_URL is needed with "
+                    "LICENSING_GRAPH_CREDENTIAL=local-simulator"
+                )
+            elif not is_loopback_url(sim_token_url):
+                problems.append(
+                    f"LICENSING_SIM_TOKEN_URL={sim_token_url!r} must be a loopback URL (the Graph "
+                    "simulator's token endpoint)"
+                )
+            problems += local_endpoint_problems(env)
 
         conn = get("LICENSING_TABLES_CONNECTION_STRING")
         endpoint = get("LICENSING_TABLES_ENDPOINT")
@@ -174,6 +292,12 @@ class Settings:
                 f"LICENSING_MEASURE_WAIT_SECONDS={wait_raw!r} must be a number of seconds 0..900"
             )
             measure_wait_s = 120.0
+        apply_without_auth = (get("LICENSING_HTTP_APPLY_WITHOUT_AUTH", "false") or "").lower()
+        if apply_without_auth not in ("true", "false"):
+            problems.append(
+                f"LICENSING_HTTP_APPLY_WITHOUT_AUTH={apply_without_auth!r} must be true or false"
+            )
+        auth_enabled = (get(AUTH_ENABLED_KEY, "") or "").lower() == "true"
 
         if problems:
             raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
@@ -192,4 +316,6 @@ class Settings:
             max_concurrency=concurrency,
             run_queue=run_queue,
             measure_wait_s=measure_wait_s,
+            auth_enabled=auth_enabled,
+            http_apply_without_auth=apply_without_auth == "true",
         )

@@ -31,6 +31,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 
 from shared.graph import GraphClient
 from shared.model import Membership
+from shared.settings import local_endpoint_problems
 
 if TYPE_CHECKING:
     from shared.planner import Plan
@@ -300,6 +301,16 @@ def configure(env: Mapping[str, str] | None = None) -> str:
     - else nothing (API no-ops). Returns which one was chosen.
     """
     env = os.environ if env is None else env
+    # Local mode talks to loopback only; the settings refuse this too, but only when first read,
+    # and this runs at import.
+    local = env.get("LICENSING_GRAPH_CREDENTIAL") == "local-simulator"
+    if local and (
+        off := [
+            p for p in local_endpoint_problems(env) if "OTEL_" in p or "APPLICATIONINSIGHTS" in p
+        ]
+    ):
+        log.error("no telemetry is exported: %s", "; ".join(off))
+        return "none"
     if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         try:
             from azure.monitor.opentelemetry import configure_azure_monitor

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,9 @@ def app_world(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("LICENSING_RUN_QUEUE", "runs-" + world.settings.table_prefix.lower())
+    # Authentication off, as locally; apply over HTTP is allowed for these tests by the setting.
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.setenv("LICENSING_HTTP_APPLY_WITHOUT_AUTH", "true")
     function_app.settings.cache_clear()
     yield world
     function_app.settings.cache_clear()
@@ -67,11 +71,16 @@ def post_run(body: Any, headers: dict[str, str] | None = None) -> func.HttpRespo
     return asyncio.run(function_app.start_run(req))
 
 
-def get(route: str, params: dict[str, str] | None = None, **route_params: str) -> func.HttpResponse:
+def get(
+    route: str,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    **route_params: str,
+) -> func.HttpResponse:
     req = func.HttpRequest(
         "GET",
         f"http://localhost:7071/api/{route}",
-        headers={},
+        headers=headers or {},
         params=params or {},
         route_params=route_params,
         body=b"",
@@ -84,8 +93,9 @@ def get(route: str, params: dict[str, str] | None = None, **route_params: str) -
     return asyncio.run(fn(req))
 
 
-def get_run(run_id: str) -> func.HttpResponse:
-    return get(f"runs/{run_id}", runId=run_id)
+def get_run(run_id: str, caller: str | None = None) -> func.HttpResponse:
+    headers = {"X-MS-CLIENT-PRINCIPAL": caller} if caller else None
+    return get(f"runs/{run_id}", headers=headers, runId=run_id)
 
 
 def body(response: func.HttpResponse) -> Any:
@@ -161,6 +171,9 @@ def test_http_plan_run_with_wait_answers_with_the_summary_and_it_can_be_read_bac
         ({"mode": "plan", "groupIds": "abc"}, "groupIds must be a non-empty list"),
         ({"mode": "plan", "groupIds": ["x'; drop"]}, "groupIds[0] is not a group id"),
         ({"mode": "plan", "wait": "yes"}, "wait must be true or false"),
+        ({"mode": "apply", "groupIds": None}, "groupIds must be a non-empty list"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"mode": ' + b"[" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(
@@ -176,11 +189,24 @@ def test_bad_http_bodies_get_a_json_error_saying_what_is_wrong(
 
 def test_unknown_and_malformed_run_ids(bare_app: TableStore):
     assert get_run("20991231T000000Z-abcdef").status_code == 404
-    bad = get_run("../../etc")
-    assert (
-        bad.status_code == 400
-        and "is not a run id" in json.loads(bad.get_body())["error"]["message"]
-    )
+    for run_id in ("../../etc", "20261399T000000Z-abcdef"):
+        bad = get_run(run_id)
+        assert bad.status_code == 400, run_id
+        assert "is not a run id" in json.loads(bad.get_body())["error"]["message"]
+
+
+def test_an_unexpected_failure_is_a_logged_json_500_not_an_empty_body(
+    bare_app: TableStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("RunId")  # e.g. a row written by a future version
+
+    monkeypatch.setattr(function_app.api, "list_runs_page", broken)
+    response = get("runs")
+    assert response.status_code == 500 and response.mimetype == "application/json"
+    error = body(response)["error"]
+    assert error["code"] == "InternalError" and "KeyError" not in error["message"]
+    assert any("KeyError" in (r.exc_text or "") for r in caplog.records), "the trace is logged"
 
 
 def test_misconfigured_app_answers_503_naming_the_setting(
@@ -205,21 +231,71 @@ def test_queued_run_answers_202_with_a_status_url_that_shows_it_queued(app_world
     assert app_world.requests() == [], "nothing is read from Graph until the worker runs"
 
 
-def test_apply_needs_the_operator_role_when_app_service_auth_is_on(app_world: World):
+def _auth(monkeypatch: pytest.MonkeyPatch, enabled: bool, apply_without_auth: bool = False) -> None:
+    """WEBSITE_AUTH_ENABLED is what App Service sets when Authentication is on."""
+    if enabled:
+        monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    else:
+        monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.setenv("LICENSING_HTTP_APPLY_WITHOUT_AUTH", str(apply_without_auth).lower())
+    function_app.settings.cache_clear()
+
+
+def test_with_authentication_off_apply_is_refused_even_with_a_forged_principal(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
+    _auth(monkeypatch, enabled=False)
+    forged = {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator")}
+    for headers in ({}, forged):
+        refused = post_run({"mode": "apply"}, headers)
+        assert refused.status_code == 403
+        message = body(refused)["error"]["message"]
+        assert "LICENSING_HTTP_APPLY_WITHOUT_AUTH" in message and "Authentication" in message
+    app_world.store.ensure_tables()
+    assert app_world.store.list_runs(5) == [], "a refused apply starts no run"
+    # Plans and reads stay behind the function key alone.
+    assert post_run({"mode": "plan"}).status_code == 202
+    assert get("runs").status_code == 200
+    _auth(monkeypatch, enabled=False, apply_without_auth=True)
+    assert post_run({"mode": "apply"}).status_code == 202
+
+
+def test_with_authentication_on_every_route_needs_a_signed_in_caller_with_a_role(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
+    _auth(monkeypatch, enabled=True, apply_without_auth=True)  # the escape hatch is for auth off
+    run_id = body(
+        post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
+    )["runId"]
+    routes = {
+        "POST runs": lambda h: post_run({"mode": "plan"}, h),
+        "GET runs": lambda h: get("runs", headers=h),
+        "GET runs/{id}": lambda h: get(f"runs/{run_id}", runId=run_id, headers=h),
+        "GET status": lambda h: get("status", headers=h),
+        "GET dashboard": lambda h: get("dashboard", headers=h),
+    }
+    for name, call in routes.items():
+        anonymous = call({})
+        assert anonymous.status_code == 401, name
+        assert "sign" in body(anonymous)["error"]["message"], name
+        no_role = call({"X-MS-CLIENT-PRINCIPAL": principal()})
+        assert no_role.status_code == 403, name
+        assert "Licensing.Reader" in body(no_role)["error"]["message"], name
+        reader = call({"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
+        assert reader.status_code in (200, 202), name
     refused = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Reader")})
     assert refused.status_code == 403
     message = body(refused)["error"]["message"]
     assert "Licensing.Operator" in message and "Licensing.Reader" in message
-    app_world.store.ensure_tables()
-    assert app_world.store.list_runs(5) == []
-    # A plan needs no role; an operator may apply; without the header (auth off) the key suffices.
-    assert post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": principal()}).status_code == 202
     ok = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator")})
     assert ok.status_code == 202
-    assert post_run({"mode": "apply"}).status_code == 202
+    assert body(get_run(body(ok)["runId"], principal("Licensing.Operator")))["status"] == "queued"
     garbled = post_run({"mode": "apply"}, {"X-MS-CLIENT-PRINCIPAL": "not base64!"})
-    assert garbled.status_code == 401
+    assert garbled.status_code == 400
     assert "X-MS-CLIENT-PRINCIPAL" in body(garbled)["error"]["message"]
+    deep = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    nested = post_run({"mode": "plan"}, {"X-MS-CLIENT-PRINCIPAL": deep})
+    assert nested.status_code == 400 and "nested too deeply" in body(nested)["error"]["message"]
 
 
 def test_runs_are_listed_newest_first_in_pages(app_world: World):
@@ -245,6 +321,8 @@ def test_runs_are_listed_newest_first_in_pages(app_world: World):
         ({"limit": "many"}, "limit must be an integer"),
         ({"after": "yesterday"}, "'yesterday' is not a run id"),
         ({"page": "2"}, "unknown query parameter(s): page"),
+        ({"after": "20261399T000000Z-abcdef"}, "'20261399T000000Z-abcdef' is not a run id"),
+        ({"limit": "\u00b2"}, "limit must be an integer 1..100"),
     ],
 )
 def test_bad_list_queries_get_a_json_error(
@@ -296,3 +374,88 @@ def test_openapi_document_describes_every_http_function():
             for method in trigger.methods:
                 served.add(("/" + trigger.route, str(getattr(method, "value", method)).upper()))
     assert served == described
+
+
+@pytest.mark.parametrize("route", ["POST runs", "GET runs", "GET runs/{runId}"])
+def test_a_slow_storage_call_does_not_stall_other_invocations(
+    bare_app: TableStore, monkeypatch: pytest.MonkeyPatch, route: str
+):
+    """Handlers are async on one event loop: a blocking Table/Queue call inside one would freeze
+    every other invocation of the worker until it returned."""
+    real_table = TableStore.table
+
+    def slow_table(self: TableStore, kind: str) -> Any:
+        time.sleep(0.3)  # a slow storage round trip, on whichever thread makes the call
+        return real_table(self, kind)
+
+    bare_app.ensure_tables()
+    monkeypatch.setattr(TableStore, "table", slow_table)
+    run_id = "20261127T020000Z-a1b2c3"
+    req = func.HttpRequest(
+        route.split()[0],
+        "http://localhost:7071/api/runs",
+        headers={},
+        params={},
+        route_params={"runId": run_id},
+        body=json.dumps({"mode": "plan"}).encode(),
+    )
+    handler = {
+        "POST runs": function_app.start_run,
+        "GET runs": function_app.list_runs,
+        "GET runs/{runId}": function_app.get_run,
+    }[route]
+
+    async def handler_and_a_ticker() -> tuple[int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        response = await handler(req)
+        task.cancel()
+        return response.status_code, ticks
+
+    status, ticks = asyncio.run(handler_and_a_ticker())
+    assert status in (200, 202, 404)
+    assert ticks >= 15, f"the event loop ran only {ticks} times during 0.3+ s of storage calls"
+
+
+def test_requested_groups_the_policy_does_not_tag_are_named_not_dropped(app_world: World):
+    tagged = body(post_run({"mode": "plan", "wait": True}))["groups"][0]["groupId"]
+    unknown = "0badc0de-0000-4000-8000-000000000001"
+    answer = post_run({"mode": "plan", "wait": True, "groupIds": [tagged, unknown.upper()]})
+    assert answer.status_code == 200
+    summary = body(answer)
+    assert summary["requestedNotTagged"] == [unknown]
+    assert [g["groupId"] for g in summary["groups"]] == [tagged]
+    assert body(get_run(summary["runId"]))["requestedNotTagged"] == [unknown]
+    none_tagged = post_run({"mode": "apply", "wait": True, "groupIds": [unknown]})
+    assert none_tagged.status_code == 400
+    error = body(none_tagged)["error"]
+    assert unknown in error["message"] and "not tagged" in error["message"]
+    assert app_world.writes() == []
+
+
+def test_a_queued_run_names_the_requested_groups_it_found_untagged(app_world: World):
+    """The API cannot know before the worker reads Graph: the run's record names them."""
+    from shared.queue import queue_client
+
+    tagged = app_world.group("LIC-Partners-E5")["id"]
+    unknown = "0badc0de-0000-4000-8000-000000000002"
+    run_id = body(post_run({"mode": "plan", "groupIds": [tagged, unknown]}))["runId"]
+    client = queue_client(function_app.settings().run_queue)
+    try:
+        [message] = list(client.receive_messages(max_messages=5, visibility_timeout=60))
+        text = message.content  # what the Functions host hands the worker, decoded
+        asyncio.run(function_app.run_worker(func.QueueMessage(id=message.id, body=text.encode())))
+    finally:
+        client.close()
+    finished = body(get_run(run_id))
+    assert finished["status"] == "succeeded"
+    assert finished["requestedNotTagged"] == [unknown]
+    assert [g["groupId"] for g in finished["groups"]] == [tagged.lower()]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 
+from shared.api import OPERATOR_ROLE, READER_ROLE, ROLES_FOR
+from shared.queue import GUID_RE
 from shared.settings import SETTINGS_KEYS, Settings
 from tests.static.bicep import INFRA, ROOT, block_after, object_entries, param_defaults, read
 
@@ -60,6 +62,7 @@ def test_the_deployed_defaults_parse_and_are_safe():
     env = {k: _resolve(v, param_defaults(main)) for k, v in _bicep_settings().items()}
     settings = Settings.from_env(env)
     assert settings.timer_mode == "plan", "a fresh deployment must only plan"
+    assert not settings.http_apply_without_auth, "apply over HTTP needs Authentication by default"
     assert settings.graph_credential == "managed-identity"
     assert settings.graph_base_url == "https://graph.microsoft.com/v1.0"
     assert settings.tables_connection_string is None and settings.tables_endpoint
@@ -104,3 +107,16 @@ def test_host_settings_are_identity_based_and_flex_compatible():
     ):
         assert legacy not in api
     assert "properties: union(appSettings, hostAppSettings)" in api
+
+
+def test_the_app_roles_infra_declares_are_those_the_api_checks():
+    """infra/app-roles.json is what `az ad app update --app-roles` takes (docs/deploy.md)."""
+    roles = json.loads((INFRA / "app-roles.json").read_text())
+    checked = set().union(*ROLES_FOR.values())
+    assert {r["value"] for r in roles} == checked == {OPERATOR_ROLE, READER_ROLE}
+    assert len({r["id"] for r in roles}) == len(roles)
+    for role in roles:
+        assert GUID_RE.match(role["id"]) and role["isEnabled"] and role["description"]
+        assert set(role["allowedMemberTypes"]) <= {"User", "Application"}
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "app-roles.json" in deploy and "WEBSITE_AUTH_ENABLED" in deploy

@@ -8,38 +8,65 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.api import ApiError, authorize_run, parse_principal, parse_run_request, sku_forecast
+from shared.api import (
+    ApiError,
+    authorize,
+    check_run_id,
+    parse_page,
+    parse_principal,
+    parse_run_request,
+    sku_forecast,
+)
 from shared.dashboard import render_dashboard
 from shared.queue import RunMessage
+from shared.settings import Settings
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+BASE = {"LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true"}
 
 
 def header(claims: list[dict[str, str]], **extra: str) -> str:
     return base64.b64encode(json.dumps({"claims": claims, **extra}).encode()).decode()
 
 
+AUTH_ON = Settings.from_env({**BASE, "WEBSITE_AUTH_ENABLED": "True"})
+AUTH_OFF = Settings.from_env(BASE)
+
+
 def test_roles_are_read_from_either_claim_type_and_apply_needs_the_operator_role():
     long_type = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
-    p = parse_principal(header([{"typ": long_type, "val": "Licensing.Operator"}]))
+    operator = header([{"typ": long_type, "val": "Licensing.Operator"}])
+    p = authorize(AUTH_ON, operator, "apply")
     assert p is not None and "Licensing.Operator" in p.roles
-    authorize_run(p, "apply")
-    reader = parse_principal(
-        header([{"typ": "roles", "val": "Reader"}, {"typ": "name", "val": "a"}])
-    )
-    authorize_run(reader, "plan")
+    assert authorize(AUTH_ON, operator, "read") == p, "an operator may read too"
+    reader = header([{"typ": "roles", "val": "Licensing.Reader"}, {"typ": "name", "val": "a"}])
+    authorize(AUTH_ON, reader, "plan")
+    authorize(AUTH_ON, reader, "read")
     with pytest.raises(ApiError) as refused:
-        authorize_run(reader, "apply")
+        authorize(AUTH_ON, reader, "apply")
     assert refused.value.status == 403 and "Licensing.Operator" in refused.value.message
-    assert parse_principal(None) is None
-    authorize_run(None, "apply")  # App Service Authentication off: the function key decides
+    with pytest.raises(ApiError) as anonymous:
+        authorize(AUTH_ON, None, "read")
+    assert anonymous.value.status == 401
+
+
+def test_with_authentication_off_the_principal_header_is_ignored_and_apply_is_refused():
+    forged = header([{"typ": "roles", "val": "Licensing.Operator"}])
+    assert authorize(AUTH_OFF, forged, "read") is None
+    assert authorize(AUTH_OFF, "garbage", "plan") is None, "the header is not even parsed"
+    with pytest.raises(ApiError) as refused:
+        authorize(AUTH_OFF, forged, "apply")
+    assert refused.value.status == 403
+    assert "LICENSING_HTTP_APPLY_WITHOUT_AUTH" in refused.value.message
+    allowed = Settings.from_env({**BASE, "LICENSING_HTTP_APPLY_WITHOUT_AUTH": "true"})
+    assert authorize(allowed, None, "apply") is None
 
 
 @pytest.mark.parametrize("raw", ["%%%", base64.b64encode(b"[1]").decode(), header([{"x": 1}])])
-def test_unreadable_principal_is_401(raw: str):
+def test_unreadable_principal_is_400(raw: str):
     with pytest.raises(ApiError) as err:
         parse_principal(raw)
-    assert err.value.status == 401
+    assert err.value.status == 400
 
 
 def test_run_request_defaults_and_message_round_trip():
@@ -89,3 +116,47 @@ def test_dashboard_escapes_every_directory_value():
         }
     )
     assert "<script" not in html and "&lt;script&gt;" in html
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"after": "20261399T000000Z-abcdef"}, "'20261399T000000Z-abcdef' is not a run id"),
+        ({"limit": "\u00b2"}, "limit must be an integer 1..100"),
+        ({"limit": "\u0661"}, "limit must be an integer 1..100"),
+        ({"limit": " 5"}, "limit must be an integer 1..100"),
+    ],
+)
+def test_impossible_dates_and_unicode_digits_in_queries_are_400(
+    params: dict[str, str], fragment: str
+):
+    with pytest.raises(ApiError) as err:
+        parse_page(params)
+    assert err.value.status == 400 and fragment in err.value.message
+
+
+def test_a_run_id_with_an_impossible_date_is_400_not_a_crash():
+    with pytest.raises(ApiError) as err:
+        check_run_id("20261399T000000Z-abcdef")
+    assert err.value.status == 400
+
+
+def test_a_deeply_nested_body_is_400_naming_the_nesting():
+    with pytest.raises(ApiError) as err:
+        parse_run_request(DEEP)
+    assert err.value.status == 400 and "nested" in err.value.message
+
+
+def test_a_deeply_nested_principal_header_is_400_naming_the_nesting():
+    with pytest.raises(ApiError) as err:
+        parse_principal(base64.b64encode(DEEP).decode())
+    assert err.value.status == 400 and "nested" in err.value.message
+
+
+def test_group_ids_null_is_refused_not_read_as_every_group():
+    with pytest.raises(ApiError) as err:
+        parse_run_request(b'{"mode": "apply", "groupIds": null}')
+    assert err.value.status == 400 and "groupIds" in err.value.message
