@@ -6,12 +6,14 @@ the licences members end up with."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import pytest
 
 from shared.credentials import LocalSimulatorCredential
-from shared.graph import required_roles
+from shared.graph import required_roles, token_roles
 from shared.run import execute_run
 from shared.settings import Mode
 from tests.integration.conftest import World
@@ -179,6 +181,27 @@ def test_a_second_run_while_entra_still_processes_writes_nothing_more(world_fact
     assert len(held) == 5 and all(s[E5] == ("Active", None) for s in held.values())
 
 
+def test_a_suspended_subscription_is_reported_and_its_disabled_users_left_alone(
+    world_factory: Any,
+):
+    t = TenantBuilder()
+    t.group(
+        "LIC-E5",
+        "e5-full",
+        t.users_named("e5", 2),
+        [{"skuId": E5, "disabledPlans": []}, {"skuId": EMS, "disabledPlans": []}],
+    )
+    world = world_factory(t.build(), POLICY)
+    assert by_name(run(world))["LIC-E5"]["decision"] == "compliant"
+    world.sim.admin("PATCH", f"/_sim/skus/{E5}", {"capabilityStatus": "Suspended"})
+    held = states(world, "LIC-E5")
+    assert all(s[E5] == ("Disabled", None) for s in held.values()), held
+    world.clear_requests()
+    group = by_name(run(world))["LIC-E5"]
+    assert group["decision"] == "blocked-policy" and "Suspended" in group["reason"]
+    assert world.licence_writes() == []
+
+
 # ---- "Identify and resolve license assignment problems for a group" ----------------------
 
 ADDON = "c0000000-0000-4000-8000-000000000001"
@@ -292,3 +315,21 @@ def test_a_removal_blocked_by_a_dependent_licence_is_reported(world_factory: Any
     # The next run tells the administrator who still holds the licence and why.
     again = by_name(run(world))["LIC-Move"]
     assert again["licenseErrors"].get("DependencyViolation") == ["dep0@contoso.example"], again
+
+
+def test_the_token_roles_the_engine_reads_are_the_jwt_roles_claim():
+    # An Entra app-only access token is a JWT whose payload carries the granted app roles.
+    payload = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {"aud": "https://graph.microsoft.com", "roles": ["Member.Read.Hidden"]}
+            ).encode()
+        )
+        .decode()
+        .rstrip("=")
+    )
+    assert token_roles(f"eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln") == {"Member.Read.Hidden"}
+    # Anything unreadable grants nothing, so a hidden group stays unknown.
+    assert token_roles("opaque-token") == frozenset()
+    assert token_roles("a.%%%.b") == frozenset()
+    assert token_roles("a." + base64.urlsafe_b64encode(b'{"roles": "x"}').decode() + ".b") == set()
