@@ -11,6 +11,8 @@ credential asks for exactly that set and infra grants exactly that set.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,7 +68,10 @@ GROUP_SELECT = [
     "securityEnabled",
     "assignedLicenses",
     "licenseProcessingState",
+    "visibility",  # HiddenMembership: members are listed completely only with Member.Read.Hidden
 ]
+HIDDEN_MEMBERSHIP = "HiddenMembership"
+HIDDEN_MEMBERS_ROLE = "Member.Read.Hidden"
 MEMBER_SELECT = [
     "id",
     "userPrincipalName",
@@ -186,6 +191,10 @@ class GraphClient:
             client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, transport=guarded)
         )
         self._adapter = GraphRequestAdapter(auth, client=self._http)
+        self._credential = credential
+        # Groups Graph said have hidden membership (visibility, read by find_groups).
+        self._hidden_groups: set[str] = set()
+        self._granted: frozenset[str] | None = None
         self._base = base_url.rstrip("/")
         self._adapter.base_url = self._base
         self.sdk = GraphServiceClient(request_adapter=self._adapter)
@@ -262,7 +271,20 @@ class GraphClient:
     @requires("LicenseAssignment.Read.All")
     async def list_skus(self) -> list[Sku]:
         url = f"{self._base}/subscribedSkus?$select={','.join(SKU_SELECT)}"
-        body = await self._json(self._get(url), "subscribed SKUs", "list_skus")
+        try:
+            body = await self._json(self._get(url), "subscribed SKUs", "list_skus")
+        except GraphReadError as exc:
+            if exc.status != 403:
+                raise
+            # Name the grant: LicenseAssignment.ReadWrite.All looks sufficient but List
+            # subscribedSkus does not list it, and Graph's 403 does not say what is missing.
+            raise GraphReadError(
+                "subscribed SKUs",
+                403,
+                exc.code,
+                f"permission denied: grant the app {', '.join(REQUIRED_PERMISSIONS['list_skus'])}"
+                " (LicenseAssignment.ReadWrite.All does not include reading subscribedSkus)",
+            ) from exc
         value = body.get("value")
         if not isinstance(value, list):
             raise GraphReadError("subscribed SKUs", None, None, "response has no 'value' list")
@@ -290,11 +312,22 @@ class GraphClient:
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                 raise GraphReadError(what, None, None, "a group without an id")
+            if item.get("visibility") == HIDDEN_MEMBERSHIP:
+                self._hidden_groups.add(item["id"].lower())
         return items
 
+    async def _granted_roles(self) -> frozenset[str]:
+        """The application permissions our Graph token carries (its `roles` claim); empty if
+        the token cannot be read, so nothing is assumed granted."""
+        if self._granted is None:
+            token = await asyncio.to_thread(self._credential.get_token, GRAPH_SCOPE)
+            self._granted = token_roles(token.token)
+        return self._granted
+
     # Without User.Read.All, Graph returns user members with only @odata.type and id
-    # (docs/graph-facts.md): no UPN or userType, so guests could not be recognised.
-    @requires("GroupMember.Read.All", "User.Read.All")
+    # (docs/graph-facts.md): no UPN or userType, so guests could not be recognised. Listing a
+    # hidden-membership group's members requires Member.Read.Hidden (List group members).
+    @requires("GroupMember.Read.All", "User.Read.All", HIDDEN_MEMBERS_ROLE)
     async def list_members(self, group_id: str) -> Membership:
         """A group's direct members, complete. Raises GraphReadError on any failure."""
         url = (
@@ -302,6 +335,20 @@ class GraphClient:
             f"?$select={','.join(MEMBER_SELECT)}&$top={PAGE_SIZE}"
         )
         what = f"members of group {group_id}"
+        if (
+            group_id.lower() in self._hidden_groups
+            and HIDDEN_MEMBERS_ROLE not in await self._granted_roles()
+        ):
+            # Microsoft does not say what Graph answers without it (an error, nobody, or only
+            # some members): a list read this way could be partial, so it is not read at all.
+            raise GraphReadError(
+                what,
+                None,
+                None,
+                f"the group's membership is hidden (visibility {HIDDEN_MEMBERSHIP}) and the "
+                f"app's token does not carry {HIDDEN_MEMBERS_ROLE}: grant it "
+                "(infra/graph-permissions.json) so the member list can be complete",
+            )
         items = await self._pages(url, what, "list_members")
         users: list[User] = []
         nested: list[str] = []
@@ -375,6 +422,24 @@ class GraphClient:
         self.stats.count("send_mail", write=True)
         info = self.sdk.users.by_user_id(mailbox).send_mail.to_post_request_information(body)
         await self._adapter.send_no_response_content_async(info, ERROR_MAP)
+
+
+def token_roles(token: str) -> frozenset[str]:
+    """The `roles` claim of an access token's payload (the second dot-separated part, base64url
+    JSON: a Microsoft Entra JWT, or the local simulator's `sim.<claims>`); read, not verified,
+    only to know what was granted. Empty when it cannot be read."""
+    parts = token.split(".")
+    if len(parts) < 2:
+        return frozenset()
+    raw = parts[1]
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        return frozenset()
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    if not isinstance(roles, list):
+        return frozenset()
+    return frozenset(r for r in roles if isinstance(r, str))
 
 
 def describe_graph_error(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from types import FrameType
 
 from simulator.generate import GenerateSpec, generate_tenant, parse_spec, policy_for
 from simulator.server import WRITE_LIMIT, SimServer, _parse_fault, is_loopback
-from simulator.tenant import Tenant, TenantError
+from simulator.tenant import HIDDEN_MEMBERS_MODES, MULTI_SKU_ERROR_MODES, Tenant, TenantError
 
 
 def _fault_arg(text: str) -> dict[str, object]:
@@ -88,6 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="resource units per 10 s before 429 (default by tenant size; 0 = no throttling)",
     )
+    # Behaviours Microsoft's docs leave open (docs/simulator.md "Switches").
+    serve.add_argument(
+        "--error-sku-in-assigned-licenses",
+        action="store_true",
+        help="list a SKU whose assignment is in Error in the user's assignedLicenses",
+    )
+    serve.add_argument(
+        "--multi-sku-error",
+        choices=MULTI_SKU_ERROR_MODES,
+        default="all",
+        help="a multi-SKU group short on one SKU: CountViolation on every SKU (all) or on the "
+        "short one only, Other on the rest (short-only)",
+    )
+    serve.add_argument(
+        "--hidden-members",
+        choices=HIDDEN_MEMBERS_MODES,
+        default="forbidden",
+        help="members of a HiddenMembership group without Member.Read.Hidden: 403 (forbidden), "
+        "none (empty) or some, silently (partial)",
+    )
     policy = sub.add_parser("policy", help="print a licensing policy for a generated tenant")
     policy.add_argument("--generate", metavar="SPEC", required=True, help="as for serve")
     args = parser.parse_args(argv)
@@ -126,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             write_limit=args.write_limit,
             time_scale=args.time_scale,
             latency_jitter_ms=args.latency_jitter_ms,
+            error_sku_in_assigned_licenses=args.error_sku_in_assigned_licenses,
+            multi_sku_error=args.multi_sku_error,
+            hidden_members=args.hidden_members,
         )
     except ValueError as exc:
         parser.error(str(exc))

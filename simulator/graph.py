@@ -20,11 +20,13 @@ from simulator.tenant import Group, Sku, Tenant, User
 # Least-privilege application permission first (docs/graph-facts.md), then the documented higher
 # ones that also satisfy the call. The only table of accepted roles: change access rules here.
 PERMISSIONS: dict[str, frozenset[str]] = {
+    # List subscribedSkus names LicenseAssignment.Read.All (older pages: Organization.Read.All)
+    # and the Organization/Directory ones; LicenseAssignment.ReadWrite.All is not listed, so it
+    # does not grant this read.
     "skus.read": frozenset(
         {
             "LicenseAssignment.Read.All",
             "Organization.Read.All",
-            "LicenseAssignment.ReadWrite.All",
             "Organization.ReadWrite.All",
             "Directory.Read.All",
             "Directory.ReadWrite.All",
@@ -56,6 +58,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 # Without one of these a user in a members list comes back with only @odata.type and id
 # (MGD includes/limited-info.md).
 USER_DETAIL_ROLES = PERMISSIONS["users.read"]
+# "To list the members of a hidden membership group, the Member.Read.Hidden permission is
+# required" (List group members); what Graph answers without it is Behaviour.hidden_members.
+HIDDEN_MEMBERS_ROLE = "Member.Read.Hidden"
+HIDDEN_MEMBERSHIP = "HiddenMembership"
 
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
@@ -306,9 +312,8 @@ class GraphApi:
         if expand is not None:
             # $expand on directory objects returns at most 20 items and no nextLink.
             sel = expand or None
-            body["members"] = [
-                self.render_member(req, i, sel) for i in group.members[:_EXPAND_LIMIT]
-            ]
+            visible = self._visible_members(req, group, group.members[:_EXPAND_LIMIT], expand=True)
+            body["members"] = [self.render_member(req, i, sel) for i in visible]
         return body
 
     def list_groups(self, req: Request, m: re.Match[str]) -> Response:
@@ -364,6 +369,7 @@ class GraphApi:
         if q.orderby and not q.advanced:
             raise unsupported_query("Sorting not supported for current query.")
         ids = self.tenant.transitive_members(group) if transitive else list(group.members)
+        ids = self._visible_members(req, group, ids)
         entity_set = "directoryObjects"
         if cast == "microsoft.graph.user":
             ids, entity_set = [i for i in ids if i in self.tenant.users], "users"
@@ -379,6 +385,27 @@ class GraphApi:
             self._context(req, entity_set, q.select),
             _GROUP_SEARCH,
         )
+
+    def _visible_members(
+        self, req: Request, group: Group, ids: list[str], *, expand: bool = False
+    ) -> list[str]:
+        """The members this caller may list: all, unless the membership is hidden and the
+        caller lacks Member.Read.Hidden (then per Behaviour.hidden_members; an `$expand` in
+        "forbidden" mode shows none rather than failing the whole group list)."""
+        if group.props.get("visibility") != HIDDEN_MEMBERSHIP or HIDDEN_MEMBERS_ROLE in req.roles:
+            return ids
+        mode = self.tenant.behaviour.hidden_members
+        if mode == "forbidden" and expand:
+            return []
+        if mode == "forbidden":
+            raise GraphError(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+        if mode == "empty":
+            return []
+        return ids[::2]  # "partial": some members, and nothing says others are missing
 
     def members_with_errors(self, req: Request, m: re.Match[str]) -> Response:
         group = self.tenant.get_group(m["id"])

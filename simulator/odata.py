@@ -327,7 +327,10 @@ def check_filter(node: Node, table: dict[str, _Ops], resource: str, advanced: bo
                 f"'{'/'.join(path)}' of resource '{resource}'."
             )
         name, (default, aq) = found
-        if kind in default and not (advanced and not aq and name == "hasMembersWithLicenseErrors"):
+        # Default operators also work under advanced query: the rendered table marks
+        # hasMembersWithLicenseErrors default-only, but Microsoft's List groups example 2 sends
+        # it with ConsistencyLevel: eventual and $count=true, and a documented example wins.
+        if kind in default:
             return [name]
         if kind in aq:
             if not advanced:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import ipaddress
 import json
 import math
@@ -154,11 +155,18 @@ class SimServer:
         write_limit: int = WRITE_LIMIT,
         time_scale: float = 1.0,
         latency_jitter_ms: float | None = None,
+        error_sku_in_assigned_licenses: bool = False,
+        multi_sku_error: str = "all",
+        hidden_members: str = "forbidden",
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"refusing to bind to non-loopback host {host!r}: use 127.0.0.1")
         self.tenant = tenant
         tenant.processing_delay_s = processing_delay_s
+        # Behaviours Microsoft's docs leave open (docs/simulator.md "Switches").
+        tenant.behaviour.set("error_sku_in_assigned_licenses", error_sku_in_assigned_licenses)
+        tenant.behaviour.set("multi_sku_error", multi_sku_error)
+        tenant.behaviour.set("hidden_members", hidden_members)
         self.api = GraphApi(tenant)
         self.latency_ms = latency_ms
         # None: +-25 % of latency_ms; 0: fixed; X: uniform +-X ms.
@@ -480,9 +488,13 @@ class SimServer:
             user = self.tenant.add_user(data)
             return Response(201, {"id": user.id})
         if method == "PATCH" and parts[:1] == ["skus"] and len(parts) == 2:
-            if not isinstance(data, dict) or "enabled" not in data:
-                raise bad_request('Body must be {"enabled": N}.')
-            sku = self.tenant.set_seats(parts[1], data["enabled"])
+            fields = {"enabled", "capabilityStatus"}
+            if not isinstance(data, dict) or not data or set(data) - fields:
+                raise bad_request('Body must be {"enabled": N} and/or {"capabilityStatus": S}.')
+            if "enabled" in data:
+                sku = self.tenant.set_seats(parts[1], data["enabled"])
+            if "capabilityStatus" in data:
+                sku = self.tenant.set_capability(parts[1], data["capabilityStatus"])
             with self.tenant.lock:
                 return Response(200, self.tenant.sku_json(sku))
         if key == ("POST", "faults"):
@@ -526,21 +538,38 @@ class SimServer:
         "timeScale": "time_scale",
     }
 
+    # Admin names of the Behaviour switches (simulator.tenant.Behaviour).
+    _SWITCHES = {
+        "errorSkuInAssignedLicenses": "error_sku_in_assigned_licenses",
+        "multiSkuError": "multi_sku_error",
+        "hiddenMembers": "hidden_members",
+    }
+
     def config(self) -> dict[str, Any]:
         out = {name: getattr(self, attr) for name, attr in self._CONFIG.items()}
         out["processingDelayS"] = self.tenant.processing_delay_s
+        for name, attr in self._SWITCHES.items():
+            out[name] = getattr(self.tenant.behaviour, attr)
         return out
 
     def configure(self, data: Any) -> None:
-        """`PATCH /_sim/config`: change latency, limits, time scale or processing delay live."""
+        """`PATCH /_sim/config`: change latency, limits, time scale, processing delay or a
+        behaviour switch live."""
         if not isinstance(data, dict):
             raise bad_request("Body must be a JSON object of settings.")
-        known = {*self._CONFIG, "processingDelayS"}
+        known = {*self._CONFIG, "processingDelayS", *self._SWITCHES}
         for name, value in data.items():
             nullable = name == "latencyJitterMs"
             if name not in known:
                 raise bad_request(f"Unknown setting {name!r} (known: {', '.join(sorted(known))}).")
             if value is None and nullable:
+                continue
+            if name in self._SWITCHES:
+                try:
+                    # Checked on a copy first: a bad body changes nothing.
+                    copy.copy(self.tenant.behaviour).set(self._SWITCHES[name], value)
+                except ValueError as exc:
+                    raise bad_request(f"{name}: {exc}") from exc
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise bad_request(f"{name} must be a non-negative number.")
@@ -548,7 +577,10 @@ class SimServer:
                 raise bad_request("timeScale must be positive.")
         with self.lock:
             for name, value in data.items():
-                if name == "processingDelayS":
+                if name in self._SWITCHES:
+                    with self.tenant.lock:
+                        self.tenant.behaviour.set(self._SWITCHES[name], value)
+                elif name == "processingDelayS":
                     self.tenant.processing_delay_s = float(value)
                 elif name in ("ruLimit", "writeLimit"):
                     setattr(self, self._CONFIG[name], int(value))

@@ -26,12 +26,28 @@ from simulator.errors import GraphError, bad_request, not_found
 GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 EXTENSION_RE = re.compile(r"^extension_[0-9a-f]{32}_[A-Za-z0-9_]+$")
 
+# licenseAssignmentState.state values ([licenseAssignmentState resource type]).
 ACTIVE = "Active"
+ACTIVE_WITH_ERROR = "ActiveWithError"
+DISABLED = "Disabled"
 ERROR = "Error"
-NO_ERROR = "None"
+# A successful assignment's `error` is null, as the resource page documents.
+NO_ERROR: str | None = None
 COUNT_VIOLATION = "CountViolation"
 MUTUALLY_EXCLUSIVE = "MutuallyExclusiveViolation"
+DEPENDENCY_VIOLATION = "DependencyViolation"
 PROHIBITED_LOCATION = "ProhibitedInUsageLocationViolation"
+OTHER = "Other"
+# States whose service plans work (rules are checked against these).
+SERVING = frozenset({ACTIVE, ACTIVE_WITH_ERROR})
+# States that take a seat: a Disabled assignment (suspended subscription) still counts in
+# consumedUnits, as the suspended SKU of Microsoft's List subscribedSkus example shows.
+CONSUMING = frozenset({ACTIVE, ACTIVE_WITH_ERROR, DISABLED})
+# Capability statuses under which a SKU's assignments are Disabled rather than Active.
+_SUSPENDED = frozenset({"Suspended", "LockedOut", "Deleted"})
+
+MULTI_SKU_ERROR_MODES = ("all", "short-only")
+HIDDEN_MEMBERS_MODES = ("forbidden", "empty", "partial")
 
 QUEUED = "QueuedForProcessing"
 IN_PROGRESS = "ProcessingInProgress"
@@ -47,10 +63,43 @@ _GROUP_KEYS = frozenset(schema.GROUP_DEFAULT + schema.GROUP_SELECT_ONLY) | {
 }
 # Simulator-only SKU settings (never returned by /subscribedSkus): licence error rules.
 _SKU_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prohibitedUsageLocations"})
+# Simulator-only service plan rules (never returned): conflicting plans and an add-on's
+# prerequisite plans ("Identify and resolve license assignment problems for a group").
+_PLAN_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prerequisitePlans"})
 _SKU_KEYS = frozenset(schema.SKU_PROPERTIES) | {"enabledAtLoad"} | _SKU_RULE_KEYS
 _TENANT_KEYS = {"tenantId", "skus", "users", "groups", "defaultUsageLocation"}
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _PREPAID_KEYS = ("enabled", "warning", "suspended", "lockedOut")
+
+
+@dataclass
+class Behaviour:
+    """Where Microsoft's docs leave a behaviour open, each possibility is a switch
+    (docs/simulator.md "Switches" names the page behind each one)."""
+
+    # Does a SKU whose group assignment is in Error appear in the user's assignedLicenses?
+    error_sku_in_assigned_licenses: bool = False
+    # A multi-SKU group one SKU of which runs short: "all" = every SKU of the group carries
+    # CountViolation; "short-only" = the short SKU carries CountViolation, the others Other.
+    multi_sku_error: str = "all"
+    # Listing a HiddenMembership group's members without Member.Read.Hidden: "forbidden" =
+    # 403; "empty" = 200 with no members; "partial" = 200 with some members, silently.
+    hidden_members: str = "forbidden"
+
+    def set(self, name: str, value: Any) -> None:
+        """Change one switch, checking its value (the admin API and the CLI use this)."""
+        if name == "error_sku_in_assigned_licenses":
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+        elif name == "multi_sku_error":
+            if value not in MULTI_SKU_ERROR_MODES:
+                raise ValueError(f"{name} must be one of {', '.join(MULTI_SKU_ERROR_MODES)}")
+        elif name == "hidden_members":
+            if value not in HIDDEN_MEMBERS_MODES:
+                raise ValueError(f"{name} must be one of {', '.join(HIDDEN_MEMBERS_MODES)}")
+        else:
+            raise ValueError(f"unknown switch {name!r}")
+        setattr(self, name, value)
 
 
 class TenantError(ValueError):
@@ -71,6 +120,10 @@ class Sku:
     enabled_at_load: int
     service_plans: list[dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
+    # Simulator-only service plan rules (never returned): plan id -> plan ids it cannot be
+    # held with, and add-on plan id -> prerequisite plan ids (any one of them is enough).
+    plan_conflicts: dict[str, list[str]] = field(default_factory=dict)
+    plan_prerequisites: dict[str, list[str]] = field(default_factory=dict)
     # SKUs a user cannot hold together with this one (either side may name the other).
     mutually_exclusive_with: list[str] = field(default_factory=list)
     # ISO 3166 alpha-2 usage locations where this SKU's services are not available.
@@ -79,6 +132,19 @@ class Sku:
     def plan_ids(self) -> set[str]:
         return {str(p["servicePlanId"]) for p in self.service_plans}
 
+    def enabled_plans(self, disabled: Sequence[str]) -> set[str]:
+        return self.plan_ids() - set(disabled)
+
+    def plan_name(self, plan_id: str) -> str:
+        return next(
+            (
+                str(p["servicePlanName"])
+                for p in self.service_plans
+                if p["servicePlanId"] == plan_id
+            ),
+            plan_id,
+        )
+
 
 @dataclass(slots=True)
 class LicenseState:
@@ -86,7 +152,7 @@ class LicenseState:
     assigned_by_group: str | None
     disabled_plans: list[str]
     state: str
-    error: str
+    error: str | None
     last_updated: str
 
     def to_json(self) -> dict[str, Any]:
@@ -154,13 +220,15 @@ class User:
         return str(self.props["userPrincipalName"])
 
     def active_skus(self) -> set[str]:
-        return {s.sku_id for s in self.states if s.state == ACTIVE}
+        """SKUs that take a seat (Active, ActiveWithError, Disabled): one per SKU."""
+        return {s.sku_id for s in self.states if s.state in CONSUMING}
 
-    def assigned_licenses(self) -> list[dict[str, Any]]:
-        """SKUs with an Active state; disabledPlans = plans disabled by every active source."""
+    def assigned_licenses(self, with_errors: bool = False) -> list[dict[str, Any]]:
+        """SKUs with an assignment that takes a seat (`with_errors`: Error ones too, see
+        Behaviour); disabledPlans = plans disabled by every such source."""
         result: dict[str, set[str] | None] = {}
         for s in self.states:
-            if s.state != ACTIVE:
+            if s.state not in CONSUMING and not (with_errors and s.state == ERROR):
                 continue
             plans = set(s.disabled_plans)
             seen = result.get(s.sku_id)
@@ -216,6 +284,11 @@ class Tenant:
         self._consumed: dict[str, int] = {}
         self._loading = False
         self._timers: set[threading.Timer] = set()
+        self.behaviour = Behaviour()
+        # Service plan rules of every SKU: plan -> conflicting plans (both ways), and add-on
+        # plan -> prerequisite plans (one enabled is enough).
+        self._plan_conflicts: dict[str, set[str]] = {}
+        self._prerequisites: dict[str, set[str]] = {}
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -272,20 +345,35 @@ class Tenant:
         }
         at_load = _count(raw.get("enabledAtLoad", prepaid["enabled"]), f"{where}.enabledAtLoad")
         plans: list[dict[str, Any]] = []
+        conflicts: dict[str, list[str]] = {}
+        prerequisites: dict[str, list[str]] = {}
         for j, p in enumerate(_list(raw.get("servicePlans", []), f"{where}.servicePlans")):
             pw = f"{where}.servicePlans[{j}]"
             p = _obj(p, pw)
             _check_keys(
-                p, {"servicePlanId", "servicePlanName", "appliesTo", "provisioningStatus"}, pw
+                p,
+                {"servicePlanId", "servicePlanName", "appliesTo", "provisioningStatus"}
+                | _PLAN_RULE_KEYS,
+                pw,
             )
+            plan_id = _guid(p.get("servicePlanId"), f"{pw}.servicePlanId")
             plans.append(
                 {
-                    "servicePlanId": _guid(p.get("servicePlanId"), f"{pw}.servicePlanId"),
+                    "servicePlanId": plan_id,
                     "servicePlanName": _str(p.get("servicePlanName"), f"{pw}.servicePlanName"),
                     "provisioningStatus": str(p.get("provisioningStatus", "Success")),
                     "appliesTo": str(p.get("appliesTo", "User")),
                 }
             )
+            for key, rules in (
+                ("mutuallyExclusiveWith", conflicts),
+                ("prerequisitePlans", prerequisites),
+            ):
+                if key in p:
+                    rules[plan_id] = [
+                        _guid(x, f"{pw}.{key}[{k}]")
+                        for k, x in enumerate(_list(p[key], f"{pw}.{key}"))
+                    ]
         extra = {k: raw[k] for k in ("accountName", "accountId", "subscriptionIds") if k in raw}
         exclusive = [
             _guid(x, f"{where}.mutuallyExclusiveWith[{j}]")
@@ -314,10 +402,13 @@ class Tenant:
             extra=extra,
             mutually_exclusive_with=exclusive,
             prohibited_usage_locations=prohibited,
+            plan_conflicts=conflicts,
+            plan_prerequisites=prerequisites,
         )
         self._consumed[sku_id] = 0
 
     def _check_sku_rules(self) -> None:
+        all_plans = {p for sku in self.skus.values() for p in sku.plan_ids()}
         for i, sku in enumerate(self.skus.values()):
             for j, other in enumerate(sku.mutually_exclusive_with):
                 if other not in self.skus or other == sku.sku_id:
@@ -325,6 +416,26 @@ class Tenant:
                         f"$.skus[{i}].mutuallyExclusiveWith[{j}]: '{other}' is not another "
                         "skuId in $.skus"
                     )
+            for key, rules in (
+                ("mutuallyExclusiveWith", sku.plan_conflicts),
+                ("prerequisitePlans", sku.plan_prerequisites),
+            ):
+                for plan_id, others in rules.items():
+                    k = next(
+                        n for n, p in enumerate(sku.service_plans) if p["servicePlanId"] == plan_id
+                    )
+                    for m, other in enumerate(others):
+                        if other not in all_plans or other == plan_id:
+                            raise TenantError(
+                                f"$.skus[{i}].servicePlans[{k}].{key}[{m}]: '{other}' is not "
+                                "another servicePlanId of a SKU in $.skus"
+                            )
+            for plan_id, others in sku.plan_conflicts.items():
+                for other in others:  # the rule applies both ways
+                    self._plan_conflicts.setdefault(plan_id, set()).add(other)
+                    self._plan_conflicts.setdefault(other, set()).add(plan_id)
+            for plan_id, others in sku.plan_prerequisites.items():
+                self._prerequisites[plan_id] = set(others)
 
     def exclusive_pairs(self, sku_id: str) -> set[str]:
         """SKUs that cannot be held with `sku_id` (the rule applies both ways)."""
@@ -398,6 +509,11 @@ class Tenant:
         for key in ("securityEnabled", "mailEnabled"):
             if not isinstance(props[key], bool):
                 raise TenantError(f"{where}.{key}: must be true or false")
+        _choice(
+            props.get("visibility"),
+            (None, "Public", "Private", "HiddenMembership"),
+            f"{where}.visibility",
+        )
         extensions = dict(_obj(raw.get("extensions", {}), f"{where}.extensions"))
         # Extension values may also be written as top-level properties, as Graph returns them.
         extensions.update({k: v for k, v in raw.items() if k.startswith(schema.EXTENSION_PREFIX)})
@@ -540,13 +656,16 @@ class Tenant:
         return [
             u
             for u in self.direct_user_members(group)
-            if any(s.assigned_by_group == group.id and s.state == ERROR for s in u.states)
+            if any(
+                s.assigned_by_group == group.id and s.state in (ERROR, ACTIVE_WITH_ERROR)
+                for s in u.states
+            )
         ]
 
     # ---- licensing -----------------------------------------------------------------------
 
     def _set_states(self, user: User, states: list[LicenseState]) -> None:
-        """Replace a user's states, keeping consumedUnits (users with an Active state) exact."""
+        """Replace a user's states, keeping consumedUnits (users with a seat) exact."""
         before = user.active_skus()
         user.states = states
         after = user.active_skus()
@@ -555,41 +674,141 @@ class Tenant:
         for sku in after - before:
             self._consumed[sku] += 1
 
-    def _group_rules(self, group: Group) -> tuple[frozenset[str], dict[str, set[str]]]:
-        """Locations where the group's licences are prohibited, and each SKU's exclusive SKUs."""
+    def _group_rules(self, group: Group) -> tuple[frozenset[str], dict[str, set[str]], bool]:
+        """Locations where the group's licences are prohibited, each SKU's exclusive SKUs, and
+        whether any service plan rule (conflict, prerequisite) exists in the tenant."""
         prohibited: set[str] = set()
         for sku_id in group.licenses:
             prohibited.update(self.skus[sku_id].prohibited_usage_locations)
         exclusive: dict[str, set[str]] = {}
         if any(s.mutually_exclusive_with for s in self.skus.values()):
             exclusive = {k: self.exclusive_pairs(k) for k in group.licenses}
-        return frozenset(prohibited), exclusive
+        plan_rules = bool(self._plan_conflicts or self._prerequisites)
+        return frozenset(prohibited), exclusive, plan_rules
+
+    def _plans(self, states: Sequence[LicenseState]) -> set[str]:
+        """Service plans that work for the user through these states (disabledPlans honoured)."""
+        out: set[str] = set()
+        for s in states:
+            if s.state in SERVING:
+                out |= self.skus[s.sku_id].enabled_plans(s.disabled_plans)
+        return out
+
+    def _licence_plans(self, licenses: dict[str, list[str]]) -> dict[str, set[str]]:
+        return {k: self.skus[k].enabled_plans(p) for k, p in licenses.items()}
+
+    def _plan_conflict(self, wanted: dict[str, set[str]], held: set[str]) -> str | None:
+        """A message if a wanted plan conflicts with a held one or with a plan of another
+        wanted SKU ("Conflicting service plans": per service plan, disabled plans excluded)."""
+        if not self._plan_conflicts:
+            return None
+        for sku_id, plans in wanted.items():
+            others = held.union(*(p for k, p in wanted.items() if k != sku_id))
+            for plan in sorted(plans):
+                clash = self._plan_conflicts.get(plan, set()) & others
+                if clash:
+                    sku = self.skus[sku_id]
+                    return (
+                        f"The service plan {sku.plan_name(plan)} of {sku.part_number} conflicts "
+                        f"with {self._any_plan_name(sorted(clash)[0])}"
+                    )
+        return None
+
+    def _missing_prerequisite(self, wanted: set[str], available: set[str]) -> str | None:
+        """A message if an enabled add-on plan has none of its prerequisite plans available."""
+        for plan in sorted(wanted):
+            needs = self._prerequisites.get(plan)
+            if needs and not needs & available:
+                return (
+                    f"The service {self._any_plan_name(plan)} requires "
+                    f"{self._any_plan_name(sorted(needs)[0])} to be enabled as well."
+                )
+        return None
+
+    def _any_plan_name(self, plan_id: str) -> str:
+        for sku in self.skus.values():
+            if plan_id in sku.plan_ids():
+                return sku.plan_name(plan_id)
+        return plan_id
+
+    def _still_needed(self, state: LicenseState, remaining: Sequence[LicenseState]) -> bool:
+        """Would removing `state` take away a plan that another held add-on needs?
+        ("Other products depend on this license": DependencyViolation.)"""
+        if not self._prerequisites or state.state not in SERVING:
+            return False
+        left = self._plans(remaining)
+        gone = self.skus[state.sku_id].enabled_plans(state.disabled_plans) - left
+        if not gone:
+            return False
+        for plan in left:
+            needs = self._prerequisites.get(plan)
+            if needs and needs & gone and not needs & left:
+                return True
+        return False
+
+    def _removed(
+        self, user: User, removing: Sequence[LicenseState], keep: Sequence[LicenseState]
+    ) -> list[LicenseState]:
+        """States of `removing` that cannot go because another licence depends on them: they
+        stay as ActiveWithError / DependencyViolation (the seat stays taken)."""
+        stuck: list[LicenseState] = []
+        for s in removing:
+            if self._still_needed(s, [*keep, *stuck]):
+                if s.state == ACTIVE_WITH_ERROR and s.error == DEPENDENCY_VIOLATION:
+                    stuck.append(s)
+                else:
+                    stuck.append(
+                        LicenseState(
+                            s.sku_id,
+                            s.assigned_by_group,
+                            list(s.disabled_plans),
+                            ACTIVE_WITH_ERROR,
+                            DEPENDENCY_VIOLATION,
+                            now_iso(),
+                        )
+                    )
+        return stuck
 
     def _group_error(
         self,
         group: Group,
         user: User,
         others: list[LicenseState],
-        rules: tuple[frozenset[str], dict[str, set[str]]] | None = None,
-    ) -> str:
-        """Why this group's licences cannot be assigned to the user now ("None" if they can).
+        rules: tuple[frozenset[str], dict[str, set[str]], bool] | None = None,
+    ) -> tuple[str | None, set[str]]:
+        """Why this group's licences cannot be assigned to the user now (None if they can),
+        and which SKUs are short of seats (for a CountViolation).
 
         Checked in this order (the order Entra uses is **unverified**): usage location, mutually
-        exclusive SKUs, seats. All-or-nothing: one failing SKU fails the whole group.
+        exclusive SKUs and service plans, seats. All-or-nothing: one failing SKU fails the whole
+        group ("More than one product license assigned to a group").
         """
-        prohibited, exclusive = rules or self._group_rules(group)
+        prohibited, exclusive, plan_rules = rules or self._group_rules(group)
         if prohibited and self.usage_location(user) in prohibited:
-            return PROHIBITED_LOCATION
-        held = {s.sku_id for s in others if s.state == ACTIVE}
+            return PROHIBITED_LOCATION, set()
+        held = {s.sku_id for s in others if s.state in SERVING}
         for sku_id, clash in exclusive.items():
             if clash & held or clash & (group.licenses.keys() - {sku_id}):
-                return MUTUALLY_EXCLUSIVE
+                return MUTUALLY_EXCLUSIVE, set()
+        if plan_rules and self._plan_conflict(
+            self._licence_plans(group.licenses), self._plans(others)
+        ):
+            return MUTUALLY_EXCLUSIVE, set()
         held |= {
-            s.sku_id for s in user.states if s.assigned_by_group == group.id and s.state == ACTIVE
+            s.sku_id
+            for s in user.states
+            if s.assigned_by_group == group.id and s.state in CONSUMING
         }
-        if all(sku in held or self.free(sku) > 0 for sku in group.licenses):
-            return NO_ERROR
-        return COUNT_VIOLATION
+        short = {sku for sku in group.licenses if sku not in held and self.free(sku) <= 0}
+        return (COUNT_VIOLATION if short else NO_ERROR), short
+
+    def _sku_errors(
+        self, error: str | None, short: set[str], skus: Sequence[str]
+    ) -> dict[str, Any]:
+        """Each SKU's error for a failed group assignment (Behaviour.multi_sku_error)."""
+        if error == COUNT_VIOLATION and self.behaviour.multi_sku_error == "short-only":
+            return {k: COUNT_VIOLATION if k in short else OTHER for k in skus}
+        return dict.fromkeys(skus, error)
 
     def _apply_group(
         self,
@@ -598,37 +817,52 @@ class Tenant:
         *,
         retry_errors: bool,
         stamp: str | None = None,
-        rules: tuple[frozenset[str], dict[str, set[str]]] | None = None,
+        rules: tuple[frozenset[str], dict[str, set[str]], bool] | None = None,
     ) -> None:
         states = user.states
         mine = {s.sku_id: s for s in states if s.assigned_by_group == group.id}
         others = [s for s in states if s.assigned_by_group != group.id] if mine else list(states)
+        dropped = [s for k, s in mine.items() if k not in group.licenses]
         if not group.licenses:
             if mine:
-                self._set_states(user, others)
+                self._set_states(user, others + self._removed(user, dropped, others))
             return
-        stuck = next((s.error for s in mine.values() if s.state == ERROR), None)
-        if stuck is not None and not retry_errors:
+        stuck = {k: s.error for k, s in mine.items() if s.state == ERROR and k in group.licenses}
+        if stuck and not retry_errors:
             # Entra does not pick up freed seats for users already in error: reprocess.
-            error = stuck
+            first = (
+                COUNT_VIOLATION if COUNT_VIOLATION in stuck.values() else next(iter(stuck.values()))
+            )
+            errors = {k: stuck.get(k, first) for k in group.licenses}
         else:
-            error = self._group_error(group, user, others, rules)
-        state = ACTIVE if error == NO_ERROR else ERROR
+            error, short = self._group_error(group, user, others, rules)
+            errors = self._sku_errors(error, short, list(group.licenses))
         stamp = stamp or now_iso()
         updated: list[LicenseState] = []
         for sku, plans in group.licenses.items():
+            err = errors[sku]
+            state = ACTIVE if err is None else ERROR
+            if state == ACTIVE and self.skus[sku].capability_status in _SUSPENDED:
+                state = DISABLED
             prev = mine.get(sku)
-            if prev and (prev.state, prev.error, prev.disabled_plans) == (state, error, plans):
+            if prev and (prev.state, prev.error, prev.disabled_plans) == (state, err, plans):
                 updated.append(prev)
             else:
-                updated.append(LicenseState(sku, group.id, list(plans), state, error, stamp))
-        self._set_states(user, others + updated)
+                updated.append(LicenseState(sku, group.id, list(plans), state, err, stamp))
+        kept = others + updated
+        self._set_states(user, kept + self._removed(user, dropped, kept))
 
     def _process_group(self, group: Group) -> None:
         stamp = now_iso()
         rules = self._group_rules(group)
         licenses = list(group.licenses.items())
-        plain = not rules[0] and not rules[1]
+        plain = (
+            not rules[0]
+            and not rules[1]
+            and not rules[2]
+            and self.behaviour.multi_sku_error == "all"
+            and not any(self.skus[k].capability_status in _SUSPENDED for k, _ in licenses)
+        )
         capacity = {
             k: (self.skus[k].enabled_at_load if self._loading else self.skus[k].prepaid["enabled"])
             for k in group.licenses
@@ -642,7 +876,7 @@ class Tenant:
                 # Fast path (first processing of this group for the user, no rules to check):
                 # the same outcome as _apply_group, without its general bookkeeping.
                 if states:
-                    held = {s.sku_id for s in states if s.state == ACTIVE}
+                    held = {s.sku_id for s in states if s.state in CONSUMING}
                     new = [k for k, _ in licenses if k not in held]
                 else:
                     new = all_skus
@@ -745,10 +979,22 @@ class Tenant:
                     "to security groups."
                 )
             add, remove = self._validate_license_change(body)
-            for sku_id in remove:
-                group.licenses.pop(sku_id, None)
+            licenses = {k: v for k, v in group.licenses.items() if k not in remove}
             # Re-adding a SKU only changes its disabledPlans (its position stays).
-            group.licenses.update(add)
+            licenses.update(add)
+            # An add-on needs its prerequisite plan in the same group; refused at once, not
+            # recorded on users ("Manage licenses for products with prerequisites").
+            plans = self._licence_plans(licenses)
+            missing = self._missing_prerequisite(
+                set().union(*plans.values()), set().union(*plans.values())
+            )
+            if missing:
+                raise bad_request(
+                    "License operation failed. Make sure that the group has necessary services "
+                    f"before adding or removing a dependent service. {missing}"
+                )
+            group.licenses.clear()
+            group.licenses.update(licenses)
             self._schedule_processing(group)
             return group
 
@@ -763,7 +1009,14 @@ class Tenant:
                 raise bad_request(
                     "License assignment cannot be done for user with invalid usage location."
                 )
-            held = user.active_skus() - set(remove)
+            # Direct assignments report rule violations at once (400), as the "Identify and
+            # resolve" page says; group assignments record them on users instead.
+            kept_states = [
+                s
+                for s in user.states
+                if not (s.assigned_by_group is None and (s.sku_id in remove or s.sku_id in add))
+            ]
+            held = {s.sku_id for s in kept_states if s.state in SERVING}
             location = str(user.props.get("usageLocation"))
             for sku_id in add:
                 if location in self.skus[sku_id].prohibited_usage_locations:
@@ -776,8 +1029,22 @@ class Tenant:
                     raise bad_request(
                         f"License {sku_id} conflicts with {sorted(clash)[0]}: {MUTUALLY_EXCLUSIVE}."
                     )
+            kept_plans = self._plans(kept_states)
+            added_plans = self._licence_plans(add)
+            conflict = self._plan_conflict(added_plans, kept_plans)
+            if conflict:
+                raise bad_request(f"{conflict}: {MUTUALLY_EXCLUSIVE}.")
+            all_plans = kept_plans.union(*added_plans.values())
+            missing = self._missing_prerequisite(all_plans, all_plans)
+            if missing:
+                raise bad_request(
+                    "License operation failed. Make sure that the user has necessary services "
+                    f"before adding or removing a dependent service. {missing} "
+                    f"({DEPENDENCY_VIOLATION})"
+                )
+            seated = user.active_skus()
             for sku_id in add:
-                if sku_id not in held and self.free(sku_id) <= 0:
+                if sku_id not in seated and self.free(sku_id) <= 0:
                     raise bad_request(
                         f"Subscription with SKU {sku_id} does not have any available licenses."
                     )
@@ -807,7 +1074,8 @@ class Tenant:
             kept = [
                 s for s in user.states if s.assigned_by_group in live or s.assigned_by_group is None
             ]
-            self._set_states(user, kept)
+            gone = [s for s in user.states if s not in kept]
+            self._set_states(user, kept + self._removed(user, gone, kept))
             for group in member_of:
                 self._apply_group(group, user, retry_errors=True)
             return user
@@ -840,8 +1108,11 @@ class Tenant:
             group.discard(mid)
             user = self.users.get(mid)
             if user is not None:
-                # The user loses this group's states; seats free up if no other source is Active.
-                self._set_states(user, [s for s in user.states if s.assigned_by_group != group.id])
+                # The user loses this group's states (seats free up if no other source holds
+                # the SKU), except those another licence depends on: DependencyViolation.
+                kept = [s for s in user.states if s.assigned_by_group != group.id]
+                gone = [s for s in user.states if s.assigned_by_group == group.id]
+                self._set_states(user, kept + self._removed(user, gone, kept))
 
     def add_user(self, raw: Any) -> User:
         with self.lock:
@@ -875,6 +1146,42 @@ class Tenant:
             if not isinstance(enabled, int) or isinstance(enabled, bool) or enabled < 0:
                 raise bad_request("'enabled' must be a non-negative integer.")
             sku.prepaid["enabled"] = enabled
+            return sku
+
+    def set_capability(self, sku_key: str, status: Any) -> Sku:
+        """A subscription's capabilityStatus changes: under Suspended, LockedOut or Deleted its
+        assignments are Disabled (they still count in consumedUnits); back to Enabled or Warning
+        they are Active again. The mapping to Disabled is **unverified**."""
+        allowed = ("Enabled", "Warning", "Suspended", "Deleted", "LockedOut")
+        with self.lock:
+            sku = self.find_sku(sku_key)
+            if sku is None:
+                raise not_found(sku_key)
+            if status not in allowed:
+                raise bad_request(f"'capabilityStatus' must be one of {', '.join(allowed)}.")
+            sku.capability_status = status
+            off = status in _SUSPENDED
+            before, after = (ACTIVE, DISABLED) if off else (DISABLED, ACTIVE)
+            stamp = now_iso()
+            for user in self.users.values():
+                if not any(s.sku_id == sku.sku_id and s.state == before for s in user.states):
+                    continue
+                self._set_states(
+                    user,
+                    [
+                        LicenseState(
+                            s.sku_id,
+                            s.assigned_by_group,
+                            list(s.disabled_plans),
+                            after,
+                            None,
+                            stamp,
+                        )
+                        if s.sku_id == sku.sku_id and s.state == before
+                        else s
+                        for s in user.states
+                    ],
+                )
             return sku
 
     # ---- JSON views ----------------------------------------------------------------------
@@ -917,7 +1224,7 @@ class Tenant:
         if name == "id":
             return user.id
         if name == "assignedLicenses":
-            return user.assigned_licenses()
+            return user.assigned_licenses(self.behaviour.error_sku_in_assigned_licenses)
         if name == "licenseAssignmentStates":
             return [s.to_json() for s in user.states]
         if name == "assignedPlans":
@@ -950,7 +1257,22 @@ class Tenant:
                     "capabilityStatus": sku.capability_status,
                     "prepaidUnits": dict(sku.prepaid),
                     "enabledAtLoad": sku.enabled_at_load,
-                    "servicePlans": copy.deepcopy(sku.service_plans),
+                    "servicePlans": [
+                        {
+                            **plan,
+                            **(
+                                {"mutuallyExclusiveWith": list(sku.plan_conflicts[pid])}
+                                if (pid := plan["servicePlanId"]) in sku.plan_conflicts
+                                else {}
+                            ),
+                            **(
+                                {"prerequisitePlans": list(sku.plan_prerequisites[pid])}
+                                if pid in sku.plan_prerequisites
+                                else {}
+                            ),
+                        }
+                        for plan in copy.deepcopy(sku.service_plans)
+                    ],
                     **copy.deepcopy(sku.extra),
                 }
                 if sku.mutually_exclusive_with:
@@ -1017,7 +1339,12 @@ class Tenant:
             "prepaid": sku.prepaid,
             "enabledAtLoad": sku.enabled_at_load,
             "servicePlans": sku.service_plans,
-            "rules": [sku.mutually_exclusive_with, sku.prohibited_usage_locations],
+            "rules": [
+                sku.mutually_exclusive_with,
+                sku.prohibited_usage_locations,
+                sku.plan_conflicts,
+                sku.plan_prerequisites,
+            ],
         }
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from shared.settings import Settings
 from shared.store import TableStore
 
 DEMO_TENANT = ROOT / "simulator" / "tenants" / "demo.json"
+# Licence processing after a 202 takes this long in every world unless a test sets its own
+# --processing-delay-s (Entra takes minutes to hours; what matters is that it is not instant).
+PROCESSING_DELAY_S = 0.3
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +60,25 @@ class World:
     def group(self, name: str) -> dict[str, Any]:
         return next(g for g in self.state()["groups"] if g["displayName"] == name)
 
+    def wait_for_processing(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Wait, as an admin would, until Entra has processed every group (each group's
+        licenseProcessingState is ProcessingComplete); returns the tenant state then."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.state()
+            pending = [
+                g["displayName"]
+                for g in state["groups"]
+                if g["licenseProcessingState"]["state"] != "ProcessingComplete"
+            ]
+            if not pending:
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"licence processing still pending after {timeout_s} s: {pending}"
+                )
+            time.sleep(0.05)
+
 
 @pytest.fixture
 def world_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
@@ -72,9 +95,8 @@ def world_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
             path.write_text(json.dumps(tenant))
             tenant = path
         if "--processing-delay-s" not in sim_args:
-            # Graph assigns a group's licences after answering assignLicense: so does every
-            # end-to-end test's simulator, briefly (a test sets its own delay to wait longer).
-            sim_args = (*sim_args, "--processing-delay-s", "0.05")
+            # Asynchronous by default, as in Entra: a 202 from assignLicense means "later".
+            sim_args = ("--processing-delay-s", str(PROCESSING_DELAY_S), *sim_args)
         sim = Simulator(tenant, extra_args=sim_args).start()
         started.append(sim)
         if isinstance(policy, str):

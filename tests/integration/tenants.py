@@ -87,6 +87,7 @@ class TenantBuilder:
         members: list[str],
         licenses: list[dict[str, Any]] | None = None,
         security: bool = True,
+        visibility: str | None = None,
     ) -> str:
         gid = _id("group", len(self.groups))
         self.groups.append(
@@ -99,6 +100,7 @@ class TenantBuilder:
                 "extensions": {EXT: profile} if profile else {},
                 "assignedLicenses": licenses or [],
                 "members": members,
+                **({"visibility": visibility} if visibility else {}),
             }
         )
         return gid

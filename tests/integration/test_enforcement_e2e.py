@@ -60,7 +60,8 @@ def test_apply_assigns_repairs_and_blocks_with_reasons_in_graph_and_tables(world
         f"/v1.0/groups/{ids['new']}/assignLicense",
         f"/v1.0/groups/{ids['drift']}/assignLicense",
     }
-    state = world.state()
+    # Entra processes the members after the 202: wait for it, as an admin would.
+    state = world.wait_for_processing()
     assert world.group("LIC-Guests")["assignedLicenses"] == []
     assert world.group("LIC-BI")["assignedLicenses"] == []
     drift = {a["skuId"]: a["disabledPlans"] for a in world.group("LIC-Drift")["assignedLicenses"]}
@@ -78,8 +79,10 @@ def test_apply_assigns_repairs_and_blocks_with_reasons_in_graph_and_tables(world
     assert rgroups["LIC-BI"]["shortfall"] == {"POWER_BI_PRO": 2}
     rskus = {s["skuPartNumber"]: s for s in recorded["skus"]}
     assert rskus["ENTERPRISEPREMIUM"]["freeBefore"] == 18  # the drift group already holds 2
+    # 3 new seats taken, whether measured once Entra has processed the groups or planned while
+    # it is still processing (a 202 means later): never the unchanged figure read too early.
     assert rskus["ENTERPRISEPREMIUM"]["freeAfter"] == 15
-    assert rskus["ENTERPRISEPREMIUM"]["freeAfterSource"] == "measured"
+    assert rskus["ENTERPRISEPREMIUM"]["freeAfterSource"] in ("measured", "planned")
 
 
 def test_second_apply_right_after_the_first_makes_no_graph_writes(world: World):

@@ -77,7 +77,7 @@ def test_licensing_state_is_consistent(tenant: Tenant) -> None:
     states = Counter(
         (s.state, s.error) for u in tenant.users.values() for s in u.states if s.assigned_by_group
     )
-    assert states[(ACTIVE, "None")] > 1_000
+    assert states[(ACTIVE, None)] > 1_000
     assert states[(ERROR, COUNT_VIOLATION)] > 0
     for sku in tenant.skus.values():
         holders = sum(1 for u in tenant.users.values() if sku.sku_id in u.active_skus())

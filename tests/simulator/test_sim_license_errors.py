@@ -41,7 +41,7 @@ def test_mutually_exclusive_skus_fail_the_whole_group() -> None:
             PBI: ("Error", "MutuallyExclusiveViolation"),
             EMS: ("Error", "MutuallyExclusiveViolation"),
         }
-        assert _states(client, 3)[PBI] == ("Active", "None")  # user 3 holds no E5
+        assert _states(client, 3)[PBI] == ("Active", None)  # user 3 holds no E5
         errors = client.get(f"/v1.0/groups/{gid(2)}/membersWithLicenseErrors?$select=id")
         assert [m["id"] for m in errors.json["value"]] == [uid(1)]
         # Direct assignment of a conflicting SKU is refused outright.
@@ -63,7 +63,7 @@ def test_prohibited_usage_location_and_tenant_default() -> None:
         client = Client(server)
         body = {"addLicenses": [{"skuId": PBI}], "removeLicenses": []}
         assert client.post(f"/v1.0/groups/{gid(2)}/assignLicense", body).status == 202
-        assert _states(client, 3) == {PBI: ("Active", "None")}
+        assert _states(client, 3) == {PBI: ("Active", None)}
         assert _states(client, 4) == {PBI: ("Error", "ProhibitedInUsageLocationViolation")}
         assert _states(client, 5) == {PBI: ("Error", "ProhibitedInUsageLocationViolation")}
         user5 = client.get(f"/v1.0/users/{uid(5)}?$select=usageLocation").json
