@@ -82,9 +82,11 @@ async def nightly_enforcement(timer: func.TimerRequest) -> None:
     s = settings()
     report = await execute_run(s, s.timer_mode, "timer")
     log.info("run %s (%s) ended %s", report.run_id, report.mode, report.status)
-    if report.status == "failed":
-        # Surface the failure to the Functions host (retries, failure metrics); the run is recorded.
-        raise RuntimeError(f"run {report.run_id} failed: {report.error}")
+    if report.status in ("failed", "refused"):
+        # Surface it to the Functions host (failure metrics, alert rules on failed executions):
+        # a refused nightly run enforced nothing. The run is recorded and the run-problem mailed.
+        reason = report.error if report.status == "failed" else report.refused_reason
+        raise RuntimeError(f"run {report.run_id} {report.status}: {reason}")
 
 
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -97,7 +99,12 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
     store = TableStore.from_settings(s)
     if request.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
         report = await execute_run(
-            s, request.mode, "http", group_ids=request.group_ids, store=store
+            s,
+            request.mode,
+            "http",
+            group_ids=request.group_ids,
+            store=store,
+            requested_by=principal.name if principal else "",
         )
         ok = report.status in ("succeeded", "partial", "refused")
         return _json(report.summary(), 200 if ok else 500)

@@ -260,6 +260,7 @@ async def work_queued_run(settings: Settings, text: str, **kwargs: Any) -> RunRe
         group_ids=list(message.group_ids) if message.group_ids else None,
         store=store,
         run_id=message.run_id,
+        requested_by=message.requested_by,
         **kwargs,
     )
 

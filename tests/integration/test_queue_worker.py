@@ -15,7 +15,7 @@ import function_app
 from localdev.services import Azurite
 from shared.queue import RunQueue, queue_client
 from tests.integration.conftest import World
-from tests.integration.test_function_app import app_world, get_run, post_run
+from tests.integration.test_function_app import app_world, get_run, post_run, principal
 
 __all__ = ["app_world"]  # the fixture, shared with the function_app tests
 
@@ -89,3 +89,16 @@ def test_malformed_messages_are_dropped_without_a_run(app_world: World, queued: 
     assert app_world.requests() == []
     app_world.store.ensure_tables()
     assert app_world.store.list_runs(5) == []
+
+
+def test_the_caller_who_queued_a_run_is_kept_on_it_after_the_worker_ran_it(
+    app_world: World, queued: QueueClient, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "true")  # App Service Authentication vouches
+    caller = {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator", name="kim@contoso.com")}
+    run_id = body(post_run({"mode": "plan"}, caller))["runId"]
+    assert body(get_run(run_id))["requestedBy"] == "kim@contoso.com"  # while queued
+    deliver(queued)
+    finished = body(get_run(run_id))
+    assert finished["status"] == "succeeded"
+    assert finished["requestedBy"] == "kim@contoso.com"
