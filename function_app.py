@@ -122,7 +122,11 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
     arg_name="msg", queue_name="%LICENSING_RUN_QUEUE%", connection="AzureWebJobsStorage"
 )
 async def run_worker(msg: func.QueueMessage) -> None:
-    report = await api.work_queued_run(settings(), msg.get_body().decode("utf-8", "replace"))
+    # Raising lets the host retry; after maxDequeueCount (host.json) it moves the message to
+    # "<queue>-poison". dequeue_count tells the worker which delivery this is.
+    report = await api.work_queued_run(
+        settings(), msg.get_body().decode("utf-8", "replace"), attempt=msg.dequeue_count or 1
+    )
     if report is not None:
         log.info("queued run %s ended %s", report.run_id, report.status)
 

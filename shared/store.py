@@ -349,6 +349,25 @@ class TableStore:
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # taken over after expiry, or already gone: not ours to delete
 
+    def note_poisoned(self, run_id: str, queue: str, note: str) -> None:
+        """Say on the run's row that its message goes to the poison queue `queue`; a run still
+        open is closed as failed (nothing will run it now)."""
+        table = self.table("runs")
+        try:
+            entity = table.get_entity(RUN_PARTITION, run_row_key(run_id))
+        except (ResourceNotFoundError, ValueError):
+            return
+        error = str(entity.get("Error") or "")
+        patch = {
+            "PartitionKey": RUN_PARTITION,
+            "RowKey": entity["RowKey"],
+            "PoisonQueue": queue,
+            "Error": clip(f"{error} {note}".strip()),
+        }
+        if entity.get("Status") in ("queued", "running"):
+            patch.update(Status="failed", FinishedAt=datetime.now(UTC).isoformat())
+        table.update_entity(patch, mode=UpdateMode.MERGE)
+
     def run_is_alive(self, run_id: str, now: datetime) -> bool:
         """True while the run's liveness row is unexpired (its worker renews it while it works)."""
         state = self.lease_state(LIVENESS_PREFIX + run_id)
