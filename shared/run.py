@@ -197,7 +197,7 @@ class LeaseGuard:
             if self.lost:
                 return False
             now = datetime.now(UTC)
-            for name, generation in self.leases.items():
+            for name, generation in list(self.leases.items()):
                 try:
                     expires = await asyncio.to_thread(
                         self.store.renew_lease, self.holder, generation, self.ttl, now, name
