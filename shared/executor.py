@@ -49,7 +49,10 @@ class WriteGuard(Protocol):
     async def still_holds(self) -> bool: ...
 
 
-LEASE_LOST = "lease lost: another run holds the tenant's run lease now; nothing written"
+LEASE_LOST = (
+    "lease lost: the run could not confirm it still holds the tenant's run lease (another run "
+    "took it over, or storage did not answer); nothing written for this group"
+)
 
 
 async def apply_plan(
