@@ -97,9 +97,11 @@ async def nightly_enforcement(timer: func.TimerRequest) -> None:
     s = settings()
     report = await execute_run(s, s.timer_mode, "timer")
     log.info("run %s (%s) ended %s", report.run_id, report.mode, report.status)
-    if report.status == "failed":
-        # Surface the failure to the Functions host (retries, failure metrics); the run is recorded.
-        raise RuntimeError(f"run {report.run_id} failed: {report.error}")
+    if report.status in ("failed", "refused"):
+        # Surface it to the Functions host (failure metrics, alert rules on failed executions):
+        # a refused nightly run enforced nothing. The run is recorded and the run-problem mailed.
+        reason = report.error if report.status == "failed" else report.refused_reason
+        raise RuntimeError(f"run {report.run_id} {report.status}: {reason}")
 
 
 @app.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -113,7 +115,12 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
     store = TableStore.from_settings(s)
     if request.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
         report = await execute_run(
-            s, request.mode, "http", group_ids=request.group_ids, store=store
+            s,
+            request.mode,
+            "http",
+            group_ids=request.group_ids,
+            store=store,
+            requested_by=principal.name if principal else "",
         )
         summary = report.summary()
         api.check_some_requested_group_tagged(request, summary)
@@ -135,7 +142,11 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
     arg_name="msg", queue_name="%LICENSING_RUN_QUEUE%", connection="AzureWebJobsStorage"
 )
 async def run_worker(msg: func.QueueMessage) -> None:
-    report = await api.work_queued_run(settings(), msg.get_body().decode("utf-8", "replace"))
+    # Raising lets the host retry; after maxDequeueCount (host.json) it moves the message to
+    # "<queue>-poison". dequeue_count tells the worker which delivery this is.
+    report = await api.work_queued_run(
+        settings(), msg.get_body().decode("utf-8", "replace"), attempt=msg.dequeue_count or 1
+    )
     if report is not None:
         log.info("queued run %s ended %s", report.run_id, report.status)
 

@@ -210,7 +210,11 @@ def open_conditions(
                 min_age=timedelta(hours=cfg.stuck_processing_hours),
             )
 
-    if status in ("failed", "partial"):
+    # A refused nightly apply did not enforce anything: a run problem too (an HTTP caller sees
+    # the refusal in the answer).
+    if status in ("failed", "partial") or (
+        status == "refused" and summary.get("trigger") == "timer"
+    ):
         unknown = [g["displayName"] for g in groups if g["decision"] == "unknown"]
         failed = [g["displayName"] for g in groups if g.get("outcome") == "failed"]
         grant = sorted({p for g in groups for p in g.get("missingPermissions") or ()})
@@ -230,7 +234,7 @@ def open_conditions(
             2 if status == "failed" else 1,
             (
                 ("Status", status),
-                ("Error", summary.get("error") or ""),
+                ("Error", summary.get("error") or summary.get("refusedReason") or ""),
                 ("Groups not read", ", ".join(unknown) or "none"),
                 ("Writes failed", ", ".join(failed) or "none"),
                 *((("Permissions to grant", ", ".join(grant)),) if grant else ()),

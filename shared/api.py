@@ -23,7 +23,14 @@ from shared.credentials import credential_for
 from shared.errors import GraphReadError
 from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
 from shared.graph import GraphClient, required_roles
-from shared.queue import GUID_RE, RUN_ID_RE, RunMessage, RunQueue
+from shared.queue import (
+    GUID_RE,
+    MAX_DEQUEUE_COUNT,
+    RUN_ID_RE,
+    RunMessage,
+    RunQueue,
+    poison_queue_name,
+)
 from shared.run import RunReport, execute_run, read_run
 from shared.settings import Mode, Settings
 from shared.store import TableStore, clip, new_run_id
@@ -311,27 +318,68 @@ def queue_run(
     return run_id
 
 
-async def work_queued_run(settings: Settings, text: str, **kwargs: Any) -> RunReport | None:
-    """The queue worker: run a queued run once. None: nothing to do (bad or repeated message)."""
+async def work_queued_run(
+    settings: Settings, text: str, *, attempt: int = 1, **kwargs: Any
+) -> RunReport | None:
+    """The queue worker: run a queued run once. None: nothing to do (bad or repeated message).
+
+    attempt: the message's delivery count (the host's dequeueCount). A message no retry can fix
+    goes to the poison queue at once; on the last delivery a failure is noted on the run row
+    (the host then moves the message to the poison queue). A redelivered message whose run was
+    left `running` by a worker that died closes that run as failed."""
+    poison = poison_queue_name(settings.run_queue)
     try:
         message = RunMessage.from_json(text)
-    except ValueError as exc:
-        log.error("dropped a malformed run message: %s", exc)  # retrying cannot fix it
+    except ValueError as exc:  # retrying cannot fix it: straight to the poison queue
+        log.error("a malformed run message goes to %s: %s", poison, exc)
+        await asyncio.to_thread(RunQueue.from_env(poison).send_text, text)
         return None
     store: TableStore = kwargs.pop("store", None) or TableStore.from_settings(settings)
     claimed = await asyncio.to_thread(store.claim_queued_run, message.run_id)
     if not claimed:
-        log.warning("run %s is not queued (already taken or unknown): skipped", message.run_id)
+        await asyncio.to_thread(_close_if_abandoned, store, message.run_id, attempt)
         return None
-    return await execute_run(
-        settings,
-        message.mode,
-        "http",
-        group_ids=list(message.group_ids) if message.group_ids else None,
-        store=store,
-        run_id=message.run_id,
-        **kwargs,
-    )
+    try:
+        return await execute_run(
+            settings,
+            message.mode,
+            "http",
+            group_ids=list(message.group_ids) if message.group_ids else None,
+            store=store,
+            run_id=message.run_id,
+            requested_by=message.requested_by,
+            **kwargs,
+        )
+    except Exception as exc:
+        if attempt >= MAX_DEQUEUE_COUNT:
+            note = (
+                f"delivery {attempt} of {MAX_DEQUEUE_COUNT} failed ({type(exc).__name__}: {exc}); "
+                f"the Functions host moves its message to the queue {poison} "
+                "(docs/runbook.md: poison messages)"
+            )
+            try:
+                await asyncio.to_thread(store.note_poisoned, message.run_id, poison, note)
+            except Exception as note_exc:  # storage down: the run stays open until swept
+                log.error("run %s: could not note the poison queue: %s", message.run_id, note_exc)
+        raise  # the host retries the message, then moves it to the poison queue
+
+
+def _close_if_abandoned(store: TableStore, run_id: str, attempt: int) -> None:
+    """A delivery found its run already taken: fine while that worker lives; if it died (no live
+    liveness row), close the run as failed rather than leave it `running` forever."""
+    row = store.get_run(run_id)
+    status = row.get("Status") if row else None
+    if status == "running" and not store.run_is_alive(run_id, datetime.now(UTC)):
+        store.close_run(
+            run_id,
+            ("running",),
+            f"the worker running it stopped before it finished; delivery {attempt} of its queue "
+            "message found it abandoned. Groups it had not recorded were not changed by it, or "
+            "are checked again by later runs; start it again if it is still wanted.",
+        )
+        log.error("run %s was abandoned by its worker: closed as failed", run_id)
+        return
+    log.warning("run %s is %s (not queued): message skipped", run_id, status or "unknown")
 
 
 # -- status -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 from shared.graph import REQUIRED_PERMISSIONS, GraphClient, describe_graph_error
 from shared.planner import Decision, GroupPlan, Plan
@@ -41,11 +42,30 @@ def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
     )
 
 
-async def apply_plan(plan: Plan, graph: GraphClient, max_concurrency: int) -> dict[str, Outcome]:
+class WriteGuard(Protocol):
+    """Whether the run may still write (it holds the tenant's run lease); see shared/run.py."""
+
+    lost: str | None
+
+    async def still_holds(self) -> bool: ...
+
+
+LEASE_LOST = (
+    "lease lost: the run could not confirm it still holds the tenant's run lease (another run "
+    "took it over, or storage did not answer); nothing written for this group"
+)
+
+
+async def apply_plan(
+    plan: Plan, graph: GraphClient, max_concurrency: int, guard: WriteGuard | None = None
+) -> dict[str, Outcome]:
+    """Each group's writes; with `guard`, only while it confirms the run still holds the lease."""
     gate = asyncio.Semaphore(max_concurrency)
 
     async def one(group: GroupPlan) -> tuple[str, Outcome]:
         async with gate:
+            if guard is not None and not await guard.still_holds():
+                return group.group_id, Outcome("not-applied", LEASE_LOST)
             return group.group_id, await _apply_group(group, graph)
 
     results = await asyncio.gather(*(one(g) for g in plan.changes))

@@ -21,6 +21,9 @@ from shared.errors import ConfigurationError
 from shared.settings import Mode
 
 QUEUE_CONNECTION = "AzureWebJobsStorage"  # the queue trigger's `connection`
+# host.json extensions.queues.maxDequeueCount: after this many failed deliveries the Functions
+# host moves a message to "<queue>-poison" (a test checks the two agree).
+MAX_DEQUEUE_COUNT = 5
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
@@ -89,6 +92,12 @@ def queue_client(queue_name: str, env: Mapping[str, str] | None = None) -> Queue
     )
 
 
+def poison_queue_name(queue_name: str) -> str:
+    """Where the Functions host (and the worker, for a message no retry can fix) puts a message
+    it gives up on."""
+    return f"{queue_name}-poison"
+
+
 class RunQueue:
     def __init__(self, client: QueueClient) -> None:
         self.client = client
@@ -98,8 +107,11 @@ class RunQueue:
         return cls(queue_client(queue_name, env))
 
     def send(self, message: RunMessage) -> None:
+        self.send_text(message.to_json())
+
+    def send_text(self, text: str) -> None:
         try:
             self.client.create_queue()
         except ResourceExistsError:
             pass
-        self.client.send_message(message.to_json())
+        self.client.send_message(text)

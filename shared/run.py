@@ -30,7 +30,15 @@ from shared.model import Sku
 from shared.planner import Decision, Plan, make_plan
 from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
 from shared.settings import Mode, Settings
-from shared.store import TableStore, as_json, clip, new_run_id
+from shared.store import (
+    LEASE_ROW,
+    LIVENESS_PREFIX,
+    RunRowChanged,
+    TableStore,
+    as_json,
+    clip,
+    new_run_id,
+)
 from shared.telemetry import (
     SPAN_ALERT,
     SPAN_APPLY,
@@ -70,6 +78,8 @@ class RunReport:
     graph_writes: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     limited_to: tuple[str, ...] = ()  # the groupIds the run was limited to; () = every group
+    requested_by: str = ""
+    row_etag: str | None = None  # of the run row as this run last wrote it (conditional writes)
 
     def group_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -130,6 +140,7 @@ class RunReport:
             "runId": self.run_id,
             "mode": self.mode,
             "trigger": self.trigger,
+            "requestedBy": self.requested_by,
             "status": self.status,
             "startedAt": self.started_at.isoformat(),
             "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
@@ -150,21 +161,152 @@ class RunReport:
         }
 
 
-LEASE_TTL = timedelta(minutes=45)  # longer than host.json's functionTimeout (30 min)
+# Renewed every LEASE_TTL / 3 while the run works, so the TTL need not outlast the function
+# timeout: it bounds how long a crashed run blocks the next one.
+LEASE_TTL = timedelta(minutes=10)
+STALE_AFTER = timedelta(minutes=5)  # a claimed run with no live liveness row by then has died
+# A queued run not started by then never will be: the host gives a message maxDequeueCount (5)
+# deliveries of at most functionTimeout (30 min) each before it moves it to the poison queue.
+QUEUED_FOR_TOO_LONG = timedelta(hours=3)
+ABANDONED = (
+    "the run stopped before it finished (its worker stopped, its lease expired); a later run took "
+    "over. Groups it had not recorded were not changed by it, or are checked again by later runs."
+)
+
+
+class LeaseGuard:
+    """The leases a run holds (its liveness row; for an apply also the tenant's apply lease),
+    renewed on a timer while it works. The executor asks `still_holds()` before each group's
+    writes: a run that lost the apply lease (taken over after it expired) writes nothing more."""
+
+    def __init__(
+        self,
+        store: TableStore,
+        holder: str,
+        leases: dict[str, int],
+        ttl: timedelta,
+        renew_every: timedelta | None = None,
+    ) -> None:
+        self.store, self.holder, self.ttl = store, holder, ttl
+        self.leases = dict(leases)  # row name -> generation (the fencing token)
+        self.renew_every = renew_every or ttl / 3
+        self.expires = datetime.now(UTC) + ttl
+        self.lost: str | None = None  # why the run no longer holds the apply lease
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def renew(self) -> bool:
+        """Renew every lease; False once the apply lease is lost (it stays lost)."""
+        async with self._lock:
+            if self.lost:
+                return False
+            now = datetime.now(UTC)
+            for name, generation in list(self.leases.items()):
+                try:
+                    expires = await asyncio.to_thread(
+                        self.store.renew_lease, self.holder, generation, self.ttl, now, name
+                    )
+                except Exception as exc:  # storage unreachable: unknown, so not confirmed
+                    log.warning("run %s could not renew its lease %s: %s", self.holder, name, exc)
+                    if name == LEASE_ROW and now >= self.expires:
+                        return False  # not lost (yet), but no longer known to be ours
+                    continue
+                if expires is None and name == LEASE_ROW:
+                    state = await asyncio.to_thread(self.store.lease_state, name)
+                    self.lost = (
+                        f"the run lost the tenant's run lease to {state.get('Holder')}"
+                        if state
+                        else "the run's lease was removed"
+                    ) + " (its lease expired before it was renewed)"
+                    log.error("run %s: %s; it stops writing", self.holder, self.lost)
+                    return False
+                if expires is not None and name == LEASE_ROW:
+                    self.expires = expires
+            return True
+
+    async def still_holds(self) -> bool:
+        """True when the apply lease is confirmed ours right now (checked in storage)."""
+        if self.lost:
+            return False
+        now = datetime.now(UTC)
+        try:
+            state = await asyncio.to_thread(self.store.lease_state, LEASE_ROW)
+        except Exception as exc:
+            log.warning("run %s could not read its lease: %s", self.holder, exc)
+            return False
+        state = state or {}
+        expires = state.get("ExpiresAt")
+        ours = state.get("Holder") == self.holder and int(
+            state.get("Generation") or 0
+        ) == self.leases.get(LEASE_ROW)
+        if ours and isinstance(expires, datetime) and expires > now:
+            return True
+        return await self.renew()  # expired but nobody took it: renew (conditional) or lose it
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every.total_seconds())
+            await self.renew()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._renew_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for name in self.leases:
+            try:
+                await asyncio.to_thread(self.store.release_lease, self.holder, name)
+            except Exception as exc:  # it expires on its own
+                log.warning("run %s could not release lease %s: %s", self.holder, name, exc)
 
 
 def _close_abandoned_run(store: TableStore, run_id: str) -> None:
-    """A run whose lease expired never finished (its process stopped): say so on its row."""
-    entity = store.get_run(run_id)
-    if entity is None or entity.get("Status") not in ("running", "queued"):
-        return
-    row = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
-    row["Status"] = "failed"
-    row["Error"] = (
-        "the run stopped before it finished (its lease expired); a later run took over. "
-        "Groups it had not recorded were not changed by it, or are checked again by later runs."
-    )
-    store.put_run(row)
+    """A run whose lease expired never finished (its process stopped): say so on its row.
+
+    Conditional on the row as read: if the old run records itself meanwhile, its record stands."""
+    store.close_run(run_id, ("running", "queued"), ABANDONED)
+
+
+def _close_dead_runs(store: TableStore, current: str, now: datetime) -> None:
+    """Close rows whose worker died: `running` with no live liveness row, `queued` for too long.
+
+    Every run does this when it starts, so nothing stays `running` or `queued` forever."""
+    for row in store.list_runs(50):
+        run_id, status = str(row.get("RunId")), row.get("Status")
+        if run_id == current or status not in ("running", "queued"):
+            continue
+        started = _when(row.get("ClaimedAt")) or _when(row.get("StartedAt"))
+        if started is None:
+            continue
+        if status == "queued" and now - started > QUEUED_FOR_TOO_LONG:
+            store.close_run(
+                run_id,
+                ("queued",),
+                f"the run never started: it was queued at {_iso(row.get('StartedAt'))} and no "
+                f"worker took it within {QUEUED_FOR_TOO_LONG} (its message was lost or moved to "
+                "the poison queue; see docs/runbook.md). Start it again if it is still wanted.",
+            )
+        elif (
+            status == "running"
+            and now - started > STALE_AFTER
+            and not store.run_is_alive(run_id, now)
+        ):
+            store.close_run(run_id, ("running",), ABANDONED)
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _iso(value: Any) -> str:
@@ -274,7 +416,7 @@ def run_scope(
 
 
 def _finish_status(report: RunReport) -> Status:
-    if report.plan is None:
+    if report.plan is None or report.status == "failed":
         return "failed"
     if report.refused_reason:
         return "refused"
@@ -295,11 +437,16 @@ async def execute_run(
     meter_provider: MeterProvider | None = None,
     progress: ProgressCallback | None = None,
     run_id: str | None = None,
+    requested_by: str = "",
+    lease_ttl: timedelta = LEASE_TTL,
+    lease_renew_every: timedelta | None = None,
 ) -> RunReport:
     """Run once and record it. Raises only when the run cannot even be recorded (storage down).
 
     run_id: a pre-made id (a queued run recorded before it starts); default: a new one.
     progress: called with ProgressEvents (members read, decided, writes applied).
+    requested_by: who asked for the run (the HTTP caller), kept on its row.
+    lease_ttl, lease_renew_every: the leases' lifetime and renewal period (default TTL / 3).
     """
     tracer = get_tracer(tracer_provider)
     run_metrics = RunMetrics(meter_provider)
@@ -312,6 +459,7 @@ async def execute_run(
         now,
         policy_file=str(settings.policy_path),
         limited_to=tuple(group_ids or ()),
+        requested_by=requested_by,
     )
     with tracer.start_as_current_span(
         SPAN_RUN,
@@ -323,20 +471,33 @@ async def execute_run(
     ) as span:
         store = store or TableStore.from_settings(settings)
         await asyncio.to_thread(store.ensure_tables)
-        await asyncio.to_thread(store.put_run, _run_entity(report))
-        lease = await asyncio.to_thread(store.acquire_lease, report.run_id, LEASE_TTL, now)
-        if not lease.acquired:
-            report.status = "refused"
-            report.refused_reason = (
-                f"another run ({lease.holder}) is in progress on this tenant; its lease "
-                f"expires at {_iso(lease.expires_at)} if it never finishes"
-            )
-            await _record(store, report, None)
-            span.set_attribute("licensing.status", report.status)
-            return report
-        if lease.taken_over_from:
-            await asyncio.to_thread(_close_abandoned_run, store, lease.taken_over_from)
+        report.row_etag = await asyncio.to_thread(store.put_run, _run_entity(report))
+        # Every run keeps a liveness row while it works; only an apply (which writes to Graph)
+        # takes the tenant's apply lease, so a plan never makes the nightly apply refused.
+        alive = await asyncio.to_thread(
+            store.acquire_lease, report.run_id, lease_ttl, now, LIVENESS_PREFIX + report.run_id
+        )
+        leases = {LIVENESS_PREFIX + report.run_id: alive.generation}
+        guard = LeaseGuard(store, report.run_id, leases, lease_ttl, lease_renew_every)
+        guard.start()
         try:
+            if mode == "apply":
+                lease = await asyncio.to_thread(store.acquire_lease, report.run_id, lease_ttl, now)
+                if not lease.acquired:
+                    report.status = "refused"
+                    report.refused_reason = (
+                        f"another run ({lease.holder}) is in progress on this tenant; its lease "
+                        f"expires at {_iso(lease.expires_at)} if it never finishes"
+                    )
+                    await _alert_refused(report, settings, store, credential, tracer)
+                    await _record(store, report, None)
+                    span.set_attribute("licensing.status", report.status)
+                    return report
+                guard.leases[LEASE_ROW] = lease.generation
+                guard.expires = lease.expires_at
+                if lease.taken_over_from:
+                    await asyncio.to_thread(_close_abandoned_run, store, lease.taken_over_from)
+            await asyncio.to_thread(_close_dead_runs, store, report.run_id, now)
             return await _execute_leased(
                 report,
                 settings,
@@ -349,9 +510,44 @@ async def execute_run(
                 credential=credential,
                 group_ids=group_ids,
                 progress=progress,
+                guard=guard,
             )
         finally:
-            await asyncio.to_thread(store.release_lease, report.run_id)
+            await guard.stop()
+
+
+async def _alert_refused(
+    report: RunReport,
+    settings: Settings,
+    store: TableStore,
+    credential: TokenCredential | None,
+    tracer: Tracer,
+) -> None:
+    """A timer apply refused for the lease is a run problem operators hear of (mail)."""
+    if report.trigger != "timer" or not settings.alert_mailbox:
+        return
+    graph: GraphClient | None = None
+    try:
+        graph = GraphClient(
+            credential or credential_for(settings, required_roles()), settings.graph_base_url
+        )
+        with tracer.start_as_current_span(SPAN_ALERT):
+            report.alerts = await alerts_mod.process_alerts(
+                # A refused run read nothing: its scope covers nothing, so it resolves nothing.
+                report,
+                "refused",
+                settings,
+                graph,
+                store,
+                None,
+                None,
+                alerts_mod.RunScope(),
+            )
+    except Exception as exc:  # the refusal is recorded and fails the timer either way
+        log.warning("run %s: the refused-run alert could not be processed: %s", report.run_id, exc)
+    finally:
+        if graph is not None:
+            await graph.close()
 
 
 async def _execute_leased(
@@ -367,6 +563,7 @@ async def _execute_leased(
     credential: TokenCredential | None,
     group_ids: list[str] | None,
     progress: ProgressCallback | None,
+    guard: LeaseGuard,
 ) -> RunReport:
     """The run proper, while it holds the lease: read, plan, (apply), alert, record."""
     graph: InstrumentedGraphClient | None = None
@@ -403,10 +600,13 @@ async def _execute_leased(
                         graph.start_apply(report.plan)
                         try:
                             report.outcomes = await apply_plan(
-                                report.plan, graph, settings.max_concurrency
+                                report.plan, graph, settings.max_concurrency, guard
                             )
                         finally:
                             graph.end_apply(report.outcomes)
+                    if guard.lost:  # stopped writing: said on the run and on each group left
+                        report.status = "failed"
+                        report.error = f"{guard.lost}; it stopped writing"
                     report.skus_after = await measure_after_writes(
                         graph, report, settings.measure_wait_s
                     )
@@ -473,8 +673,18 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
         for s in report.sku_rows()
     ]
     await asyncio.to_thread(store.put_sku_snapshots, report.run_id, snapshot_rows)
-    # The run row last: a run marked finished has all its rows.
-    await asyncio.to_thread(store.put_run, _run_entity(report))
+    # The run row last: a run marked finished has all its rows. Conditional on the row this run
+    # wrote: if another run closed it meanwhile (this one lost its lease), that closure stands.
+    try:
+        report.row_etag = await asyncio.to_thread(
+            store.put_run, _run_entity(report), report.row_etag
+        )
+    except RunRowChanged:
+        log.error(
+            "run %s: its row was closed by another run meanwhile; this late record is dropped "
+            "(its groups' results are kept under its run id)",
+            report.run_id,
+        )
 
 
 def _flatten(row: dict[str, Any]) -> dict[str, Any]:
@@ -497,6 +707,7 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
         "RunId": report.run_id,
         "Mode": report.mode,
         "Trigger": report.trigger,
+        "RequestedBy": clip(report.requested_by),
         "Status": report.status,
         "StartedAt": s["startedAt"],
         "FinishedAt": s["finishedAt"],
@@ -531,6 +742,7 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         "runId": entity["RunId"],
         "mode": entity["Mode"],
         "trigger": entity["Trigger"],
+        "requestedBy": entity.get("RequestedBy") or "",
         "status": entity["Status"],
         "startedAt": entity["StartedAt"],
         "finishedAt": entity.get("FinishedAt"),

@@ -31,7 +31,8 @@ BATCH_LIMIT = 100  # operations per transaction
 RUN_PARTITION = "run"
 ALERT_PARTITION = "alert"
 LEASE_PARTITION = "lease"  # in the runs table; list_runs reads only the "run" partition
-LEASE_ROW = "enforcement"
+LEASE_ROW = "enforcement"  # the apply lease: one apply run per tenant at a time
+LIVENESS_PREFIX = "alive-"  # + run id: every run's own heartbeat row, in the lease partition
 _EPOCH_MAX = 99_999_999_999
 
 
@@ -69,6 +70,11 @@ class Lease:
     holder: str  # who holds it now
     expires_at: Any
     taken_over_from: str | None = None  # the holder of an expired lease we took over
+    generation: int = 0  # fencing token: +1 at every acquisition, kept by renewals
+
+
+class RunRowChanged(Exception):
+    """A conditional run-row write found the row changed by someone else (it is not ours now)."""
 
 
 class TableStore:
@@ -106,9 +112,24 @@ class TableStore:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def put_run(self, entity: dict[str, Any]) -> None:
+    def put_run(self, entity: dict[str, Any], etag: str | None = None) -> str:
+        """Write a run row; returns its new ETag. With `etag`: only if nobody changed the row since
+        (RunRowChanged otherwise), so a run's late record cannot overwrite another run's closure."""
         row = {"PartitionKey": RUN_PARTITION, "RowKey": run_row_key(entity["RunId"]), **entity}
-        self.table("runs").upsert_entity(row, mode=UpdateMode.REPLACE)
+        table = self.table("runs")
+        if etag is None:
+            meta = table.upsert_entity(row, mode=UpdateMode.REPLACE)
+        else:
+            try:
+                meta = table.update_entity(
+                    row,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError) as exc:
+                raise RunRowChanged(entity["RunId"]) from exc
+        return str(meta.get("etag", ""))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         try:
@@ -201,6 +222,7 @@ class TableStore:
         if entity.get("Status") != "queued":
             return False
         entity["Status"] = "running"
+        entity["ClaimedAt"] = datetime.now(UTC).isoformat()  # the worker's start, for liveness
         try:
             table.update_entity(
                 entity,
@@ -217,34 +239,40 @@ class TableStore:
         rows = [r for r in self.alert_states().values() if r.get("Status") in ("open", "pending")]
         return sorted(rows, key=lambda r: (-int(r.get("Severity") or 0), str(r.get("Subject"))))
 
-    # -- the run lease: one run per tenant at a time -------------------------------------------
+    # -- the run lease: one apply run per tenant at a time; every run's liveness row ---------
 
-    def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> Lease:
-        """Take the run lease for `holder`, or say who holds it.
+    def acquire_lease(
+        self, holder: str, ttl: timedelta, now: datetime, name: str = LEASE_ROW
+    ) -> Lease:
+        """Take the lease row `name` for `holder`, or say who holds it.
 
         ETag-conditional, so two runs starting together cannot both win; an expired lease (a run
-        that stopped without releasing it) is taken over, and its holder is reported.
+        that stopped without releasing it) is taken over, and its holder is reported. Each
+        acquisition raises the row's Generation: the fencing token the holder checks later.
         """
         table = self.table("runs")
         row = {
             "PartitionKey": LEASE_PARTITION,
-            "RowKey": LEASE_ROW,
+            "RowKey": name,
             "Holder": holder,
             "AcquiredAt": now,
             "ExpiresAt": now + ttl,
+            "Generation": 1,
         }
         try:
-            current = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+            current = table.get_entity(LEASE_PARTITION, name)
         except ResourceNotFoundError:
             try:
                 table.create_entity(row)
-                return Lease(True, holder, now + ttl)
+                return Lease(True, holder, now + ttl, generation=1)
             except ResourceExistsError:
-                current = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+                current = table.get_entity(LEASE_PARTITION, name)
         expires = current.get("ExpiresAt")
         previous = current.get("Holder")
         if previous != holder and isinstance(expires, datetime) and expires > now:
             return Lease(False, str(previous), expires)
+        generation = int(current.get("Generation") or 0) + 1
+        row["Generation"] = generation
         try:  # conditional on the entity we judged expired: nobody renewed it meanwhile
             table.update_entity(
                 row,
@@ -253,15 +281,60 @@ class TableStore:
                 match_condition=MatchConditions.IfNotModified,
             )
         except ResourceModifiedError:  # another run took it between our read and write
-            taken = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+            taken = table.get_entity(LEASE_PARTITION, name)
             return Lease(False, str(taken.get("Holder")), taken.get("ExpiresAt"))
-        return Lease(True, holder, now + ttl, str(previous) if previous != holder else None)
+        return Lease(
+            True,
+            holder,
+            now + ttl,
+            str(previous) if previous != holder else None,
+            generation,
+        )
 
-    def release_lease(self, holder: str) -> None:
+    def renew_lease(
+        self,
+        holder: str,
+        generation: int,
+        ttl: timedelta,
+        now: datetime,
+        name: str = LEASE_ROW,
+    ) -> datetime | None:
+        """Push the lease's expiry out if `holder` still holds that generation of it.
+
+        Returns the new expiry, or None when the lease was taken over (or removed): the holder
+        has lost it and must stop writing. An expired lease nobody took yet is still ours.
+        """
+        table = self.table("runs")
+        try:
+            current = table.get_entity(LEASE_PARTITION, name)
+        except ResourceNotFoundError:
+            return None
+        if current.get("Holder") != holder or int(current.get("Generation") or 0) != generation:
+            return None
+        current["ExpiresAt"] = now + ttl
+        current["RenewedAt"] = now
+        try:
+            table.update_entity(
+                current,
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None  # changed between our read and write: only a takeover changes it
+        return now + ttl
+
+    def lease_state(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table("runs").get_entity(LEASE_PARTITION, name))
+        except ResourceNotFoundError:
+            return None
+
+    def release_lease(self, holder: str, name: str = LEASE_ROW) -> None:
         """Give the lease back if `holder` still holds it (never someone else's)."""
         table = self.table("runs")
         try:
-            entity = table.get_entity(LEASE_PARTITION, LEASE_ROW)
+            entity = table.get_entity(LEASE_PARTITION, name)
         except ResourceNotFoundError:
             return
         if entity.get("Holder") != holder:
@@ -269,12 +342,61 @@ class TableStore:
         try:
             table.delete_entity(
                 LEASE_PARTITION,
-                LEASE_ROW,
+                name,
                 etag=entity.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # taken over after expiry, or already gone: not ours to delete
+
+    def note_poisoned(self, run_id: str, queue: str, note: str) -> None:
+        """Say on the run's row that its message goes to the poison queue `queue`; a run still
+        open is closed as failed (nothing will run it now)."""
+        table = self.table("runs")
+        try:
+            entity = table.get_entity(RUN_PARTITION, run_row_key(run_id))
+        except (ResourceNotFoundError, ValueError):
+            return
+        error = str(entity.get("Error") or "")
+        patch = {
+            "PartitionKey": RUN_PARTITION,
+            "RowKey": entity["RowKey"],
+            "PoisonQueue": queue,
+            "Error": clip(f"{error} {note}".strip()),
+        }
+        if entity.get("Status") in ("queued", "running"):
+            patch.update(Status="failed", FinishedAt=datetime.now(UTC).isoformat())
+        table.update_entity(patch, mode=UpdateMode.MERGE)
+
+    def run_is_alive(self, run_id: str, now: datetime) -> bool:
+        """True while the run's liveness row is unexpired (its worker renews it while it works)."""
+        state = self.lease_state(LIVENESS_PREFIX + run_id)
+        expires = state.get("ExpiresAt") if state else None
+        return isinstance(expires, datetime) and expires > now
+
+    def close_run(self, run_id: str, expect: tuple[str, ...], error: str) -> bool:
+        """Mark a run failed with `error` if its status is one of `expect` (ETag-conditional:
+        a run that records itself meanwhile keeps its own record). True if it was closed."""
+        table = self.table("runs")
+        try:
+            entity = table.get_entity(RUN_PARTITION, run_row_key(run_id))
+        except (ResourceNotFoundError, ValueError):
+            return False
+        if entity.get("Status") not in expect:
+            return False
+        entity["Status"] = "failed"
+        entity["Error"] = clip(error)
+        entity["FinishedAt"] = entity.get("FinishedAt") or datetime.now(UTC).isoformat()
+        try:
+            table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

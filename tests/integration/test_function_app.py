@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -139,6 +140,36 @@ def test_timer_in_plan_mode_changes_nothing(app_world: World):
     [row] = app_world.store.list_runs(5)
     assert row["Mode"] == "plan"
     assert app_world.writes() == []
+
+
+def test_a_refused_nightly_apply_mails_the_run_problem_and_fails_the_function(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("LICENSING_TIMER_MODE", "apply")
+    function_app.settings.cache_clear()
+    app_world.store.ensure_tables()
+    other = "20261127T000000Z-0b0b0b"  # an apply started over HTTP holds the tenant's lease
+    assert app_world.store.acquire_lease(other, timedelta(minutes=10), datetime.now(UTC)).acquired
+    with pytest.raises(RuntimeError, match=f"refused: another run \\({other}\\)"):
+        asyncio.run(function_app.nightly_enforcement(TimerRequest(past_due=False)))
+    [row] = app_world.store.list_runs(5)
+    assert row["Trigger"] == "timer" and row["Status"] == "refused"
+    assert app_world.licence_writes() == []
+    [mail] = app_world.sim.admin("GET", "/_sim/outbox")["value"]
+    assert mail["message"]["subject"] == "[Licensing] Licensing run refused"
+    assert other in mail["message"]["body"]["content"]
+
+
+def test_the_caller_who_asked_for_an_inline_run_is_kept_on_it(
+    app_world: World, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "true")  # App Service Authentication vouches
+    caller = {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator", name="kim@contoso.com")}
+    response = post_run({"mode": "plan", "wait": True}, caller)
+    assert response.status_code == 200
+    summary = body(response)
+    assert summary["requestedBy"] == "kim@contoso.com"
+    assert body(get_run(summary["runId"]))["requestedBy"] == "kim@contoso.com"
 
 
 def test_http_plan_run_with_wait_answers_with_the_summary_and_it_can_be_read_back(
