@@ -256,21 +256,18 @@ def _schema_keys(node: Any) -> set[str]:
 def _keys_the_code_reads() -> set[str]:
     """String constants `_validate` uses as keys: x["k"], x.get("k", ...), "k" in x, kinds."""
     tree = ast.parse(inspect.getsource(shared.policy._validate))
-    keys: set[str] = set()
+    found: list[ast.expr] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            keys.add(node.slice.value)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get":
-            if node.args and isinstance(node.args[0], ast.Constant):
-                keys.add(node.args[0].value)
+        if isinstance(node, ast.Subscript):
+            found.append(node.slice)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get" and node.args:
+            found.append(node.args[0])
         elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
-            if isinstance(node.left, ast.Constant):
-                keys.add(node.left.value)
-        elif isinstance(node, ast.Tuple) and all(
-            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts
-        ):
-            keys |= {e.value for e in node.elts if isinstance(e, ast.Constant)}
-    return {k for k in keys if isinstance(k, str) and re.match(r"^[A-Za-z][\w-]*$", k)}
+            found.append(node.left)
+        elif isinstance(node, ast.Tuple):
+            found += node.elts
+    keys = {e.value for e in found if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return {k for k in keys if re.match(r"^[A-Za-z][\w-]*$", k)}
 
 
 def test_every_key_the_code_reads_is_in_the_schema_and_every_schema_key_is_read():
