@@ -14,13 +14,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from shared.errors import PolicyError
 from shared.model import Sku
+
+if TYPE_CHECKING:
+    import jsonschema
 
 DEFAULT_PRIORITY = 100
 
@@ -139,12 +141,6 @@ def _strict_integer(_checker: Any, value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_PolicyValidator = jsonschema.validators.extend(
-    jsonschema.Draft7Validator,
-    type_checker=jsonschema.Draft7Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
-)
-
-
 @functools.cache
 def policy_schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -153,9 +149,17 @@ def policy_schema() -> dict[str, Any]:
 
 @functools.cache
 def _schema_validator() -> Any:
+    # Imported here: jsonschema (with referencing, rpds) takes 0.1-0.5 s to import, which only
+    # code that reads a policy needs to pay, not the HTTP status and run-listing endpoints.
+    import jsonschema
+
+    draft7 = jsonschema.Draft7Validator
+    validator = jsonschema.validators.extend(
+        draft7, type_checker=draft7.TYPE_CHECKER.redefine("integer", _strict_integer)
+    )
     schema = policy_schema()
-    _PolicyValidator.check_schema(schema)
-    return _PolicyValidator(schema)
+    validator.check_schema(schema)
+    return validator(schema)
 
 
 class _Checker:
