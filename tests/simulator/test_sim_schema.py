@@ -24,6 +24,7 @@ import httpx
 import jsonschema
 import pytest
 
+import shared.graph
 from shared.collect import collect
 from shared.credentials import LocalSimulatorCredential
 from shared.graph import GraphClient, required_roles
@@ -242,17 +243,10 @@ def run_engine(server: SimServer, page_size: int | None = None) -> list[Exchange
         finally:
             await graph.close()
 
-    if page_size is not None:
-        # Small pages make the simulator serve @odata.nextLink, which the engine then follows.
-        import shared.graph
-
-        old = shared.graph.PAGE_SIZE
-        shared.graph.PAGE_SIZE = page_size
-        try:
-            asyncio.run(go())
-        finally:
-            shared.graph.PAGE_SIZE = old
-    else:
+    with pytest.MonkeyPatch.context() as patch:
+        if page_size is not None:
+            # Small pages make the simulator serve @odata.nextLink, which the engine then follows.
+            patch.setattr(shared.graph, "PAGE_SIZE", page_size)
         asyncio.run(go())
     return recorder.exchanges
 
