@@ -1,27 +1,29 @@
 """The licensing policy file: profiles, selectors, per-SKU reserves, change budget.
 
-Validated strictly (unknown keys rejected) before any Graph call; every error names the file,
-the key and the problem. `resolve()` then checks the SKU and plan names against the tenant.
+Validated strictly before any Graph call: a key given twice is refused (naming both lines), the
+shape is checked against policy/licensing-policy.schema.json (unknown keys rejected), then the rules
+across fields in code; every error names the file, the key and the problem. `resolve()` then checks
+the SKU and plan names against the tenant.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shared.errors import PolicyError
 from shared.model import Sku
 
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-EXTENSION_RE = re.compile(r"^extension_[0-9a-fA-F]{32}_[A-Za-z0-9_]+$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+if TYPE_CHECKING:
+    import jsonschema
+
 DEFAULT_PRIORITY = 100
 
 
@@ -128,6 +130,37 @@ class ResolvedPolicy:
 # ---------------------------------------------------------------------------------------------
 # Loading and schema validation
 
+# The policy's shape (keys, types, ranges, patterns) lives in this JSON Schema, shipped with the app
+# and referenced from the annotated example so editors validate and complete it. Rules across fields
+# and against the tenant stay in code below.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "policy" / "licensing-policy.schema.json"
+
+
+def _strict_integer(_checker: Any, value: Any) -> bool:
+    # JSON Schema counts 1.0 as an integer; a seat count written as 1.0 is more likely a mistake.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@functools.cache
+def policy_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
+
+
+@functools.cache
+def _schema_validator() -> Any:
+    # Imported here: jsonschema (with referencing, rpds) takes 0.1-0.5 s to import, which only
+    # code that reads a policy needs to pay, not the HTTP status and run-listing endpoints.
+    import jsonschema
+
+    draft7 = jsonschema.Draft7Validator
+    validator = jsonschema.validators.extend(
+        draft7, type_checker=draft7.TYPE_CHECKER.redefine("integer", _strict_integer)
+    )
+    schema = policy_schema()
+    validator.check_schema(schema)
+    return validator(schema)
+
 
 class _Checker:
     def __init__(self, file: str) -> None:
@@ -136,55 +169,13 @@ class _Checker:
     def fail(self, key: str, problem: str) -> PolicyError:
         return PolicyError(self.file, key, problem)
 
-    def mapping(
-        self,
-        value: Any,
-        key: str,
-        allowed: set[str],
-        required: frozenset[str] | set[str] = frozenset(),
-    ) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a mapping, got {_kind(value)}")
-        for k in value:
-            if not isinstance(k, str):
-                raise self.fail(key, f"keys must be strings, got {k!r}")
-            if k not in allowed:
-                raise self.fail(
-                    _join(key, k), f"unknown key (allowed here: {', '.join(sorted(allowed))})"
-                )
-        for k in sorted(required):
-            if k not in value:
-                raise self.fail(_join(key, k), "is required")
-        return value
-
-    def string(
-        self, value: Any, key: str, pattern: re.Pattern[str] | None = None, what: str = ""
-    ) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"must be a non-empty string, got {_kind(value)}")
-        if pattern and not pattern.match(value):
-            raise self.fail(key, f"{value!r} is not {what or 'valid'}")
-        return value
-
-    def integer(self, value: Any, key: str, minimum: int, maximum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be an integer, got {_kind(value)}")
-        if not minimum <= value <= maximum:
-            raise self.fail(key, f"must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def string_list(
-        self, value: Any, key: str, pattern: re.Pattern[str] | None = None, what: str = ""
-    ) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise self.fail(key, f"must be a list, got {_kind(value)}")
-        items = tuple(self.string(v, f"{key}[{i}]", pattern, what) for i, v in enumerate(value))
+    def unique(self, items: list[str], key: str) -> tuple[str, ...]:
         seen: set[str] = set()
         for i, item in enumerate(items):
             if item.lower() in seen:
                 raise self.fail(f"{key}[{i}]", f"{item!r} is listed twice")
             seen.add(item.lower())
-        return items
+        return tuple(items)
 
 
 def _kind(value: Any) -> str:
@@ -200,8 +191,192 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _join(base: str, key: str) -> str:
+def _join(base: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{base}[{key}]"
     return f"{base}.{key}" if base else key
+
+
+def _dotted(path: Any) -> str:
+    key = ""
+    for step in path:
+        key = _join(key, step)
+    return key
+
+
+_EXPECTED = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "true or false",
+}
+
+
+def _schema_problem(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """A jsonschema error as (dotted key, problem) in the words the rest of the app uses."""
+    key = _dotted(error.absolute_path)
+    value = error.instance
+    message = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    kind = error.validator
+    if kind == "type":
+        return (
+            key,
+            f"must be {_EXPECTED.get(str(error.validator_value), 'valid')}, got {_kind(value)}",
+        )
+    if kind == "required":
+        missing = sorted(k for k in error.validator_value if k not in value)
+        return _join(key, missing[0]), "is required"
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(str(k) for k in value if k not in allowed)
+        return _join(key, unknown[0]), f"unknown key (allowed here: {', '.join(allowed)})"
+    if kind in ("minimum", "maximum"):
+        low, high = error.schema.get("minimum"), error.schema.get("maximum")
+        return key, f"must be between {low} and {high}, got {value}"
+    if kind == "const":
+        return key, f"{message or f'must be {error.validator_value!r}'}, got {value!r}"
+    if "propertyNames" in error.schema_path:
+        # The error is on the name itself, reported at the mapping that holds it.
+        return _join(key, str(value)), message or f"{value!r} is not a valid name"
+    if kind == "pattern" and message and message.startswith("is "):
+        return key, f"{value!r} {message}"
+    return key, message or error.message
+
+
+def _schema_check(data: Any, c: _Checker) -> None:
+    errors = list(_schema_validator().iter_errors(data))
+    if not errors:
+        return
+    # The first problem in document order: the one a reader meets first.
+    first = min(errors, key=lambda e: [(str(type(s)), s) for s in e.absolute_path])
+    key, problem = _schema_problem(first)
+    raise c.fail(key, problem)
+
+
+def _string_keys(data: Any, c: _Checker, key: str = "") -> None:
+    # YAML allows `1: x` or `null: x`; every key the policy knows is a string.
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if not isinstance(k, str):
+                raise c.fail(key, f"keys must be strings, got {k!r}")
+            _string_keys(v, c, _join(key, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _string_keys(v, c, _join(key, i))
+
+
+# ---- reading the text: YAML or JSON, a key given twice is an error, not "the last one wins"
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, lines: tuple[int, int]) -> None:
+        self.key = key
+        self.lines = lines
+
+
+def _duplicate_problem(dup: _DuplicateKey) -> str:
+    first, second = dup.lines
+    return f"given twice (line {first} and line {second}); say it once"
+
+
+class _PolicyYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key given twice, naming its path and both lines."""
+
+    def check_duplicates(self, node: yaml.Node, path: str = "") -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges a mapping in: overriding its keys is its purpose
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                hashable = key if isinstance(key, str | int | float | bool | None) else repr(key)
+                child = _join(path, key if isinstance(key, str) else repr(key))
+                if hashable in seen:
+                    raise _DuplicateKey(child, (seen[hashable], line))
+                seen[hashable] = line
+                self.check_duplicates(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.check_duplicates(item, _join(path, i))
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _PolicyYamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        loader.check_duplicates(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _JsonDuplicate(Exception):
+    pass
+
+
+def _load_json(text: str) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise _JsonDuplicate
+            out[k] = v
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except _JsonDuplicate:
+        raise _json_duplicate(text) from None
+
+
+def _json_duplicate(text: str) -> _DuplicateKey:
+    """Walk valid JSON that has a repeated key to find its path and the lines of both."""
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+
+    def skip(pos: int) -> int:
+        match = ws.match(text, pos)
+        return match.end() if match else pos
+
+    def line(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    def value(pos: int, path: str) -> int:
+        pos = skip(pos)
+        if text[pos] == "{":
+            seen: dict[str, int] = {}
+            pos = skip(pos + 1)
+            while text[pos] != "}":
+                key, end = decoder.raw_decode(text, pos)  # a key is a JSON string
+                child = _join(path, key)
+                if key in seen:
+                    raise _DuplicateKey(child, (seen[key], line(pos)))
+                seen[key] = line(pos)
+                pos = value(skip(end) + 1, child)  # past the ':'
+                pos = skip(pos)
+                if text[pos] == ",":
+                    pos = skip(pos + 1)
+            return pos + 1
+        if text[pos] == "[":
+            pos, i = skip(pos + 1), 0
+            while text[pos] != "]":
+                pos = skip(value(pos, _join(path, i)))
+                i += 1
+                if text[pos] == ",":
+                    pos = skip(pos + 1)
+            return pos + 1
+        _, end = decoder.raw_decode(text, pos)
+        return end
+
+    try:
+        value(0, "")
+    except _DuplicateKey as dup:
+        return dup
+    raise AssertionError("json.loads saw a repeated key that the walk did not find")
 
 
 def load_policy(path: Path) -> Policy:
@@ -218,7 +393,9 @@ def load_policy(path: Path) -> Policy:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
-        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data = _load_json(text) if source.endswith(".json") else _load_yaml(text)
+    except _DuplicateKey as dup:
+        raise PolicyError(source, dup.key, _duplicate_problem(dup)) from None
     except json.JSONDecodeError as exc:
         raise PolicyError(
             source, "", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -233,49 +410,20 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 
 def _validate(data: Any, source: str, digest: str) -> Policy:
+    """The schema checks the shape; this builds the Policy and checks the rules across fields."""
     c = _Checker(source)
-    top = c.mapping(
-        data,
-        "",
-        {
-            "version",
-            "profiles",
-            "selectors",
-            "skus",
-            "changeBudget",
-            "removeUnlistedLicenses",
-            "alerts",
-        },
-        {"version", "profiles", "selectors"},
-    )
-    if top["version"] != 1:
-        raise c.fail(
-            "version", f"must be 1 (the only policy version this app reads), got {top['version']!r}"
-        )
+    _string_keys(data, c)
+    _schema_check(data, c)
+    top: dict[str, Any] = data
 
     profiles: dict[str, Profile] = {}
-    raw_profiles = c.mapping(
-        top["profiles"],
-        "profiles",
-        set(top["profiles"] or {}) if isinstance(top["profiles"], dict) else set(),
-    )
-    if not raw_profiles:
-        raise c.fail("profiles", "must define at least one profile")
-    for pname, pbody in raw_profiles.items():
+    for pname, body in top["profiles"].items():
         key = f"profiles.{pname}"
-        if not PROFILE_NAME_RE.match(pname):
-            raise c.fail(key, "profile names use letters, digits, '-', '_' and '.' (at most 64)")
-        body = c.mapping(pbody, key, {"skus", "description"}, {"skus"})
-        if "description" in body:
-            c.string(body["description"], f"{key}.description")
-        if not isinstance(body["skus"], list) or not body["skus"]:
-            raise c.fail(f"{key}.skus", "must be a non-empty list")
         skus: list[ProfileSku] = []
         seen_skus: set[str] = set()
-        for i, entry in enumerate(body["skus"]):
+        for i, e in enumerate(body["skus"]):
             ekey = f"{key}.skus[{i}]"
-            e = c.mapping(entry, ekey, {"sku", "disabledPlans", "enabledPlans"}, {"sku"})
-            sku_ref = c.string(e["sku"], f"{ekey}.sku")
+            sku_ref: str = e["sku"]
             if sku_ref.lower() in seen_skus:
                 raise c.fail(f"{ekey}.sku", f"{sku_ref!r} appears twice in this profile")
             seen_skus.add(sku_ref.lower())
@@ -284,153 +432,88 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
                     ekey, "give either disabledPlans or enabledPlans (an allow-list), not both"
                 )
             disabled = (
-                c.string_list(e["disabledPlans"], f"{ekey}.disabledPlans")
+                c.unique(e["disabledPlans"], f"{ekey}.disabledPlans")
                 if "disabledPlans" in e
                 else None
             )
             enabled = (
-                c.string_list(e["enabledPlans"], f"{ekey}.enabledPlans")
-                if "enabledPlans" in e
-                else None
+                c.unique(e["enabledPlans"], f"{ekey}.enabledPlans") if "enabledPlans" in e else None
             )
             skus.append(ProfileSku(sku_ref, disabled, enabled))
         profiles[pname] = Profile(pname, tuple(skus))
 
-    if not isinstance(top["selectors"], list) or not top["selectors"]:
-        raise c.fail("selectors", "must be a non-empty list")
     selectors: list[Selector] = []
-    for i, entry in enumerate(top["selectors"]):
+    for i, s in enumerate(top["selectors"]):
         skey = f"selectors[{i}]"
-        s = c.mapping(
-            entry,
-            skey,
-            {"extensionProperty", "displayNamePrefix", "groupIds", "profile", "priority"},
-        )
         kinds = [k for k in ("extensionProperty", "displayNamePrefix", "groupIds") if k in s]
         if len(kinds) != 1:
             raise c.fail(
                 skey, "needs exactly one of extensionProperty, displayNamePrefix, groupIds"
             )
-        profile = c.string(s["profile"], f"{skey}.profile") if "profile" in s else None
+        profile: str | None = s.get("profile")
         if profile is not None and profile not in profiles:
             raise c.fail(
                 f"{skey}.profile",
                 f"unknown profile {profile!r} (defined: {', '.join(sorted(profiles))})",
             )
-        priority = (
-            c.integer(s["priority"], f"{skey}.priority", 0, 10_000)
-            if "priority" in s
-            else DEFAULT_PRIORITY
-        )
+        priority: int = s.get("priority", DEFAULT_PRIORITY)
         if kinds[0] == "extensionProperty":
-            ext = c.string(
-                s["extensionProperty"],
-                f"{skey}.extensionProperty",
-                EXTENSION_RE,
-                "a directory extension name (extension_<appId without dashes>_<name>)",
-            )
             if profile is not None:
                 raise c.fail(
                     f"{skey}.profile",
                     "not allowed with extensionProperty: the property's value names the profile",
                 )
-            selectors.append(Selector(i, extension_property=ext, priority=priority))
+            selectors.append(
+                Selector(i, extension_property=s["extensionProperty"], priority=priority)
+            )
+        elif profile is None:
+            raise c.fail(f"{skey}.profile", f"is required with {kinds[0]}")
+        elif kinds[0] == "displayNamePrefix":
+            prefix: str = s["displayNamePrefix"]
+            if "'" in prefix:
+                # It goes into a Graph $filter string literal.
+                raise c.fail(f"{skey}.displayNamePrefix", "must not contain a single quote")
+            selectors.append(
+                Selector(i, display_name_prefix=prefix, profile=profile, priority=priority)
+            )
         else:
-            if profile is None:
-                raise c.fail(f"{skey}.profile", f"is required with {kinds[0]}")
-            if kinds[0] == "displayNamePrefix":
-                prefix = c.string(s["displayNamePrefix"], f"{skey}.displayNamePrefix")
-                if "'" in prefix:
-                    raise c.fail(f"{skey}.displayNamePrefix", "must not contain a single quote")
-                selectors.append(
-                    Selector(i, display_name_prefix=prefix, profile=profile, priority=priority)
+            ids = c.unique(s["groupIds"], f"{skey}.groupIds")
+            selectors.append(
+                Selector(
+                    i, group_ids=tuple(x.lower() for x in ids), profile=profile, priority=priority
                 )
-            else:
-                ids = c.string_list(s["groupIds"], f"{skey}.groupIds", GUID_RE, "a group id (GUID)")
-                if not ids:
-                    raise c.fail(f"{skey}.groupIds", "must list at least one group id")
-                selectors.append(
-                    Selector(
-                        i,
-                        group_ids=tuple(x.lower() for x in ids),
-                        profile=profile,
-                        priority=priority,
-                    )
-                )
-
-    sku_settings: dict[str, SkuSettings] = {}
-    if "skus" in top:
-        raw = c.mapping(
-            top["skus"], "skus", set(top["skus"]) if isinstance(top["skus"], dict) else set()
-        )
-        for ref, body in raw.items():
-            key = f"skus.{ref}"
-            b = c.mapping(body, key, {"reserve", "warnBelowFree", "warnBelowPercent"})
-            sku_settings[ref] = SkuSettings(
-                warn_below_percent=c.integer(
-                    b["warnBelowPercent"], f"{key}.warnBelowPercent", 0, 100
-                )
-                if "warnBelowPercent" in b
-                else None,
-                reserve=c.integer(b["reserve"], f"{key}.reserve", 0, 10_000_000)
-                if "reserve" in b
-                else 0,
-                warn_below_free=c.integer(b["warnBelowFree"], f"{key}.warnBelowFree", 0, 10_000_000)
-                if "warnBelowFree" in b
-                else None,
             )
 
-    budget = ChangeBudget()
-    if "changeBudget" in top:
-        b = c.mapping(top["changeBudget"], "changeBudget", {"maxGroupsChanged", "maxUsersAffected"})
-        budget = ChangeBudget(
-            max_groups_changed=c.integer(
-                b.get("maxGroupsChanged", budget.max_groups_changed),
-                "changeBudget.maxGroupsChanged",
-                0,
-                100_000,
-            ),
-            max_users_affected=c.integer(
-                b.get("maxUsersAffected", budget.max_users_affected),
-                "changeBudget.maxUsersAffected",
-                0,
-                10_000_000,
-            ),
+    sku_settings = {
+        ref: SkuSettings(
+            reserve=b.get("reserve", 0),
+            warn_below_free=b.get("warnBelowFree"),
+            warn_below_percent=b.get("warnBelowPercent"),
         )
+        for ref, b in top.get("skus", {}).items()
+    }
 
-    remove = top.get("removeUnlistedLicenses", False)
-    if not isinstance(remove, bool):
-        raise c.fail("removeUnlistedLicenses", f"must be true or false, got {_kind(remove)}")
+    b = top.get("changeBudget", {})
+    default_budget = ChangeBudget()
+    budget = ChangeBudget(
+        max_groups_changed=b.get("maxGroupsChanged", default_budget.max_groups_changed),
+        max_users_affected=b.get("maxUsersAffected", default_budget.max_users_affected),
+    )
 
-    alerts = AlertSettings()
-    if "alerts" in top:
-        a = c.mapping(
-            top["alerts"],
-            "alerts",
-            {"cooldownHours", "forecastDays", "stuckProcessingHours", "recipients"},
-        )
-        recipients: dict[str, tuple[str, ...]] = {}
-        if "recipients" in a:
-            r = c.mapping(a["recipients"], "alerts.recipients", set(ALERT_KINDS))
-            for kind, addresses in r.items():
-                recipients[kind] = c.string_list(
-                    addresses, f"alerts.recipients.{kind}", EMAIL_RE, "an email address"
-                )
-        alerts = AlertSettings(
-            cooldown_hours=c.integer(
-                a.get("cooldownHours", alerts.cooldown_hours), "alerts.cooldownHours", 1, 24 * 365
-            ),
-            forecast_days=c.integer(
-                a.get("forecastDays", alerts.forecast_days), "alerts.forecastDays", 0, 3650
-            ),
-            stuck_processing_hours=c.integer(
-                a.get("stuckProcessingHours", alerts.stuck_processing_hours),
-                "alerts.stuckProcessingHours",
-                1,
-                24 * 90,
-            ),
-            recipients=recipients,
-        )
+    remove: bool = top.get("removeUnlistedLicenses", False)
+
+    a = top.get("alerts", {})
+    default_alerts = AlertSettings()
+    recipients = {
+        kind: c.unique(addresses, f"alerts.recipients.{kind}")
+        for kind, addresses in a.get("recipients", {}).items()
+    }
+    alerts = AlertSettings(
+        cooldown_hours=a.get("cooldownHours", default_alerts.cooldown_hours),
+        forecast_days=a.get("forecastDays", default_alerts.forecast_days),
+        stuck_processing_hours=a.get("stuckProcessingHours", default_alerts.stuck_processing_hours),
+        recipients=recipients,
+    )
 
     return Policy(source, digest, profiles, tuple(selectors), sku_settings, budget, remove, alerts)
 

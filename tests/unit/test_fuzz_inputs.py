@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from shared.api import (
     parse_run_request,
 )
 from shared.errors import PolicyError
-from shared.policy import parse_policy
+from shared.policy import parse_policy, policy_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = yaml.safe_load((ROOT / "policy" / "licensing-policy.yaml").read_text())
@@ -115,12 +116,15 @@ def _mutations() -> st.SearchStrategy[Any]:
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(_mutations(), json_values))
 def test_any_policy_document_is_valid_or_an_error_naming_file_and_key(doc: Any):
+    # What an editor flags against the schema file, the app refuses too (the app adds rules).
+    editor_ok = jsonschema.Draft7Validator(policy_schema()).is_valid(doc)
     try:
         policy = parse_policy(json.dumps(doc), "fuzz.json")
     except PolicyError as exc:
         assert exc.file == "fuzz.json" and exc.problem
         return
     assert policy.profiles and policy.selectors
+    assert editor_ok, "the app accepted a policy its own schema file rejects"
 
 
 @settings(max_examples=200, deadline=None)
