@@ -169,7 +169,8 @@ def test_the_caller_who_asked_for_an_inline_run_is_kept_on_it(
     assert response.status_code == 200
     summary = body(response)
     assert summary["requestedBy"] == "kim@contoso.com"
-    assert body(get_run(summary["runId"]))["requestedBy"] == "kim@contoso.com"
+    reader = principal("Licensing.Reader", name="lee@contoso.com")
+    assert body(get_run(summary["runId"], reader))["requestedBy"] == "kim@contoso.com"
 
 
 def test_http_plan_run_with_wait_answers_with_the_summary_and_it_can_be_read_back(
