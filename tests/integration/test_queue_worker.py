@@ -169,10 +169,12 @@ def test_the_caller_who_queued_a_run_is_kept_on_it_after_the_worker_ran_it(
     app_world: World, queued: QueueClient, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "true")  # App Service Authentication vouches
+    function_app.settings.cache_clear()  # settings are parsed once per worker
     caller = {"X-MS-CLIENT-PRINCIPAL": principal("Licensing.Operator", name="kim@contoso.com")}
+    reader = principal("Licensing.Reader", name="lee@contoso.com")
     run_id = body(post_run({"mode": "plan"}, caller))["runId"]
-    assert body(get_run(run_id))["requestedBy"] == "kim@contoso.com"  # while queued
+    assert body(get_run(run_id, reader))["requestedBy"] == "kim@contoso.com"  # while queued
     deliver(queued)
-    finished = body(get_run(run_id))
+    finished = body(get_run(run_id, reader))
     assert finished["status"] == "succeeded"
     assert finished["requestedBy"] == "kim@contoso.com"

@@ -168,7 +168,13 @@ def test_a_second_run_while_entra_still_processes_writes_nothing_more(world_fact
     t = TenantBuilder(e5=5, ems=5)
     t.group("LIC-A", "e5-full", t.users_named("a", 3))
     t.group("LIC-B", "e5-full", t.users_named("b", 2))
-    world = world_factory(t.build(), POLICY, sim_args=("--processing-delay-s", "1"))
+    # Entra can take hours: the run does not wait for it (LICENSING_MEASURE_WAIT_SECONDS=0).
+    world = world_factory(
+        t.build(),
+        POLICY,
+        sim_args=("--processing-delay-s", "1"),
+        LICENSING_MEASURE_WAIT_SECONDS="0",
+    )
     first = by_name(run(world))
     assert first["LIC-A"]["decision"] == first["LIC-B"]["decision"] == "assign"
     assert world.group("LIC-A")["licenseProcessingState"]["state"] != "ProcessingComplete"
