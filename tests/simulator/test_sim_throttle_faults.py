@@ -59,7 +59,8 @@ def test_buckets_are_per_app() -> None:
 
 
 def _app_token(client: Client, app_id: str, roles: tuple[str, ...] = WRITE_ALL) -> str:
-    reply = client.call("POST", "/_sim/token", body={"roles": list(roles), "appId": app_id}, auth=None)
+    body = {"roles": list(roles), "appId": app_id}
+    reply = client.call("POST", "/_sim/token", body=body, auth=None)
     assert reply.status == 200
     return f"Bearer {reply.json['access_token']}"
 
