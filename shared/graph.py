@@ -358,6 +358,12 @@ def use_pacer(base_url: str, pacer: GraphPacer, app_id: str = "") -> None:
         _pacers[(_tenant_key(base_url), app_id)] = pacer
 
 
+def forget_pacers() -> None:
+    """Drop every pacer of the process (tests: each simulator is a new tenant)."""
+    with _pacers_lock:
+        _pacers.clear()
+
+
 class _PacedTransport(httpx.AsyncBaseTransport):
     """Under the SDK's middleware: every attempt, retries included, waits for room in the pacer,
     and every answer tells the pacer what Graph charged and how close the app is to its limits."""

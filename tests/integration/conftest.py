@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from localdev.services import ROOT, Azurite, Simulator, app_settings
+from shared.graph import forget_pacers
 from shared.settings import Settings
 from shared.store import TableStore
 
@@ -55,6 +56,14 @@ class World:
 
     def group(self, name: str) -> dict[str, Any]:
         return next(g for g in self.state()["groups"] if g["displayName"] == name)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pacers() -> Iterator[None]:
+    """Graph pacers are per process and endpoint; a simulator on a reused port is a new tenant."""
+    forget_pacers()
+    yield
+    forget_pacers()
 
 
 @pytest.fixture
