@@ -12,7 +12,11 @@ simulator is given the same windows (`use_pacer`), as it would know Graph's real
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from typing import Any
+
+import pytest
 
 from shared.api import build_status
 from shared.credentials import credential_for
@@ -25,26 +29,32 @@ TIME_SCALE = 2  # the 10 s resource-unit window lasts 5 s, the 150 s write windo
 RU_LIMIT = 100  # far below the 3,400 the engine budgets: a loaded service, or a busy app
 
 
-def scaled_world(world_factory: Any, groups: int) -> tuple[World, GraphPacer]:
+def scaled_world(
+    world_factory: Any, groups: int, *sim_args: str, scale: float = TIME_SCALE
+) -> tuple[World, GraphPacer]:
     t = TenantBuilder(e5=groups * 2, ems=groups * 2)
     for i in range(groups):
         t.group(f"LIC-{i:03d}", "e5-full", t.users_named(f"u{i}-", 1))
     world = world_factory(
         t.build(),
         POLICY + "changeBudget: {maxGroupsChanged: 500, maxUsersAffected: 500}\n",
-        sim_args=("--ru-limit", str(RU_LIMIT), "--time-scale", str(TIME_SCALE)),
+        sim_args=("--ru-limit", str(RU_LIMIT), "--time-scale", str(scale), *sim_args),
         LICENSING_ALERT_MAILBOX="",
         LICENSING_ALERT_RECIPIENTS="",
     )
-    pacer = GraphPacer(read_window_s=10.0 / TIME_SCALE, write_window_s=150.0 / TIME_SCALE)
+    pacer = GraphPacer(read_window_s=10.0 / scale, write_window_s=150.0 / scale)
     use_pacer(world.settings.graph_base_url, pacer)
     return world, pacer
 
 
+@pytest.mark.parametrize("debit", [False, True], ids=["rejected-count-in-usage", "rejected-debit"])
 def test_the_engine_slows_down_when_graph_reports_usage_over_0_8_and_gets_no_429(
-    world_factory: Any,
+    world_factory: Any, debit: bool
 ):
-    world, pacer = scaled_world(world_factory, groups=50)
+    # Under both readings of "all requests accrue" (docs/simulator.md, Throttling).
+    world, pacer = scaled_world(
+        world_factory, 50, *(["--rejected-requests-debit"] if debit else [])
+    )
     summary = asyncio.run(execute_run(world.settings, "apply", "test")).summary()
     log = world.requests()
     assert summary["status"] == "succeeded"
@@ -89,3 +99,38 @@ def test_a_status_read_during_a_run_spends_the_runs_budget_and_nobody_is_throttl
         assert client.pacer is pacer is pacer_for(world.settings.graph_base_url)
     finally:
         asyncio.run(client.close())
+
+
+def test_another_app_using_up_the_tenants_writes_is_waited_out_not_hammered(world_factory: Any):
+    # 18,000 writes per 5 min per tenant, all apps together (scaled: 12 per 5 s here).
+    scale = 60.0
+    world, pacer = scaled_world(world_factory, 6, "--tenant-write-limit", "12", scale=scale)
+    token_request = urllib.request.Request(
+        world.sim.token_url,
+        data=json.dumps({"roles": ["User.ReadWrite.All"], "appId": "another-app"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(token_request, timeout=10) as reply:
+        other = json.loads(reply.read())["access_token"]
+    users = [u["id"] for u in world.state()["users"]]
+    for i in range(10):  # the other app leaves the tenant two of its twelve writes
+        user = users[i % len(users)]
+        write = urllib.request.Request(
+            f"{world.sim.graph_base_url}/users/{user}/reprocessLicenseAssignment",
+            method="POST",
+            headers={"Authorization": f"Bearer {other}"},
+        )
+        with urllib.request.urlopen(write, timeout=10) as reply:
+            assert reply.status == 200
+    world.clear_requests()
+    summary = asyncio.run(execute_run(world.settings, "apply", "test")).summary()
+    writes = world.licence_writes()
+    assert summary["status"] == "succeeded"
+    assert {g["outcome"] for g in summary["groups"]} == {"applied"}
+    throttled = [w for w in writes if w["status"] == 429]
+    assert len(throttled) >= 4 and pacer.throttled == len(throttled)  # the limit bit ...
+    attempts: dict[str, int] = {}
+    for w in throttled:
+        attempts[w["path"]] = attempts.get(w["path"], 0) + 1
+    assert max(attempts.values()) == 1  # ... and each write waited it out once, then went through
+    assert len([w for w in writes if w["status"] < 300]) == 6
