@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
+import re
+import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlparse
@@ -106,24 +109,70 @@ def required_roles() -> list[str]:
     return sorted({p for perms in REQUIRED_PERMISSIONS.values() for p in perms})
 
 
-# Resource units: Graph's smallest per-app, per-tenant budget (tenants under 50 users) is 3,500
-# per 10 s; the engine does not know the tenant's size, so it keeps reads under that. Costs are
-# Microsoft's, after the -1 for $select (docs/graph-facts.md "Throttling").
+# Pacing (Microsoft Graph service-specific throttling limits, identity and access,
+# https://learn.microsoft.com/en-us/graph/throttling-limits; docs/graph-facts.md "Throttling").
+# Resource units: the smallest per-app, per-tenant budget (tenants under 50 users) is 3,500 per
+# 10 s; the engine does not know the tenant's size, so it keeps every request (writes cost 1 RU
+# too) under that.
 READ_RU_BUDGET = 3_400
 READ_RU_WINDOW_S = 10.0
-RU_COST = {"list_members": 2, "list_skus": 2, "find_groups": 1}
-
-# Graph's write limit for identity and access: 3,000 writes per app per tenant per 2 min 30 s
-# (docs/graph-facts.md). Staying under it, with a margin, is cheaper than provoking 429s and
-# waiting them out.
+# Writes: 3,000 per app per tenant per 2 min 30 s. Staying under it, with a margin, is cheaper than
+# provoking 429s and waiting them out.
 WRITE_LIMIT = 2_850
 WRITE_WINDOW_S = 150.0
+# Graph sends x-ms-throttle-limit-percentage once an app has used more than 0.8 of a limit (the
+# value goes up to 1.8). Above that the budget shrinks with every window's worth of traffic, by
+# 0.8/usage, and grows back by RECOVERY per window while Graph reports nothing: the app settles
+# just under 0.8 of whatever limit Graph applies (a smaller tenant, other clients of the same app,
+# a loaded service) instead of learning it from 429s.
+SLOW_DOWN_ABOVE = 0.8
+RECOVERY = 1.1
+MIN_SHARE = 0.01  # the budget never falls below this share of the documented one
+RESOURCE_UNIT_HEADER = "x-ms-resource-unit"
+USAGE_HEADER = "x-ms-throttle-limit-percentage"
+# Base costs from Microsoft's table (the calls the engine makes; any other identity GET costs 1).
+_BASE_RU = (
+    (re.compile(r"/groups/[^/]+/members$"), 3),
+    (re.compile(r"/groups/[^/]+/transitiveMembers$"), 5),
+    (re.compile(r"^/subscribedSkus$"), 3),
+    (re.compile(r"^/users$"), 2),
+)
+_VERSION = re.compile(r"^/(v1\.0|beta)(?=/)")
+
+
+def resource_units(method: str, path: str, params: Mapping[str, str]) -> int:
+    """Microsoft's documented cost of a request, the estimate booked before it is sent: base
+    cost, $select -1, $expand +1, $top under 20 -1, at least 1; a write costs 1."""
+    if method != "GET":
+        return 1
+    path = _VERSION.sub("", path).rstrip("/")
+    cost = next((ru for pattern, ru in _BASE_RU if pattern.search(path)), 1)
+    keys = {k.lower() for k in params}
+    cost += int("$expand" in keys) - int("$select" in keys)
+    top = params.get("$top", "")
+    if top.isdigit() and int(top) < 20:
+        cost -= 1
+    return max(cost, 1)
+
+
+class Charge:
+    """Units booked in a limiter at one time; settled to what Graph says it charged."""
+
+    __slots__ = ("at", "live", "units")
+
+    def __init__(self, at: float, units: int) -> None:
+        self.at = at
+        self.units = units
+        self.live = True  # still inside the limiter's window
 
 
 class SlidingWindowLimiter:
-    """At most `limit` units in any `window_s` seconds: `await acquire(n)` waits until n fit.
+    """At most `allowed` units in any `window_s` seconds: `await acquire(n)` waits until n fit.
 
-    A sliding window also keeps every fixed window of that length under the limit.
+    `allowed` is `limit` until Graph reports pressure (`slow_down`, `throttled`), then lower until
+    it recovers. Reservations are made under a thread lock and slept outside it, so one limiter
+    serves every client, thread and event loop of the process, in order. A sliding window also
+    keeps every fixed window of that length under the limit.
     """
 
     def __init__(
@@ -135,27 +184,210 @@ class SlidingWindowLimiter:
     ) -> None:
         self.limit = limit
         self.window_s = window_s
+        self.allowed = float(limit)
+        self._floor = max(1.0, limit * MIN_SHARE)
         self._clock = clock
         self._sleep = sleep
-        self._events: deque[tuple[float, int]] = deque()  # (time, units)
+        self._events: deque[Charge] = deque()
         self._used = 0
-        self._lock = asyncio.Lock()
+        self._last = -math.inf  # the latest reservation: nobody overtakes it
+        self._hold_until = -math.inf
+        self._pressure_at = -math.inf
+        self._lock = threading.Lock()
         self.waited_s = 0.0
+        self.charged = 0  # every unit booked, as settled
 
-    async def acquire(self, units: int = 1) -> None:
-        async with self._lock:  # FIFO: requests keep their order
-            while True:
-                now = self._clock()
-                while self._events and now - self._events[0][0] >= self.window_s:
-                    self._used -= self._events.popleft()[1]
-                # An empty window always admits one request, however costly.
-                if self._used + units <= self.limit or not self._events:
-                    self._events.append((now, units))
-                    self._used += units
-                    return
-                wait = self.window_s - (now - self._events[0][0])
-                self.waited_s += wait
-                await self._sleep(wait)
+    def _expire(self, t: float) -> None:
+        # `at + window <= t`, the same sum reserve() waits for: no float gap to loop in.
+        while self._events and self._events[0].at + self.window_s <= t:
+            gone = self._events.popleft()
+            gone.live = False
+            self._used -= gone.units
+
+    def reserve(self, units: int = 1) -> tuple[Charge, float]:
+        """Book `units` at the earliest time they fit: (the booking, seconds to wait for it)."""
+        with self._lock:
+            now = self._clock()
+            if self.allowed < self.limit and now - self._pressure_at > 3 * self.window_s:
+                self.allowed = float(self.limit)  # three quiet windows: pressure is over
+            t = max(now, self._last, self._hold_until)
+            self._expire(t)
+            # An empty window always admits one request, however costly.
+            while self._events and self._used + units > self.allowed:
+                t = max(t, self._events[0].at + self.window_s)
+                self._expire(t)
+            charge = Charge(t, units)
+            self._events.append(charge)
+            self._used += units
+            self.charged += units
+            self._last = t
+            self.waited_s += t - now
+            return charge, t - now
+
+    async def acquire(self, units: int = 1) -> Charge:
+        charge, wait = self.reserve(units)
+        if wait > 0:
+            await self._sleep(wait)
+        return charge
+
+    def settle(self, charge: Charge, units: int) -> None:
+        """Graph charged `units` for what was booked as `charge.units`."""
+        with self._lock:
+            delta = units - charge.units
+            charge.units = units
+            self.charged += delta
+            if charge.live:
+                self._used += delta
+
+    def share(self) -> float:
+        """How much of the documented limit the window holds."""
+        with self._lock:
+            return self._used / self.limit if self.limit else 0.0
+
+    def slow_down(self, usage: float, units: int) -> None:
+        """Graph reports `usage` (> 0.8) of this limit on a request of `units`: shrink the budget
+        by 0.8/usage per window's worth of such answers, from no more than the window holds."""
+        with self._lock:
+            self._pressure_at = self._clock()
+            ceiling = max(min(self.allowed, float(self._used)), self._floor)
+            factor = (SLOW_DOWN_ABOVE / usage) ** min(1.0, units / ceiling)
+            self.allowed = max(self._floor, ceiling * factor)
+
+    def speed_up(self, units: int) -> None:
+        """An answer without pressure: grow back by RECOVERY per window's worth of them."""
+        with self._lock:
+            if self.allowed < self.limit:
+                step = RECOVERY ** min(1.0, units / self.allowed)
+                self.allowed = min(float(self.limit), self.allowed * step)
+
+    def throttled(self, retry_after_s: float) -> None:
+        """A 429: nothing more before Retry-After, and half the budget from then on."""
+        with self._lock:
+            now = self._clock()
+            self._pressure_at = now
+            self._hold_until = max(self._hold_until, now + retry_after_s)
+            self.allowed = max(self._floor, min(self.allowed, float(self._used)) / 2)
+
+
+class GraphPacer:
+    """Graph's budgets for one app in one tenant: resource units (reads and writes) and writes.
+
+    One per (tenant, app) in the process (`pacer_for`): every GraphClient of that app, the run,
+    `GET /api/status` and the dashboard, spends the same budget, as Graph counts it.
+    """
+
+    def __init__(
+        self,
+        read_budget: int = READ_RU_BUDGET,
+        read_window_s: float = READ_RU_WINDOW_S,
+        write_limit: int = WRITE_LIMIT,
+        write_window_s: float = WRITE_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.resource_units = SlidingWindowLimiter(read_budget, read_window_s, clock, sleep)
+        self.writes = SlidingWindowLimiter(write_limit, write_window_s, clock, sleep)
+        self.throttled = 0  # 429s seen
+        self.pressure = 0  # answers that reported usage above 0.8
+        self.peak_usage = 0.0
+
+    async def admit(self, units: int, write: bool) -> Charge:
+        """Wait until the request fits; its resource units are booked (writes count there too)."""
+        if write:
+            await self.writes.acquire(1)
+        return await self.resource_units.acquire(units)
+
+    def observe(self, charge: Charge, write: bool, status: int, headers: Mapping[str, str]) -> None:
+        """Learn from an answer: the RU Graph charged, its reported usage, a 429."""
+        ru = headers.get(RESOURCE_UNIT_HEADER, "")
+        if ru.isdigit():
+            self.resource_units.settle(charge, int(ru))
+        # A write's usage is of whichever of its two limits it uses most of (Graph does not say).
+        busier = self.writes if write and self._write_bound() else self.resource_units
+        if status == 429:
+            self.throttled += 1
+            # <Scope>/<Limit>/<app>/<tenant>: Write is the write quota, Read(Write) the RU one.
+            scope = headers.get("x-ms-throttle-scope", "").split("/")
+            kind = scope[1] if len(scope) > 1 else ""
+            limiter = busier
+            if kind:
+                limiter = self.writes if kind == "Write" else self.resource_units
+            limiter.throttled(_retry_after_s(headers.get("retry-after")))
+        try:
+            usage = float(headers.get(USAGE_HEADER, ""))
+        except ValueError:
+            usage = 0.0
+        if usage > SLOW_DOWN_ABOVE:
+            self.pressure += 1
+            self.peak_usage = max(self.peak_usage, usage)
+            busier.slow_down(usage, 1 if busier is self.writes else charge.units)
+        elif status < 400:
+            self.resource_units.speed_up(charge.units)
+            if write:
+                self.writes.speed_up(1)
+
+    def _write_bound(self) -> bool:
+        return self.writes.share() >= self.resource_units.share()
+
+
+def _retry_after_s(value: str | None) -> float:
+    try:
+        return max(float(value or 1), 0.0)
+    except ValueError:
+        return 1.0  # an HTTP date: rare in Graph; wait a little rather than not at all
+
+
+_pacers: dict[tuple[str, str], GraphPacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def _tenant_key(base_url: str) -> str:
+    return base_url.rstrip("/").lower()
+
+
+def pacer_for(base_url: str, app_id: str = "") -> GraphPacer:
+    """The process's pacer for this Graph endpoint and app. A Function app talks to one tenant as
+    one identity, so the base URL and `app_id` ("" = the process's identity) name the pair Graph
+    budgets."""
+    with _pacers_lock:
+        key = (_tenant_key(base_url), app_id)
+        pacer = _pacers.get(key)
+        if pacer is None:
+            pacer = _pacers[key] = GraphPacer()
+        return pacer
+
+
+def use_pacer(base_url: str, pacer: GraphPacer, app_id: str = "") -> None:
+    """Make `pacer` the process's pacer for this endpoint and app (e.g. windows scaled to a
+    simulator's time scale)."""
+    with _pacers_lock:
+        _pacers[(_tenant_key(base_url), app_id)] = pacer
+
+
+def forget_pacers() -> None:
+    """Drop every pacer of the process (tests: each simulator is a new tenant)."""
+    with _pacers_lock:
+        _pacers.clear()
+
+
+class _PacedTransport(httpx.AsyncBaseTransport):
+    """Under the SDK's middleware: every attempt, retries included, waits for room in the pacer,
+    and every answer tells the pacer what Graph charged and how close the app is to its limits."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, pacer: GraphPacer) -> None:
+        self.inner = inner
+        self.pacer = pacer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        write = request.method != "GET"
+        units = resource_units(request.method, request.url.path, request.url.params)
+        charge = await self.pacer.admit(units, write)
+        response = await self.inner.handle_async_request(request)
+        self.pacer.observe(charge, write, response.status_code, response.headers)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @dataclass
@@ -178,15 +410,20 @@ class GraphClient:
         credential: TokenCredential,
         base_url: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        pacer: GraphPacer | None = None,
     ) -> None:
-        """`transport` sits under the SDK's middleware (auth, retry): it sees every attempt."""
+        """`transport` sits under the SDK's middleware (auth, retry): it sees every attempt.
+        `pacer`: the process's one for this endpoint (`pacer_for`) unless given."""
         host = urlparse(base_url).hostname or ""
         # Kiota sends no token to hosts outside allowed_hosts, silently: name the one host we call.
         auth = AzureIdentityAuthenticationProvider(
             credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
         )
-        # Only the configured Graph origin is called, redirects included (shared/credentials.py).
-        guarded = GraphOriginTransport(base_url, transport)
+        self.pacer = pacer or pacer_for(base_url)
+        paced = _PacedTransport(transport or httpx.AsyncHTTPTransport(), self.pacer)
+        # Only the configured Graph origin is called, redirects included (shared/credentials.py);
+        # outside the pacer, so a refused redirect is never paced or charged.
+        guarded = GraphOriginTransport(base_url, paced)
         self._http = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, transport=guarded)
         )
@@ -201,8 +438,6 @@ class GraphClient:
         self.stats = GraphStats()
         # One User object per user for the run: members of several groups are parsed and held once.
         self._users: dict[str, User] = {}
-        self.write_pacer = SlidingWindowLimiter(WRITE_LIMIT, WRITE_WINDOW_S)
-        self.read_pacer = SlidingWindowLimiter(READ_RU_BUDGET, READ_RU_WINDOW_S)
 
     def _remember(self, user: User) -> User:
         self._users[user.id] = user
@@ -212,8 +447,7 @@ class GraphClient:
         await self._http.aclose()
 
     async def _json(self, info: RequestInformation, what: str, operation: str) -> dict[str, Any]:
-        await self.read_pacer.acquire(RU_COST.get(operation, 1))
-        self.stats.count(operation)
+        self.stats.count(operation)  # paced per attempt by the transport
         try:
             raw = await self._adapter.send_primitive_async(info, "bytes", ERROR_MAP)
         except ODataError as exc:
@@ -392,7 +626,6 @@ class GraphClient:
             ],
             remove_licenses=[_uuid(s) for s in remove],
         )
-        await self.write_pacer.acquire()
         self.stats.count("assign_group_licenses", write=True)
         info = self.sdk.groups.by_group_id(group_id).assign_license.to_post_request_information(
             body
@@ -401,7 +634,6 @@ class GraphClient:
 
     @requires("User.ReadWrite.All")
     async def reprocess_user(self, user_id: str) -> None:
-        await self.write_pacer.acquire()
         self.stats.count("reprocess_user", write=True)
         info = self.sdk.users.by_user_id(
             user_id
@@ -418,7 +650,6 @@ class GraphClient:
             ),
             save_to_sent_items=False,
         )
-        await self.write_pacer.acquire()
         self.stats.count("send_mail", write=True)
         info = self.sdk.users.by_user_id(mailbox).send_mail.to_post_request_information(body)
         await self._adapter.send_no_response_content_async(info, ERROR_MAP)

@@ -29,7 +29,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, MeterProvider
 from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 
-from shared.graph import GraphClient
+from shared.graph import RESOURCE_UNIT_HEADER, USAGE_HEADER, GraphClient
 from shared.model import Membership
 from shared.settings import local_endpoint_problems
 
@@ -56,7 +56,6 @@ METRIC_GRAPH_RESOURCE_UNITS = "licensing.graph.resource_units"
 METRIC_GRAPH_THROTTLED = "licensing.graph.throttled"
 METRIC_RUN_DURATION = "licensing.run.duration"
 
-RESOURCE_UNIT_HEADER = "x-ms-resource-unit"
 log = logging.getLogger("licensing")
 
 
@@ -157,6 +156,9 @@ class _TracedTransport(httpx.AsyncBaseTransport):
                 span.set_attribute("graph.resource_units", int(ru))
                 if g.metrics:
                     g.metrics.resource_units.add(int(ru), {"method": request.method})
+            usage = response.headers.get(USAGE_HEADER)
+            if usage:  # over 0.8 of a limit: the pacer slows down (shared/graph.py GraphPacer)
+                span.set_attribute("graph.throttle_limit_percentage", usage)
             if response.status_code == 429:
                 g.throttled += 1
                 span.set_attribute("graph.throttled", True)

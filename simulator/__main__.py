@@ -14,7 +14,13 @@ import threading
 from types import FrameType
 
 from simulator.generate import GenerateSpec, generate_tenant, parse_spec, policy_for
-from simulator.server import WRITE_LIMIT, SimServer, _parse_fault, is_loopback
+from simulator.server import (
+    TENANT_WRITE_LIMIT,
+    WRITE_LIMIT,
+    SimServer,
+    _parse_fault,
+    is_loopback,
+)
 from simulator.tenant import HIDDEN_MEMBERS_MODES, MULTI_SKU_ERROR_MODES, Tenant, TenantError
 
 
@@ -67,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=WRITE_LIMIT,
         help="writes per app per 150 s before 429 (default 3000; 0 = none)",
+    )
+    serve.add_argument(
+        "--tenant-write-limit",
+        type=int,
+        default=TENANT_WRITE_LIMIT,
+        help="writes per tenant per 300 s, all apps together, before 429 (default 18000; 0 = none)",
+    )
+    serve.add_argument(
+        "--rejected-requests-debit",
+        action="store_true",
+        help="a throttled request also spends resource units (recovery takes longer)",
     )
     serve.add_argument(
         "--time-scale",
@@ -144,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             ru_limit=args.ru_limit,
             write_limit=args.write_limit,
+            tenant_write_limit=args.tenant_write_limit,
+            rejected_requests_debit=args.rejected_requests_debit,
             time_scale=args.time_scale,
             latency_jitter_ms=args.latency_jitter_ms,
             error_sku_in_assigned_licenses=args.error_sku_in_assigned_licenses,

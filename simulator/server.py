@@ -33,12 +33,16 @@ from simulator.tenant import Tenant
 TOKEN_PREFIX = "sim."
 TOKEN_LIFETIME_S = 3600
 BATCH_LIMIT = 20
-# Identity and access throttling (docs/graph-facts.md "Throttling"), in simulated seconds:
-# divided by the server's time scale in real time.
+# Identity and access throttling (docs/graph-facts.md "Throttling"; Microsoft Graph service-specific
+# throttling limits, https://learn.microsoft.com/en-us/graph/throttling-limits), in simulated
+# seconds: divided by the server's time scale in real time.
 THROTTLE_WINDOW_S = 10.0
 WRITE_WINDOW_S = 150.0
-WRITE_LIMIT = 3000
+WRITE_LIMIT = 3000  # per app per tenant per 2 min 30 s
+TENANT_WRITE_WINDOW_S = 300.0
+TENANT_WRITE_LIMIT = 18000  # per tenant per 5 min, all apps together
 WARN_ABOVE = 0.8  # x-ms-throttle-limit-percentage is sent above this share of the limit
+MAX_USAGE = 1.8  # ... and "ranges from 0.8 to 1.8": requests over the limit keep counting
 # The app a token belongs to when /_sim/token is not told (any GUID: only a bucket key).
 DEFAULT_APP_ID = "5e1f0c2a-9b7d-4e3a-8c6f-1a2b3c4d5e6f"
 
@@ -132,11 +136,18 @@ class Fault:
 
 @dataclass
 class _Bucket:
-    """One app's budget in this tenant: a resource-unit token bucket and a write window."""
+    """One app's budget in this tenant, shared by every client and token of that app: a
+    resource-unit token bucket and a write window.
+
+    `demand` is what the app asked for, throttled requests included, leaking at the refill rate:
+    the usage reported in x-ms-throttle-limit-percentage, which goes past 1 (up to 1.8) while an
+    app keeps calling over its limit. `attempts` is the same for writes."""
 
     tokens: float
     stamp: float
+    demand: float = 0.0
     writes: deque[float] = field(default_factory=deque)
+    attempts: deque[float] = field(default_factory=deque)
 
 
 class SimServer:
@@ -153,6 +164,8 @@ class SimServer:
         seed: int | None = None,
         ru_limit: int | None = None,
         write_limit: int = WRITE_LIMIT,
+        tenant_write_limit: int = TENANT_WRITE_LIMIT,
+        rejected_requests_debit: bool = False,
         time_scale: float = 1.0,
         latency_jitter_ms: float | None = None,
         error_sku_in_assigned_licenses: bool = False,
@@ -176,13 +189,19 @@ class SimServer:
         # RU budget per 10 s by tenant size (docs/graph-facts.md "Throttling"); 0: no throttling.
         self.ru_limit = default_ru_limit(len(tenant.users)) if ru_limit is None else ru_limit
         self.write_limit = write_limit  # writes per 150 s per app; 0 = no write limit
+        self.tenant_write_limit = tenant_write_limit  # writes per 300 s, all apps; 0 = none
+        # Undocumented whether a throttled request also spends tokens (so retrying at once
+        # delays recovery): off, it counts only in the usage reported; on, it debits the bucket
+        # down to -0.8 of the limit (the usage's 1.8 ceiling).
+        self.rejected_requests_debit = rejected_requests_debit
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.time_scale = time_scale  # 10 = throttling windows pass ten times faster
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}  # (tenant id, app id)
+        self._tenant_writes: deque[float] = deque()  # accepted writes of every app
         self.httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self.httpd.daemon_threads = True
         self.host = host
@@ -338,49 +357,81 @@ class SimServer:
         return truncate
 
     def _throttle(self, app_id: str, ru: int, write: bool) -> dict[str, str]:
-        """Charge the app's bucket (docs/graph-facts.md "Throttling"); 429 when it is empty or
-        the app has used its writes. Returns the usage header to send above 80 % of a limit."""
+        """Charge the app's bucket (docs/graph-facts.md "Throttling"); 429 when it is empty, the
+        app has used its writes or the tenant its writes. Returns the usage header to send above
+        80 % of the app's limits (on a 429 too, in the error's headers)."""
         limit = self.ru_limit
-        if limit <= 0 and (not write or self.write_limit <= 0):
+        app_writes = write and self.write_limit > 0
+        tenant_writes = write and self.tenant_write_limit > 0
+        if limit <= 0 and not app_writes and not tenant_writes:
             return {}
         scale = self.time_scale
-        window = THROTTLE_WINDOW_S / scale
-        write_window = WRITE_WINDOW_S / scale
         now = time.monotonic()
         tenant_id = self.tenant.tenant_id
+        error: GraphError | None = None
+        usage = 0.0
         with self.lock:
-            bucket = self._buckets.get(app_id)
+            key = (tenant_id, app_id)
+            bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[app_id] = _Bucket(float(max(limit, 0)), now)
-            usage = 0.0
+                bucket = self._buckets[key] = _Bucket(float(max(limit, 0)), now)
             if limit > 0:
-                rate = limit / window  # tokens per real second
-                bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.stamp) * rate)
+                rate = limit / (THROTTLE_WINDOW_S / scale)  # tokens per real second
+                refill = (now - bucket.stamp) * rate
+                bucket.tokens = min(float(limit), bucket.tokens + refill)
+                bucket.demand = min(max(bucket.demand - refill, 0.0) + ru, MAX_USAGE * limit)
                 bucket.stamp = now
+                usage = bucket.demand / limit
                 if bucket.tokens < ru:
-                    wait = (ru - bucket.tokens) / rate
-                    raise _too_many(
-                        wait,
+                    if self.rejected_requests_debit:
+                        bucket.tokens = max(bucket.tokens - ru, -(MAX_USAGE - 1) * limit)
+                    error = _too_many(
+                        (ru - bucket.tokens) / rate,
                         f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}",
                         "ResourceUnitLimitExceeded",
                     )
-            if write and self.write_limit > 0:
-                while bucket.writes and now - bucket.writes[0] >= write_window:
-                    bucket.writes.popleft()
-                if len(bucket.writes) >= self.write_limit:
-                    raise _too_many(
-                        write_window - (now - bucket.writes[0]),
+            if app_writes:
+                window = WRITE_WINDOW_S / scale
+                for times in (bucket.writes, bucket.attempts):
+                    while times and now - times[0] >= window:
+                        times.popleft()
+                if len(bucket.attempts) < MAX_USAGE * self.write_limit:
+                    bucket.attempts.append(now)
+                usage = max(usage, len(bucket.attempts) / self.write_limit)
+                if error is None and len(bucket.writes) >= self.write_limit:
+                    error = _too_many(
+                        window - (now - bucket.writes[0]),
                         f"Tenant_Application/Write/{app_id}/{tenant_id}",
                         "WriteLimitExceeded",
                     )
-                bucket.writes.append(now)
-                usage = len(bucket.writes) / self.write_limit
-            if limit > 0:
-                bucket.tokens -= ru
-                usage = max(usage, 1 - bucket.tokens / limit)
-        if usage > WARN_ABOVE:
-            return {"x-ms-throttle-limit-percentage": f"{min(usage, 1.8):.2f}"}
-        return {}
+            if tenant_writes and error is None:
+                window = TENANT_WRITE_WINDOW_S / scale
+                while self._tenant_writes and now - self._tenant_writes[0] >= window:
+                    self._tenant_writes.popleft()
+                if len(self._tenant_writes) >= self.tenant_write_limit:
+                    error = _too_many(
+                        window - (now - self._tenant_writes[0]),
+                        f"Tenant/Write/{app_id}/{tenant_id}",
+                        "WriteLimitExceeded",
+                    )
+            if error is None:
+                if limit > 0:
+                    bucket.tokens -= ru
+                if app_writes:
+                    bucket.writes.append(now)
+                if tenant_writes:
+                    self._tenant_writes.append(now)
+        # The tenant-wide limit is not the app's own: the header reports only the app's limits
+        # ("the application consumed more than 0.8 of its limit").
+        header = (
+            {"x-ms-throttle-limit-percentage": f"{min(usage, MAX_USAGE):.2f}"}
+            if usage > WARN_ABOVE
+            else {}
+        )
+        if error is not None:
+            error.headers.update(header)
+            raise error
+        return header
 
     def _batch(self, headers: dict[str, str], body: bytes) -> Response:
         """JSON batching (docs/graph-facts.md "Batching"): in order; a failed dependency: 424."""
@@ -535,6 +586,8 @@ class SimServer:
         "latencyJitterMs": "latency_jitter_ms",
         "ruLimit": "ru_limit",
         "writeLimit": "write_limit",
+        "tenantWriteLimit": "tenant_write_limit",
+        "rejectedRequestsDebit": "rejected_requests_debit",
         "timeScale": "time_scale",
     }
 
@@ -571,6 +624,10 @@ class SimServer:
                 except ValueError as exc:
                     raise bad_request(f"{name}: {exc}") from exc
                 continue
+            if name == "rejectedRequestsDebit":
+                if not isinstance(value, bool):
+                    raise bad_request(f"{name} must be true or false.")
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise bad_request(f"{name} must be a non-negative number.")
             if name == "timeScale" and value <= 0:
@@ -582,9 +639,10 @@ class SimServer:
                         self.tenant.behaviour.set(self._SWITCHES[name], value)
                 elif name == "processingDelayS":
                     self.tenant.processing_delay_s = float(value)
-                elif name in ("ruLimit", "writeLimit"):
+                elif name in ("ruLimit", "writeLimit", "tenantWriteLimit"):
                     setattr(self, self._CONFIG[name], int(value))
                     self._buckets.clear()
+                    self._tenant_writes.clear()
                 else:
                     setattr(self, self._CONFIG[name], value)
 

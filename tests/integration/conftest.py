@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from localdev.services import ROOT, Azurite, Simulator, app_settings
+from shared.graph import forget_pacers
 from shared.settings import Settings
 from shared.store import TableStore
 
@@ -78,6 +79,14 @@ class World:
                     f"licence processing still pending after {timeout_s} s: {pending}"
                 )
             time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pacers() -> Iterator[None]:
+    """Graph pacers are per process and endpoint; a simulator on a reused port is a new tenant."""
+    forget_pacers()
+    yield
+    forget_pacers()
 
 
 @pytest.fixture

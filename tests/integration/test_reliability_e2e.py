@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from shared.graph import GraphPacer, use_pacer
 from shared.run import execute_run, read_run
 from shared.settings import Mode
 from tests.integration.conftest import World
@@ -167,6 +168,8 @@ def test_a_throttling_storm_is_waited_out_within_bounds_and_never_acted_on_blind
         t.group(f"LIC-{i:02d}", "e5-full", t.users_named(f"s{i}-", 2))
     # 12 resource units per (scaled) 10-second window: far less than one run needs.
     world = world_factory(t.build(), POLICY, sim_args=("--ru-limit", "12", "--time-scale", "10"))
+    # The engine's pacer knows the windows, as it knows Graph's (shared/graph.py GraphPacer).
+    use_pacer(world.settings.graph_base_url, GraphPacer(read_window_s=1.0, write_window_s=15.0))
     first = run(world)
     log = world.requests()
     assert any(r["status"] == 429 for r in log), "the storm happened"
