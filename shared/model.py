@@ -65,6 +65,7 @@ class User:
     account_enabled: bool | None
     held_skus: frozenset[str]
     license_states: tuple[LicenseState, ...] = ()
+    external_issuer: str | None = None  # a sign-in identity issued outside this tenant
 
     @property
     def is_b2b(self) -> bool:
