@@ -1,9 +1,10 @@
 """Pure planning: snapshot + resolved policy -> plan (a decision with a reason for every group).
 
-No I/O. Seat arithmetic (docs/architecture.md): free = enabled - consumed - reserve; demand
-counts each direct user member who does not hold the SKU once across the run; a group is assigned
-only if every SKU of its profile fits after the groups decided before it (policy priority,
-then smaller demand first).
+No I/O. Seats are weighed in a ledger (docs/architecture.md "Seats"): per SKU, free after the
+reserve; then committed demand, charged before anything new is weighed: every group that already
+carries the SKU, whatever we decide about it, for its members who lack it (a user counted once);
+then new assignments against what is left. A group whose members could not be read but that
+carries a SKU makes that SKU's headroom unknown for the run.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ ERROR_ADVICE = {
         "a service is not offered in the user's usage location: fix usageLocation or disable it"
     ),
     "UniquenessViolation": "a duplicate proxy address or UPN: fix the conflicting attribute",
+    "Disabled": "the assignment is disabled: open the user's licences in the Entra admin centre",
     "Other": "open the user's licences in the Entra admin centre to see the error",
 }
+SEAT_ERRORS = frozenset({"CountViolation"})  # errors more seats fix: such users still want one
 
 
 class Decision(StrEnum):
@@ -74,13 +77,13 @@ class GroupPlan:
     processing_state: str | None = None
     # error code -> UPNs (capped) of members whose assignment failed for a reason seats won't fix
     license_errors: dict[str, list[str]] = field(default_factory=dict)
+    # Users this group's writes touch: a group write touches every direct member's licence states
+    # (conservative for the budget), a reprocess the reprocessed users. Ids, for Plan's union.
+    affected_user_ids: frozenset[str] = frozenset()
 
     @property
     def users_affected(self) -> int:
-        # A group write touches every direct member's licence states (conservative for the budget).
-        if self.add_licenses or self.remove_licenses:
-            return max(self.member_count, len(self.reprocess_user_ids))
-        return len(self.reprocess_user_ids)
+        return len(self.affected_user_ids)
 
 
 @dataclass
@@ -91,8 +94,12 @@ class SkuPlan:
     enabled: int
     consumed: int
     reserve: int
-    demand: int = 0  # seats wanted by all tagged groups (distinct users), granted or not
-    granted: int = 0  # seats the plan will consume
+    demand: int = 0  # users wanting a seat (committed or new, distinct), granted or not
+    # users lacking it in groups that already carry it, whatever their decision: Entra gives them
+    # seats as it processes those groups, so nothing new is weighed against these seats
+    committed: int = 0
+    granted: int = 0  # seats the plan's writes will consume
+    headroom_unknown: str | None = None  # why free seats cannot be known this run, if so
 
     @property
     def free_before(self) -> int:
@@ -104,7 +111,8 @@ class SkuPlan:
 
     @property
     def shortfall(self) -> int:
-        return max(0, self.demand - max(0, self.free_before - self.reserve))
+        """Seats to buy so every user waiting gets one and the reserve stays (free can be < 0)."""
+        return max(0, self.demand - (self.free_before - self.reserve))
 
 
 @dataclass
@@ -123,7 +131,8 @@ class Plan:
 
     @property
     def users_affected(self) -> int:
-        return sum(g.users_affected for g in self.changes)
+        # Each user once, however many changed groups they are in.
+        return len(frozenset().union(*(g.affected_user_ids for g in self.changes)))
 
     def counts(self) -> dict[str, int]:
         out = {d.value: 0 for d in Decision}
@@ -141,6 +150,69 @@ class _Candidate:
     carries_any: bool  # the group already carries at least one licence
     count_violations: set[str]  # members this group's assignment left in CountViolation
     processing: bool
+    member_ids: frozenset[str]
+
+
+class _Ledger:
+    """Per SKU: free after reserve, committed demand charged first, then what the plan grants.
+
+    `committed` users already want a seat through a group that carries the SKU; `served` are the
+    committed users whose seat is being taken (Entra processing a group now, or this plan's
+    writes); `new` are users outside `committed` the plan gives a seat. New seats come only from
+    what committed demand leaves; committed users draw on the free seats themselves.
+    """
+
+    def __init__(self, sku_plans: dict[str, SkuPlan]) -> None:
+        self.skus = sku_plans
+        self.committed: dict[str, set[str]] = {sid: set() for sid in sku_plans}
+        self.served: dict[str, set[str]] = {sid: set() for sid in sku_plans}
+        self.new: dict[str, set[str]] = {sid: set() for sid in sku_plans}
+        self.unread: dict[str, list[str]] = {}  # sku_id -> unread groups carrying it
+        self.user_commits: dict[str, set[str]] = {}  # user -> SKUs they are committed for
+        self.reprocessed: dict[str, str] = {}  # user -> display name of the group reprocessing
+
+    def charge(self, group: Group, membership: Membership, processing: bool) -> dict[str, int]:
+        """Charge a group's carried SKUs for its members who lack them; part number -> count."""
+        charged: dict[str, int] = {}
+        carried = [lic.sku_id for lic in group.assigned_licenses if lic.sku_id in self.skus]
+        if not carried:
+            return charged
+        if not membership.known:
+            for sid in carried:
+                self.unread.setdefault(sid, []).append(group.display_name)
+            return charged
+        for user in membership.users:
+            errors = user.errors_from_group(group.id) if user.license_states else {}
+            for sid in carried:
+                if sid in user.held_skus or errors.get(sid, "CountViolation") not in SEAT_ERRORS:
+                    continue
+                self.committed[sid].add(user.id)
+                self.user_commits.setdefault(user.id, set()).add(sid)
+                if processing:  # Entra is taking these seats now, whatever we decide
+                    self.served[sid].add(user.id)
+                part = self.skus[sid].part_number
+                charged[part] = charged.get(part, 0) + 1
+        return charged
+
+    def free(self, sid: str) -> int:
+        sp = self.skus[sid]
+        return sp.free_before - sp.reserve
+
+    def left_for_committed(self, sid: str) -> int:
+        return self.free(sid) - len(self.served[sid]) - len(self.new[sid])
+
+    def left_for_new(self, sid: str) -> int:
+        return self.free(sid) - len(self.committed[sid]) - len(self.new[sid])
+
+    def unknown_reason(self, sid: str) -> str | None:
+        groups = self.unread.get(sid)
+        if not groups:
+            return None
+        return (
+            f"the members of {', '.join(sorted(groups))}, which carr"
+            f"{'ies' if len(groups) == 1 else 'y'} {self.skus[sid].part_number}, could not be "
+            "read, so its free seats are unknown this run"
+        )
 
 
 def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
@@ -155,28 +227,44 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
         )
         for s in snapshot.skus
     }
+    ledger = _Ledger(sku_plans)
     finished: list[GroupPlan] = []
     candidates: list[_Candidate] = []
     for group in snapshot.groups:
         membership = snapshot.members.get(group.id) or Membership(error="members were not read")
+        processing = group.processing_state not in (None, "ProcessingComplete")
+        # Committed demand first: every group that carries a SKU, whatever its decision.
+        charged = ledger.charge(group, membership, processing)
         result = _precheck(group, membership, snapshot, policy)
         if isinstance(result, GroupPlan):
+            if charged:
+                seats = ", ".join(f"{n} {p}" for p, n in sorted(charged.items()))
+                result.notes.append(
+                    f"{seats} seat(s) counted as committed: members lacking the licences it "
+                    "carries get them as Entra processes the group"
+                )
+            elif group.assigned_licenses and not membership.known:
+                result.notes.append(
+                    "carries licences but its members are unknown: no new seats of them are "
+                    "given to any group this run"
+                )
             finished.append(result)
         else:
             candidates.append(result)
 
-    # Demand for the SKU table counts every tagged group's users once, granted or not.
-    wanted: dict[str, set[str]] = {}
+    for sid, sp in sku_plans.items():
+        sp.committed = len(ledger.committed[sid])
+        sp.headroom_unknown = ledger.unknown_reason(sid)
+    # Demand for the SKU table: committed users and every candidate's users once, granted or not.
+    wanted = {sid: set(users) for sid, users in ledger.committed.items()}
     for cand in candidates:
         for sku_id, users in cand.lacking.items():
-            wanted.setdefault(sku_id, set()).update(users)
+            if sku_id in wanted:
+                wanted[sku_id].update(users)
     for sku_id, users in wanted.items():
-        if sku_id in sku_plans:
-            sku_plans[sku_id].demand = len(users)
+        sku_plans[sku_id].demand = len(users)
 
-    available = {sid: sp.free_before - sp.reserve for sid, sp in sku_plans.items()}
-    counted: dict[str, set[str]] = {sid: set() for sid in sku_plans}
-    # Groups Entra is already processing take their seats first: that is happening regardless.
+    # Groups Entra is already processing first: that is happening regardless.
     candidates.sort(
         key=lambda c: (
             not c.processing,
@@ -187,7 +275,7 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
         )
     )
     for cand in candidates:
-        _decide(cand, available, counted, sku_plans)
+        _decide(cand, ledger)
         finished.append(cand.plan)
 
     order = {g.id: i for i, g in enumerate(snapshot.groups)}
@@ -246,26 +334,13 @@ def _precheck(
         )
     for rs in profile.skus:
         sku = snapshot.sku(rs.sku_id)
-        if sku is None or not sku.assignable:
-            status = sku.capability_status if sku else "missing"
+        why = sku.unassignable_reason if sku else "is missing from the tenant"
+        if why:
             return _blocked_policy(
-                plan,
-                f"{rs.part_number} is {status}, not assignable; renew the "
-                "subscription or change the profile",
+                plan, f"{rs.part_number} {why}; renew the subscription or change the profile"
             )
     if plan.guest_count:
-        listed = ", ".join(plan.guests)
-        more = (
-            ""
-            if plan.guest_count <= len(plan.guests)
-            else f" and {plan.guest_count - len(plan.guests)} more"
-        )
-        plan.decision = Decision.BLOCKED_GUESTS
-        plan.reason = (
-            f"{plan.guest_count} B2B guest member(s) ({listed}{more}): group-based "
-            "licensing must not be used on groups with guests; remove them from the group"
-        )
-        return plan
+        return _blocked_guests(plan, membership)
 
     profile_ids = {rs.sku_id for rs in profile.skus}
     needs_write = False
@@ -289,14 +364,14 @@ def _precheck(
     other_errors: dict[str, list[str]] = {}
     count_violations: set[str] = set()
     for user in membership.users:
-        errors = user.errors_from_group(group.id)
+        errors = user.errors_from_group(group.id) if user.license_states else {}
         if "CountViolation" in errors.values():
             count_violations.add(user.id)
         for rs in profile.skus:
             if rs.sku_id in user.held_skus:
                 continue
             error = errors.get(rs.sku_id)
-            if error and error != "CountViolation":
+            if error and error not in SEAT_ERRORS:
                 other_errors.setdefault(error, []).append(user.upn)
             else:
                 lacking[rs.sku_id].add(user.id)
@@ -334,7 +409,38 @@ def _precheck(
         bool(group.assigned_licenses),
         count_violations,
         processing,
+        frozenset(u.id for u in membership.users),
     )
+
+
+def _blocked_guests(plan: GroupPlan, membership: Membership) -> GroupPlan:
+    internal = sorted(u.upn for u in membership.users if u.is_internal_guest)
+    external = sorted(u for u in membership.users if u.is_b2b and not u.is_internal_guest)
+    parts = []
+    if external:
+        shown = [
+            f"{u.upn} (signs in through {u.external_issuer})" if u.external_issuer else u.upn
+            for u in external[:MAX_LISTED_GUESTS]
+        ]
+        more = f" and {len(external) - len(shown)} more" if len(external) > len(shown) else ""
+        parts.append(f"{len(external)} B2B guest member(s) ({', '.join(shown)}{more})")
+    if internal:
+        shown_internal = internal[:MAX_LISTED_GUESTS]
+        more = (
+            f" and {len(internal) - len(shown_internal)} more"
+            if len(internal) > len(shown_internal)
+            else ""
+        )
+        parts.append(
+            f"{len(internal)} internal guest(s) (accounts of this tenant with userType Guest: "
+            f"{', '.join(shown_internal)}{more}; set userType to Member if they are staff)"
+        )
+    plan.decision = Decision.BLOCKED_GUESTS
+    plan.reason = (
+        "; ".join(parts) + ": group-based licensing must not be used on groups with guests; "
+        "remove them from the group"
+    )
+    return plan
 
 
 def _blocked_policy(plan: GroupPlan, reason: str) -> GroupPlan:
@@ -348,22 +454,10 @@ def _part(snapshot: Snapshot, sku_id: str) -> str:
     return sku.part_number if sku else sku_id
 
 
-def _decide(
-    cand: _Candidate,
-    available: dict[str, int],
-    counted: dict[str, set[str]],
-    sku_plans: dict[str, SkuPlan],
-) -> None:
+def _decide(cand: _Candidate, ledger: _Ledger) -> None:
     plan = cand.plan
-    need = {sid: users - counted[sid] for sid, users in cand.lacking.items()}
-    shortfall = {
-        sid: len(users) - available[sid]
-        for sid, users in need.items()
-        if len(users) > available[sid]
-    }
-    plan.demand = {sku_plans[sid].part_number: len(u) for sid, u in need.items() if u}
+    skus = ledger.skus
     lacking_any = any(cand.lacking.values())
-
     if not cand.needs_write and not lacking_any:
         plan.decision = Decision.COMPLIANT
         plan.reason = "carries its profile's licences and every member holds them"
@@ -371,50 +465,135 @@ def _decide(
             plan.reason += f" ({len(plan.notes)} note(s))"
         return
 
+    if cand.processing and not cand.needs_write:
+        # Entra is processing it: its seats were charged first; no write of ours.
+        over = {
+            sid: -ledger.left_for_committed(sid)
+            for sid, users in cand.lacking.items()
+            if users and ledger.left_for_committed(sid) < 0
+        }
+        plan.demand = {skus[sid].part_number: len(u) for sid, u in cand.lacking.items() if u}
+        plan.decision = Decision.COMPLIANT
+        plan.reason = (
+            "licence processing is in progress; its members' seats are counted as taken "
+            "and are checked again next run"
+        )
+        if over:
+            plan.decision = Decision.BLOCKED_SEATS
+            plan.shortfall = {skus[sid].part_number: n for sid, n in over.items()}
+            plan.reason = "licence processing is in progress but not every member can get a " + (
+                "seat: "
+                + "; ".join(
+                    f"{skus[sid].part_number} is {n} seat(s) short: buy {n} or remove members"
+                    for sid, n in sorted(over.items(), key=lambda kv: skus[kv[0]].part_number)
+                )
+            )
+        return
+
+    # Users to reprocess: one call per user per run, whichever group asks first.
+    wanted_reprocess = (
+        cand.count_violations if cand.needs_write else set().union(*cand.lacking.values())
+    )
+    reprocess = sorted(u for u in wanted_reprocess if u not in ledger.reprocessed)
+    # Seats this group's writes make Entra try: its own SKUs for members lacking them, and every
+    # SKU a reprocessed user is committed for (reprocessing retries all their group licences).
+    new: dict[str, set[str]] = {}
+    drawn: dict[str, set[str]] = {}
+    for sid, users in cand.lacking.items():
+        new[sid] = users - ledger.committed[sid] - ledger.new[sid]
+        drawn[sid] = (users & ledger.committed[sid]) - ledger.served[sid]
+    for uid in reprocess:
+        for sid in ledger.user_commits.get(uid, ()):
+            if uid not in ledger.served[sid]:
+                drawn.setdefault(sid, set()).add(uid)
+                new.setdefault(sid, set())
+    plan.demand = {
+        skus[sid].part_number: len(new[sid] | drawn[sid]) for sid in new if new[sid] | drawn[sid]
+    }
+
+    unknown = sorted(
+        skus[sid].part_number
+        for sid in new
+        if (new[sid] or drawn[sid]) and ledger.unknown_reason(sid)
+    )
+    if unknown:
+        plan.decision = Decision.BLOCKED_SEATS
+        plan.reason = (
+            "seat headroom unknown: "
+            + "; ".join(
+                str(ledger.unknown_reason(sid))
+                for sid in sorted(new, key=lambda k: skus[k].part_number)
+                if skus[sid].part_number in unknown
+            )
+            + (
+                "; nothing that needs seats of it is assigned or reprocessed until those members "
+                "are read"
+            )
+        )
+        return
+
+    shortfall: dict[str, tuple[int, int]] = {}  # sid -> (available, seats to buy)
+    for sid in new:
+        need = len(new[sid]) + len(drawn[sid])
+        available = min(ledger.left_for_new(sid) + len(drawn[sid]), ledger.left_for_committed(sid))
+        if need > available:
+            shortfall[sid] = (available, need - available)
     if shortfall:
-        plan.shortfall = {sku_plans[sid].part_number: n for sid, n in shortfall.items()}
+        plan.shortfall = {skus[sid].part_number: buy for sid, (_, buy) in shortfall.items()}
         parts = []
-        for sid, n in sorted(shortfall.items(), key=lambda kv: sku_plans[kv[0]].part_number):
-            sp = sku_plans[sid]
+        for sid, (available, buy) in sorted(
+            shortfall.items(), key=lambda kv: skus[kv[0]].part_number
+        ):
+            sp = skus[sid]
+            held_back = []
+            if sp.reserve:
+                held_back.append(f"a reserve of {sp.reserve}")
+            if ledger.committed[sid] - drawn[sid]:
+                held_back.append(
+                    f"{len(ledger.committed[sid] - drawn[sid])} seat(s) committed to groups "
+                    "that already carry it"
+                )
+            after = f" after {' and '.join(held_back)}" if held_back else ""
             parts.append(
-                f"{sp.part_number} needs {len(need[sid])}, {max(0, available[sid])} "
-                f"available{f' after a reserve of {sp.reserve}' if sp.reserve else ''}: "
-                f"buy {n} or remove members"
+                f"{sp.part_number} needs {len(new[sid]) + len(drawn[sid])}, "
+                f"{max(0, available)} available{after}: buy {buy} or remove members"
             )
         plan.decision = Decision.BLOCKED_SEATS
         plan.reason = "not enough seats: " + "; ".join(parts)
         return
 
     # Every SKU fits: take the seats so later groups see what is left.
-    for sid, users in need.items():
-        available[sid] -= len(users)
-        counted[sid].update(users)
-        sku_plans[sid].granted += len(users)
-
-    if cand.processing and not cand.needs_write:
-        plan.decision = Decision.COMPLIANT
-        plan.reason = (
-            "licence processing is in progress; its members' seats are counted as taken "
-            "and are checked again next run"
+    for sid in new:
+        ledger.new[sid].update(new[sid])
+        ledger.served[sid].update(drawn[sid])
+        skus[sid].granted += len(new[sid]) + len(drawn[sid])
+    for uid in reprocess:
+        ledger.reprocessed[uid] = plan.display_name
+    plan.reprocess_user_ids = tuple(reprocess)
+    elsewhere = sorted({ledger.reprocessed[u] for u in wanted_reprocess} - {plan.display_name})
+    if elsewhere:
+        plan.notes.append(
+            f"{len(wanted_reprocess) - len(reprocess)} member(s) are reprocessed with "
+            f"{', '.join(elsewhere)} (a user is reprocessed once per run)"
         )
-        return
 
-    stuck = sorted(set().union(*cand.lacking.values())) if lacking_any else []
     if cand.needs_write:
         plan.decision = Decision.REPAIR if cand.carries_any else Decision.ASSIGN
-        # Users already in CountViolation stay there after a re-assignment: reprocess them too.
-        plan.reprocess_user_ids = tuple(sorted(cand.count_violations))
+        plan.affected_user_ids = cand.member_ids | frozenset(reprocess)
         seats = ", ".join(f"{n} {p}" for p, n in sorted(plan.demand.items())) or "no new seats"
         verb = "assign" if plan.decision is Decision.ASSIGN else "repair"
         plan.reason = f"{verb} the profile's licences ({seats})"
         return
 
     plan.decision = Decision.REPROCESS
-    plan.reprocess_user_ids = tuple(stuck)
+    plan.affected_user_ids = frozenset(reprocess)
+    stuck = len(wanted_reprocess)
     plan.reason = (
-        f"{len(stuck)} member(s) lack the group's licences (licence errors such as "
+        f"{stuck} member(s) lack the group's licences (licence errors such as "
         "CountViolation) and seats now exist: reprocess them"
     )
+    if len(reprocess) < stuck:
+        plan.reason += f" ({stuck - len(reprocess)} through another group)"
 
 
 __all__ = ["Decision", "GroupPlan", "LicenseChange", "Plan", "SkuPlan", "make_plan"]
