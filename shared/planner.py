@@ -151,6 +151,8 @@ class _Candidate:
     count_violations: set[str]  # members this group's assignment left in CountViolation
     processing: bool
     member_ids: frozenset[str]
+    # user -> SKUs a reprocess would retry: their seat errors from any group, read or not
+    retries: dict[str, set[str]] = field(default_factory=dict)
 
 
 class _Ledger:
@@ -169,7 +171,7 @@ class _Ledger:
         self.new: dict[str, set[str]] = {sid: set() for sid in sku_plans}
         self.unread: dict[str, list[str]] = {}  # sku_id -> unread groups carrying it
         self.user_commits: dict[str, set[str]] = {}  # user -> SKUs they are committed for
-        self.reprocessed: dict[str, str] = {}  # user -> display name of the group reprocessing
+        self.reprocessed: dict[str, GroupPlan] = {}  # user -> the group that reprocesses them
 
     def charge(self, group: Group, membership: Membership, processing: bool) -> dict[str, int]:
         """Charge a group's carried SKUs for its members who lack them; part number -> count."""
@@ -194,6 +196,14 @@ class _Ledger:
                 charged[part] = charged.get(part, 0) + 1
         return charged
 
+    def grant(self, new: dict[str, set[str]], drawn: dict[str, set[str]]) -> None:
+        for sid, users in new.items():
+            self.new[sid].update(users)
+            self.skus[sid].granted += len(users)
+        for sid, users in drawn.items():
+            self.served[sid].update(users)
+            self.skus[sid].granted += len(users)
+
     def free(self, sid: str) -> int:
         sp = self.skus[sid]
         return sp.free_before - sp.reserve
@@ -204,15 +214,20 @@ class _Ledger:
     def left_for_new(self, sid: str) -> int:
         return self.free(sid) - len(self.committed[sid]) - len(self.new[sid])
 
-    def unknown_reason(self, sid: str) -> str | None:
-        groups = self.unread.get(sid)
-        if not groups:
+    def unknown_reason(self, *sids: str) -> str | None:
+        """Why the free seats of these SKUs cannot be known this run, or None."""
+        unknown = sorted((sid for sid in sids if self.unread.get(sid)), key=self._part)
+        if not unknown:
             return None
+        groups = sorted({g for sid in unknown for g in self.unread[sid]})
         return (
-            f"the members of {', '.join(sorted(groups))}, which carr"
-            f"{'ies' if len(groups) == 1 else 'y'} {self.skus[sid].part_number}, could not be "
-            "read, so its free seats are unknown this run"
+            f"free seats of {', '.join(self._part(sid) for sid in unknown)} are unknown this run: "
+            f"the members of {', '.join(groups)}, which carr{'ies' if len(groups) == 1 else 'y'} "
+            f"{'it' if len(unknown) == 1 else 'them'}, could not be read"
         )
+
+    def _part(self, sid: str) -> str:
+        return self.skus[sid].part_number
 
 
 def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
@@ -363,8 +378,12 @@ def _precheck(
 
     other_errors: dict[str, list[str]] = {}
     count_violations: set[str] = set()
+    retries: dict[str, set[str]] = {}
     for user in membership.users:
         errors = user.errors_from_group(group.id) if user.license_states else {}
+        for st in user.license_states:
+            if st.assigned_by_group and st.error in SEAT_ERRORS and st.sku_id not in user.held_skus:
+                retries.setdefault(user.id, set()).add(st.sku_id)
         if "CountViolation" in errors.values():
             count_violations.add(user.id)
         for rs in profile.skus:
@@ -410,12 +429,15 @@ def _precheck(
         count_violations,
         processing,
         frozenset(u.id for u in membership.users),
+        retries,
     )
 
 
 def _blocked_guests(plan: GroupPlan, membership: Membership) -> GroupPlan:
     internal = sorted(u.upn for u in membership.users if u.is_internal_guest)
-    external = sorted(u for u in membership.users if u.is_b2b and not u.is_internal_guest)
+    external = sorted(
+        (u for u in membership.users if u.is_b2b and not u.is_internal_guest), key=lambda u: u.upn
+    )
     parts = []
     if external:
         shown = [
@@ -490,91 +512,74 @@ def _decide(cand: _Candidate, ledger: _Ledger) -> None:
             )
         return
 
-    # Users to reprocess: one call per user per run, whichever group asks first.
     wanted_reprocess = (
         cand.count_violations if cand.needs_write else set().union(*cand.lacking.values())
     )
-    reprocess = sorted(u for u in wanted_reprocess if u not in ledger.reprocessed)
-    # Seats this group's writes make Entra try: its own SKUs for members lacking them, and every
-    # SKU a reprocessed user is committed for (reprocessing retries all their group licences).
-    new: dict[str, set[str]] = {}
-    drawn: dict[str, set[str]] = {}
-    for sid, users in cand.lacking.items():
-        new[sid] = users - ledger.committed[sid] - ledger.new[sid]
-        drawn[sid] = (users & ledger.committed[sid]) - ledger.served[sid]
-    for uid in reprocess:
-        for sid in ledger.user_commits.get(uid, ()):
-            if uid not in ledger.served[sid]:
-                drawn.setdefault(sid, set()).add(uid)
-                new.setdefault(sid, set())
-    plan.demand = {
-        skus[sid].part_number: len(new[sid] | drawn[sid]) for sid in new if new[sid] | drawn[sid]
-    }
+    asked: dict[str, set[str]] = {}  # sku -> users this group's writes would give a seat
+    # The group's own write: all or nothing (Entra assigns a group's licences per user that way).
+    if cand.needs_write:
+        new = {}
+        drawn = {}
+        for sid, users in cand.lacking.items():
+            new[sid] = users - ledger.committed[sid] - ledger.new[sid]
+            drawn[sid] = (users & ledger.committed[sid]) - ledger.served[sid]
+            asked[sid] = new[sid] | drawn[sid]
+        plan.demand = {skus[sid].part_number: len(u) for sid, u in asked.items() if u}
+        if _blocked(plan, ledger, new, drawn):
+            return
+        ledger.grant(new, drawn)
 
-    unknown = sorted(
-        skus[sid].part_number
-        for sid in new
-        if (new[sid] or drawn[sid]) and ledger.unknown_reason(sid)
-    )
-    if unknown:
-        plan.decision = Decision.BLOCKED_SEATS
-        plan.reason = (
-            "seat headroom unknown: "
-            + "; ".join(
-                str(ledger.unknown_reason(sid))
-                for sid in sorted(new, key=lambda k: skus[k].part_number)
-                if skus[sid].part_number in unknown
-            )
-            + (
-                "; nothing that needs seats of it is assigned or reprocessed until those members "
-                "are read"
-            )
-        )
-        return
-
-    shortfall: dict[str, tuple[int, int]] = {}  # sid -> (available, seats to buy)
-    for sid in new:
-        need = len(new[sid]) + len(drawn[sid])
-        available = min(ledger.left_for_new(sid) + len(drawn[sid]), ledger.left_for_committed(sid))
-        if need > available:
-            shortfall[sid] = (available, need - available)
-    if shortfall:
-        plan.shortfall = {skus[sid].part_number: buy for sid, (_, buy) in shortfall.items()}
-        parts = []
-        for sid, (available, buy) in sorted(
-            shortfall.items(), key=lambda kv: skus[kv[0]].part_number
-        ):
-            sp = skus[sid]
-            held_back = []
-            if sp.reserve:
-                held_back.append(f"a reserve of {sp.reserve}")
-            if ledger.committed[sid] - drawn[sid]:
-                held_back.append(
-                    f"{len(ledger.committed[sid] - drawn[sid])} seat(s) committed to groups "
-                    "that already carry it"
-                )
-            after = f" after {' and '.join(held_back)}" if held_back else ""
-            parts.append(
-                f"{sp.part_number} needs {len(new[sid]) + len(drawn[sid])}, "
-                f"{max(0, available)} available{after}: buy {buy} or remove members"
-            )
-        plan.decision = Decision.BLOCKED_SEATS
-        plan.reason = "not enough seats: " + "; ".join(parts)
-        return
-
-    # Every SKU fits: take the seats so later groups see what is left.
-    for sid in new:
-        ledger.new[sid].update(new[sid])
-        ledger.served[sid].update(drawn[sid])
-        skus[sid].granted += len(new[sid]) + len(drawn[sid])
-    for uid in reprocess:
-        ledger.reprocessed[uid] = plan.display_name
+    # Reprocessing, user by user: it retries every group licence the user lacks, so a user is
+    # reprocessed (once per run, by the first group that asks) only if all those seats fit.
+    reprocess: list[str] = []
+    waiting_new: dict[str, set[str]] = {}
+    waiting_drawn: dict[str, set[str]] = {}
+    for uid in sorted(wanted_reprocess):
+        if uid in ledger.reprocessed:
+            continue
+        retried = ledger.user_commits.get(uid, set()) | cand.retries.get(uid, set())
+        retried |= {sid for sid, users in cand.lacking.items() if uid in users}
+        u_new: dict[str, set[str]] = {}
+        u_drawn: dict[str, set[str]] = {}
+        for sid in retried:
+            if sid not in skus or uid in ledger.served[sid] or uid in ledger.new[sid]:
+                continue
+            (u_drawn if uid in ledger.committed[sid] else u_new)[sid] = {uid}
+            asked.setdefault(sid, set()).add(uid)
+        if ledger.unknown_reason(*u_new, *u_drawn) or _short(ledger, u_new, u_drawn):
+            for sid, us in u_new.items():
+                waiting_new.setdefault(sid, set()).update(us)
+            for sid, us in u_drawn.items():
+                waiting_drawn.setdefault(sid, set()).update(us)
+            continue
+        ledger.grant(u_new, u_drawn)
+        ledger.reprocessed[uid] = plan
+        reprocess.append(uid)
+    plan.demand = {skus[sid].part_number: len(u) for sid, u in asked.items() if u}
     plan.reprocess_user_ids = tuple(reprocess)
-    elsewhere = sorted({ledger.reprocessed[u] for u in wanted_reprocess} - {plan.display_name})
-    if elsewhere:
+
+    if not cand.needs_write and not reprocess and (waiting_new or waiting_drawn):
+        _blocked(plan, ledger, waiting_new, waiting_drawn)
+        return
+    waiting = set().union(*waiting_new.values(), *waiting_drawn.values())
+    if waiting:
+        short = _short(ledger, waiting_new, waiting_drawn)
+        plan.shortfall = {skus[sid].part_number: buy for sid, (_, buy) in short.items()}
+        unknown = ledger.unknown_reason(*waiting_new, *waiting_drawn)
         plan.notes.append(
-            f"{len(wanted_reprocess) - len(reprocess)} member(s) are reprocessed with "
-            f"{', '.join(elsewhere)} (a user is reprocessed once per run)"
+            f"{len(waiting)} member(s) in CountViolation are not reprocessed this run: "
+            + (unknown or _short_text(ledger, short, waiting_new, waiting_drawn))
+        )
+    by_others = [
+        ledger.reprocessed[u]
+        for u in wanted_reprocess
+        if ledger.reprocessed.get(u, plan) is not plan
+    ]
+    elsewhere = sorted({g.display_name for g in by_others})
+    if by_others:
+        plan.notes.append(
+            f"{len(by_others)} member(s) are reprocessed with {', '.join(elsewhere)} "
+            "(once per user per run)"
         )
 
     if cand.needs_write:
@@ -587,13 +592,78 @@ def _decide(cand: _Candidate, ledger: _Ledger) -> None:
 
     plan.decision = Decision.REPROCESS
     plan.affected_user_ids = frozenset(reprocess)
-    stuck = len(wanted_reprocess)
     plan.reason = (
-        f"{stuck} member(s) lack the group's licences (licence errors such as "
-        "CountViolation) and seats now exist: reprocess them"
+        f"{len(wanted_reprocess)} member(s) lack the group's licences (licence errors such as "
+        f"CountViolation) and seats now exist: reprocess {len(reprocess)}"
     )
-    if len(reprocess) < stuck:
-        plan.reason += f" ({stuck - len(reprocess)} through another group)"
+    if elsewhere:
+        plan.reason += f" (the others with {', '.join(elsewhere)})"
+    if waiting:
+        plan.reason += f"; {len(waiting)} wait for seats (see notes)"
+
+
+def _short(
+    ledger: _Ledger, new: dict[str, set[str]], drawn: dict[str, set[str]]
+) -> dict[str, tuple[int, int]]:
+    """sku -> (seats available, seats to buy) for each SKU these grants would not fit."""
+    out = {}
+    for sid in set(new) | set(drawn):
+        n_new, n_drawn = len(new.get(sid, ())), len(drawn.get(sid, ()))
+        # New users fit only in what committed demand leaves; committed ones in the free seats.
+        available = ledger.left_for_committed(sid)
+        if n_new:
+            available = min(ledger.left_for_new(sid) + n_drawn, available)
+        if n_new + n_drawn > available:
+            out[sid] = (available, n_new + n_drawn - available)
+    return out
+
+
+def _short_text(
+    ledger: _Ledger,
+    short: dict[str, tuple[int, int]],
+    new: dict[str, set[str]],
+    drawn: dict[str, set[str]],
+) -> str:
+    parts = []
+    for sid, (available, buy) in sorted(
+        short.items(), key=lambda kv: ledger.skus[kv[0]].part_number
+    ):
+        sp = ledger.skus[sid]
+        mine = new.get(sid, set()) | drawn.get(sid, set())
+        held_back = []
+        if sp.reserve:
+            held_back.append(f"a reserve of {sp.reserve}")
+        others = ledger.committed[sid] - mine
+        if others:
+            held_back.append(f"{len(others)} seat(s) committed to groups that already carry it")
+        after = f" after {' and '.join(held_back)}" if held_back else ""
+        parts.append(
+            f"{sp.part_number} needs {len(mine)}, {max(0, available)} available{after}: "
+            f"buy {buy} or remove members"
+        )
+    return "not enough seats: " + "; ".join(parts)
+
+
+def _blocked(
+    plan: GroupPlan, ledger: _Ledger, new: dict[str, set[str]], drawn: dict[str, set[str]]
+) -> bool:
+    """Mark the group blocked-seats if these grants need unknown or missing seats."""
+    needed = [sid for sid in set(new) | set(drawn) if new.get(sid) or drawn.get(sid)]
+    unknown = ledger.unknown_reason(*needed)
+    if unknown:
+        plan.decision = Decision.BLOCKED_SEATS
+        plan.reason = (
+            f"{unknown}; nothing that needs those seats is assigned or reprocessed until "
+            "they are read"
+        )
+        return True
+    short = _short(ledger, new, drawn)
+    if not short:
+        return False
+    plan.shortfall = {ledger.skus[sid].part_number: buy for sid, (_, buy) in short.items()}
+    plan.decision = Decision.BLOCKED_SEATS
+    plan.reason = _short_text(ledger, short, new, drawn)
+    return True
 
 
 __all__ = ["Decision", "GroupPlan", "LicenseChange", "Plan", "SkuPlan", "make_plan"]

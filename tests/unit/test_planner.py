@@ -184,9 +184,22 @@ def test_count_violation_users_are_reprocessed_once_seats_exist():
 def test_count_violation_users_without_seats_block_with_shortfall():
     g = group("LIC-Sales", "powerbi", (AssignedLicense(PBI),))
     stuck = [user(states=(LicenseState(PBI, g.id, "Error", "CountViolation"),)) for _ in range(2)]
-    plan = make_plan(snapshot(default_skus(pbi=5, consumed_pbi=4), (g, stuck)), resolved())
+    plan = make_plan(snapshot(default_skus(pbi=4, consumed_pbi=4), (g, stuck)), resolved())
     assert plan.groups[0].decision is Decision.BLOCKED_SEATS
-    assert plan.groups[0].shortfall == {"POWER_BI_PRO": 1}
+    assert plan.groups[0].shortfall == {"POWER_BI_PRO": 2}
+
+
+def test_count_violation_users_are_reprocessed_as_far_as_seats_go():
+    # Reprocessing is per user: the one free seat is used, the other user waits with the shortfall.
+    g = group("LIC-Sales", "powerbi", (AssignedLicense(PBI),))
+    stuck = [user(states=(LicenseState(PBI, g.id, "Error", "CountViolation"),)) for _ in range(2)]
+    plan = make_plan(snapshot(default_skus(pbi=5, consumed_pbi=4), (g, stuck)), resolved())
+    gp = plan.groups[0]
+    assert gp.decision is Decision.REPROCESS
+    assert gp.reprocess_user_ids == (min(u.id for u in stuck),)
+    assert gp.shortfall == {"POWER_BI_PRO": 1}
+    assert any("not reprocessed this run" in n and "buy 1" in n for n in gp.notes)
+    assert sku_plan(plan, PBI).granted == 1
 
 
 def test_other_licence_errors_are_reported_with_advice_not_reprocessed():
@@ -338,7 +351,7 @@ def test_processing_group_that_does_not_fit_still_takes_the_seats_it_can():
 
 
 def test_seat_blocked_carrying_group_is_charged_before_a_new_group():
-    # LIC-Old cannot be reprocessed (3 stuck, 2 free); LIC-New must not take those 2 seats.
+    # LIC-Old has 3 stuck users and 2 free seats: 2 are reprocessed; LIC-New gets none of them.
     old = group("LIC-Old", "powerbi", (AssignedLicense(PBI),), priority=200)
     new = group("LIC-New", "powerbi", priority=0)
     plan = make_plan(
@@ -349,7 +362,9 @@ def test_seat_blocked_carrying_group_is_charged_before_a_new_group():
         ),
         resolved(),
     )
-    assert decisions(plan) == {"LIC-Old": Decision.BLOCKED_SEATS, "LIC-New": Decision.BLOCKED_SEATS}
+    assert decisions(plan) == {"LIC-Old": Decision.REPROCESS, "LIC-New": Decision.BLOCKED_SEATS}
+    assert len(plan.groups[0].reprocess_user_ids) == 2
+    assert plan.groups[1].shortfall == {"POWER_BI_PRO": 2}
     pbi = sku_plan(plan, PBI)
     assert (pbi.committed, pbi.demand, pbi.shortfall) == (3, 4, 2)
 
@@ -373,7 +388,12 @@ def test_unread_group_carrying_a_sku_makes_its_headroom_unknown():
         "LIC-NewE5": Decision.ASSIGN,
     }
     reason = plan.groups[1].reason
-    assert "POWER_BI_PRO" in reason and "unknown" in reason and "LIC-Broken" in reason
+    assert (
+        "POWER_BI_PRO" in reason
+        and "unknown" in reason
+        and "LIC-Broken" in reason
+        and "LIC-Broken" in reason
+    )
     assert plan.groups[1].shortfall == {}
     pbi = sku_plan(plan, PBI)
     assert pbi.headroom_unknown and "LIC-Broken" in pbi.headroom_unknown
@@ -447,6 +467,8 @@ def test_user_stuck_in_two_groups_is_reprocessed_once_and_counted_once():
     reprocessed = [u for g in plan.groups for u in g.reprocess_user_ids]
     assert reprocessed == [both.id]
     assert plan.users_affected == 1
+    other = next(g for g in plan.groups if not g.reprocess_user_ids)
+    assert any("reprocessed with LIC-" in n for n in other.notes)
 
 
 def test_user_in_two_assigned_groups_counts_once_in_the_change_budget():
