@@ -434,28 +434,21 @@ def _precheck(
 
 
 def _blocked_guests(plan: GroupPlan, membership: Membership) -> GroupPlan:
-    internal = sorted(u.upn for u in membership.users if u.is_internal_guest)
     external = sorted(
         (u for u in membership.users if u.is_b2b and not u.is_internal_guest), key=lambda u: u.upn
     )
+    internal = sorted(u.upn for u in membership.users if u.is_internal_guest)
     parts = []
     if external:
-        shown = [
+        names = [
             f"{u.upn} (signs in through {u.external_issuer})" if u.external_issuer else u.upn
-            for u in external[:MAX_LISTED_GUESTS]
+            for u in external
         ]
-        more = f" and {len(external) - len(shown)} more" if len(external) > len(shown) else ""
-        parts.append(f"{len(external)} B2B guest member(s) ({', '.join(shown)}{more})")
+        parts.append(f"{len(external)} B2B guest member(s) ({_listed(names)})")
     if internal:
-        shown_internal = internal[:MAX_LISTED_GUESTS]
-        more = (
-            f" and {len(internal) - len(shown_internal)} more"
-            if len(internal) > len(shown_internal)
-            else ""
-        )
         parts.append(
             f"{len(internal)} internal guest(s) (accounts of this tenant with userType Guest: "
-            f"{', '.join(shown_internal)}{more}; set userType to Member if they are staff)"
+            f"{_listed(internal)}; set userType to Member if they are staff)"
         )
     plan.decision = Decision.BLOCKED_GUESTS
     plan.reason = (
@@ -463,6 +456,12 @@ def _blocked_guests(plan: GroupPlan, membership: Membership) -> GroupPlan:
         "remove them from the group"
     )
     return plan
+
+
+def _listed(names: list[str]) -> str:
+    shown = names[:MAX_LISTED_GUESTS]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    return ", ".join(shown) + more
 
 
 def _blocked_policy(plan: GroupPlan, reason: str) -> GroupPlan:
