@@ -566,7 +566,7 @@ def _decide(cand: _Candidate, ledger: _Ledger) -> None:
         plan.shortfall = {skus[sid].part_number: buy for sid, (_, buy) in short.items()}
         unknown = ledger.unknown_reason(*waiting_new, *waiting_drawn)
         plan.notes.append(
-            f"{len(waiting)} member(s) in CountViolation are not reprocessed this run: "
+            f"{len(waiting)} member(s) lacking its licences are not reprocessed this run: "
             + (unknown or _short_text(ledger, short, waiting_new, waiting_drawn))
         )
     by_others = [
