@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from shared.errors import GraphReadError
-from shared.graph import GraphClient, parse_group_licenses
+from shared.graph import GraphClient, parse_group_licenses, parse_processing_state
 from shared.model import Group, Membership, Sku, Snapshot
 from shared.policy import Policy, Selector
 
@@ -110,19 +110,22 @@ async def _scan_unknown_profiles(
 
 
 def _group(raw: dict[str, Any], profile: str) -> Group:
-    state = raw.get("licenseProcessingState")
     try:
         licenses = parse_group_licenses(raw.get("assignedLicenses"))
     except (KeyError, TypeError, AttributeError) as exc:
         raise GraphReadError(
             f"group {raw.get('id')}", None, None, f"malformed assignedLicenses: {exc!r}"
         ) from exc
+    try:
+        state = parse_processing_state(raw.get("licenseProcessingState"))
+    except ValueError as exc:
+        raise GraphReadError(f"group {raw.get('id')}", None, None, str(exc)) from exc
     return Group(
         id=str(raw["id"]).lower(),
         display_name=str(raw.get("displayName") or raw["id"]),
         security_enabled=bool(raw.get("securityEnabled")),
         assigned_licenses=licenses,
-        processing_state=state.get("state") if isinstance(state, dict) else None,
+        processing_state=state,
         profile=profile,
     )
 

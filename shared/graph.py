@@ -49,7 +49,15 @@ from msgraph_core import GraphClientFactory
 
 from shared.credentials import GraphOriginTransport
 from shared.errors import GraphReadError
-from shared.model import AssignedLicense, LicenseState, Membership, ServicePlan, Sku, User
+from shared.model import (
+    HOLDING_STATES,
+    AssignedLicense,
+    LicenseState,
+    Membership,
+    ServicePlan,
+    Sku,
+    User,
+)
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 PAGE_SIZE = 999  # Graph's maximum for groups and members
@@ -85,6 +93,7 @@ MEMBER_SELECT = [
     "accountEnabled",
     "assignedLicenses",
     "licenseAssignmentStates",
+    "identities",
 ]
 ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 
@@ -694,8 +703,9 @@ def _sku(item: dict[str, Any]) -> Sku:
     return Sku(
         sku_id=str(item["skuId"]).lower(),
         part_number=str(item["skuPartNumber"]),
-        capability_status=str(item.get("capabilityStatus") or "Enabled"),
-        applies_to=str(item.get("appliesTo") or "User"),
+        # Missing stays empty, so Sku.assignable fails closed and says why.
+        capability_status=str(item.get("capabilityStatus") or ""),
+        applies_to=str(item.get("appliesTo") or ""),
         enabled=int(prepaid.get("enabled") or 0),
         consumed=int(item.get("consumedUnits") or 0),
         service_plans=tuple(
@@ -714,22 +724,77 @@ def parse_group_licenses(raw: Any) -> tuple[AssignedLicense, ...]:
     )
 
 
+def parse_processing_state(raw: Any) -> str | None:
+    """`licenseProcessingState`: the v1.0 metadata types it `{state}`, the group resource page a
+    plain string (docs/graph-facts.md); both are accepted. Anything else raises ValueError: a shape
+    we do not understand is not "no state"."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, dict) and "state" in raw:
+        state = raw["state"]
+        if state is None or isinstance(state, str):
+            return state
+    raise ValueError(f"licenseProcessingState is neither {{state}} nor a string: {raw!r}")
+
+
+def _list(item: dict[str, Any], key: str) -> list[Any]:
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise TypeError(f"{key} is not a list of objects: {value!r}")
+    return value
+
+
+def _external_issuer(identities: list[dict[str, Any]]) -> str | None:
+    """The issuer of a sign-in identity from outside this tenant, or None (decisions.md 16).
+
+    A `federated` identity is issued by another organisation or a social/Microsoft account; any
+    other identity's issuer is the tenant's own domain (the `userPrincipalName` identity's issuer),
+    so a different issuer is external too.
+    """
+    own = {
+        str(i.get("issuer") or "").lower()
+        for i in identities
+        if str(i.get("signInType") or "").lower() == "userprincipalname"
+    }
+    for ident in identities:
+        kind = str(ident.get("signInType") or "").lower()
+        issuer = str(ident.get("issuer") or "")
+        if kind == "userprincipalname":
+            continue
+        if kind == "federated" or (own and issuer.lower() not in own):
+            return issuer or kind
+    return None
+
+
 def _user(item: dict[str, Any]) -> User:
-    # Hot path (once per member). Only states in error matter to the planner; holding a SKU is
-    # read from assignedLicenses. GUIDs are compared in lower case throughout.
-    states = tuple(
-        LicenseState(
-            sku_id=str(s.get("skuId") or "").lower(),
-            assigned_by_group=(
-                str(s["assignedByGroup"]).lower() if s.get("assignedByGroup") else None
-            ),
-            state=str(s.get("state") or ""),
-            error=s.get("error"),
-        )
-        for s in item.get("licenseAssignmentStates") or ()
-        if s.get("state") != "Active" or s.get("error") not in (None, "None")
-    )
-    licences = item.get("assignedLicenses") or ()
+    # Hot path (once per member). GUIDs are compared in lower case throughout.
+    # Holding is decided from licenseAssignmentStates when present: the docs do not say whether a
+    # SKU in Error also appears in assignedLicenses (docs/graph-facts.md), so that list is only
+    # the fallback. Only states in error (or disabled) are kept for the planner.
+    raw_states = _list(item, "licenseAssignmentStates")
+    states: list[LicenseState] = []
+    held: set[str] = set()
+    for s in raw_states:
+        sku_id = s.get("skuId")
+        if not isinstance(sku_id, str) or not sku_id:
+            raise ValueError(f"licenseAssignmentState without skuId: {s!r}")
+        sku_id = sku_id.lower()
+        state = s.get("state")
+        error = s.get("error")
+        if state in HOLDING_STATES:
+            held.add(sku_id)
+        if state != "Active" or error not in (None, "None"):
+            group = s.get("assignedByGroup")
+            states.append(
+                LicenseState(sku_id, str(group).lower() if group else None, str(state or ""), error)
+            )
+    if not raw_states:
+        held = {str(a["skuId"]).lower() for a in _list(item, "assignedLicenses")}
+    identities = _list(item, "identities")
     return User(
         id=item["id"].lower(),
         upn=item["userPrincipalName"],
@@ -738,6 +803,7 @@ def _user(item: dict[str, Any]) -> User:
         creation_type=item.get("creationType"),
         external_user_state=item.get("externalUserState"),
         account_enabled=item.get("accountEnabled"),
-        held_skus=frozenset(a["skuId"].lower() for a in licences) if licences else frozenset(),
-        license_states=states,
+        held_skus=frozenset(held),
+        license_states=tuple(states),
+        external_issuer=_external_issuer(identities) if identities else None,
     )

@@ -30,7 +30,20 @@ class Sku:
 
     @property
     def assignable(self) -> bool:
-        return self.applies_to == "User" and self.capability_status in ASSIGNABLE_CAPABILITY
+        return self.unassignable_reason is None
+
+    @property
+    def unassignable_reason(self) -> str | None:
+        """Why no group may be given this SKU, or None. Fails closed on what Graph left out."""
+        if not self.capability_status:
+            return "has no capabilityStatus in Graph's answer (not assignable until it does)"
+        if not self.applies_to:
+            return "has no appliesTo in Graph's answer (not assignable until it does)"
+        if self.capability_status not in ASSIGNABLE_CAPABILITY:
+            return f"is {self.capability_status}, not assignable"
+        if self.applies_to != "User":
+            return f"applies to {self.applies_to}, not to users"
+        return None
 
     def plan_by_name_or_id(self, ref: str) -> ServicePlan | None:
         low = ref.lower()
@@ -44,6 +57,10 @@ class Sku:
 class AssignedLicense:
     sku_id: str
     disabled_plans: frozenset[str] = frozenset()
+
+
+# licenseAssignmentState.state values that mean the user holds (and consumes) the SKU.
+HOLDING_STATES = frozenset({"Active", "ActiveWithError"})
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,9 @@ class User:
     creation_type: str | None
     external_user_state: str | None
     account_enabled: bool | None
-    held_skus: frozenset[str]
+    held_skus: frozenset[str]  # from licenseAssignmentStates when present (graph._user)
     license_states: tuple[LicenseState, ...] = ()
+    external_issuer: str | None = None  # a sign-in identity issued outside this tenant
 
     @property
     def is_b2b(self) -> bool:
@@ -74,15 +92,33 @@ class User:
             or (self.creation_type or "").lower() == "invitation"
             or "#ext#" in self.upn.lower()
             or self.external_user_state is not None
+            or self.external_issuer is not None
+        )
+
+    @property
+    def is_internal_guest(self) -> bool:
+        """userType Guest on an account of this tenant: blocked all the same, but named as such."""
+        return (self.user_type or "").lower() == "guest" and not (
+            (self.creation_type or "").lower() == "invitation"
+            or "#ext#" in self.upn.lower()
+            or self.external_user_state is not None
+            or self.external_issuer is not None
         )
 
     def errors_from_group(self, group_id: str) -> dict[str, str]:
-        """sku_id -> error code for this group's assignments to this user that are in error."""
-        return {
-            s.sku_id: s.error or "Other"
-            for s in self.license_states
-            if s.assigned_by_group == group_id and s.error and s.error != "None"
-        }
+        """sku_id -> error code for this group's assignments to this user that are in error.
+
+        A `Disabled` assignment without an error code is reported as `Disabled`.
+        """
+        out = {}
+        for s in self.license_states:
+            if s.assigned_by_group != group_id:
+                continue
+            if s.error and s.error != "None":
+                out[s.sku_id] = s.error
+            elif s.state == "Disabled":
+                out[s.sku_id] = "Disabled"
+        return out
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Pure planning: snapshot + resolved policy -> plan (a decision with a reason for every group).
 
-No I/O. Seat arithmetic (docs/architecture.md): free = enabled - consumed - reserve; demand
-counts each direct user member who does not hold the SKU once across the run; a group is assigned
-only if every SKU of its profile fits after the groups decided before it (policy priority,
-then smaller demand first).
+No I/O. Seats are weighed in a ledger (docs/architecture.md "Seats"): per SKU, free after the
+reserve; then committed demand, charged before anything new is weighed: every group that already
+carries the SKU, whatever we decide about it, for its members who lack it (a user counted once);
+then new assignments against what is left. A group whose members could not be read but that
+carries a SKU makes that SKU's headroom unknown for the run.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ ERROR_ADVICE = {
         "a service is not offered in the user's usage location: fix usageLocation or disable it"
     ),
     "UniquenessViolation": "a duplicate proxy address or UPN: fix the conflicting attribute",
+    "Disabled": "the assignment is disabled: open the user's licences in the Entra admin centre",
     "Other": "open the user's licences in the Entra admin centre to see the error",
 }
+SEAT_ERRORS = frozenset({"CountViolation"})  # errors more seats fix: such users still want one
 
 
 class Decision(StrEnum):
@@ -74,13 +77,13 @@ class GroupPlan:
     processing_state: str | None = None
     # error code -> UPNs (capped) of members whose assignment failed for a reason seats won't fix
     license_errors: dict[str, list[str]] = field(default_factory=dict)
+    # Users this group's writes touch: a group write touches every direct member's licence states
+    # (conservative for the budget), a reprocess the reprocessed users. Ids, for Plan's union.
+    affected_user_ids: frozenset[str] = frozenset()
 
     @property
     def users_affected(self) -> int:
-        # A group write touches every direct member's licence states (conservative for the budget).
-        if self.add_licenses or self.remove_licenses:
-            return max(self.member_count, len(self.reprocess_user_ids))
-        return len(self.reprocess_user_ids)
+        return len(self.affected_user_ids)
 
 
 @dataclass
@@ -91,8 +94,12 @@ class SkuPlan:
     enabled: int
     consumed: int
     reserve: int
-    demand: int = 0  # seats wanted by all tagged groups (distinct users), granted or not
-    granted: int = 0  # seats the plan will consume
+    demand: int = 0  # users wanting a seat (committed or new, distinct), granted or not
+    # users lacking it in groups that already carry it, whatever their decision: Entra gives them
+    # seats as it processes those groups, so nothing new is weighed against these seats
+    committed: int = 0
+    granted: int = 0  # seats the plan's writes will consume
+    headroom_unknown: str | None = None  # why free seats cannot be known this run, if so
 
     @property
     def free_before(self) -> int:
@@ -104,7 +111,8 @@ class SkuPlan:
 
     @property
     def shortfall(self) -> int:
-        return max(0, self.demand - max(0, self.free_before - self.reserve))
+        """Seats to buy so every user waiting gets one and the reserve stays (free can be < 0)."""
+        return max(0, self.demand - (self.free_before - self.reserve))
 
 
 @dataclass
@@ -124,7 +132,8 @@ class Plan:
 
     @property
     def users_affected(self) -> int:
-        return sum(g.users_affected for g in self.changes)
+        # Each user once, however many changed groups they are in.
+        return len(frozenset().union(*(g.affected_user_ids for g in self.changes)))
 
     def counts(self) -> dict[str, int]:
         out = {d.value: 0 for d in Decision}
@@ -142,6 +151,84 @@ class _Candidate:
     carries_any: bool  # the group already carries at least one licence
     count_violations: set[str]  # members this group's assignment left in CountViolation
     processing: bool
+    member_ids: frozenset[str]
+    # user -> SKUs a reprocess would retry: their seat errors from any group, read or not
+    retries: dict[str, set[str]] = field(default_factory=dict)
+
+
+class _Ledger:
+    """Per SKU: free after reserve, committed demand charged first, then what the plan grants.
+
+    `committed` users already want a seat through a group that carries the SKU; `served` are the
+    committed users whose seat is being taken (Entra processing a group now, or this plan's
+    writes); `new` are users outside `committed` the plan gives a seat. New seats come only from
+    what committed demand leaves; committed users draw on the free seats themselves.
+    """
+
+    def __init__(self, sku_plans: dict[str, SkuPlan]) -> None:
+        self.skus = sku_plans
+        self.committed: dict[str, set[str]] = {sid: set() for sid in sku_plans}
+        self.served: dict[str, set[str]] = {sid: set() for sid in sku_plans}
+        self.new: dict[str, set[str]] = {sid: set() for sid in sku_plans}
+        self.unread: dict[str, list[str]] = {}  # sku_id -> unread groups carrying it
+        self.user_commits: dict[str, set[str]] = {}  # user -> SKUs they are committed for
+        self.reprocessed: dict[str, GroupPlan] = {}  # user -> the group that reprocesses them
+
+    def charge(self, group: Group, membership: Membership, processing: bool) -> dict[str, int]:
+        """Charge a group's carried SKUs for its members who lack them; part number -> count."""
+        charged: dict[str, int] = {}
+        carried = [lic.sku_id for lic in group.assigned_licenses if lic.sku_id in self.skus]
+        if not carried:
+            return charged
+        if not membership.known:
+            for sid in carried:
+                self.unread.setdefault(sid, []).append(group.display_name)
+            return charged
+        for user in membership.users:
+            errors = user.errors_from_group(group.id) if user.license_states else {}
+            for sid in carried:
+                if sid in user.held_skus or errors.get(sid, "CountViolation") not in SEAT_ERRORS:
+                    continue
+                self.committed[sid].add(user.id)
+                self.user_commits.setdefault(user.id, set()).add(sid)
+                if processing:  # Entra is taking these seats now, whatever we decide
+                    self.served[sid].add(user.id)
+                part = self.skus[sid].part_number
+                charged[part] = charged.get(part, 0) + 1
+        return charged
+
+    def grant(self, new: dict[str, set[str]], drawn: dict[str, set[str]]) -> None:
+        for sid, users in new.items():
+            self.new[sid].update(users)
+            self.skus[sid].granted += len(users)
+        for sid, users in drawn.items():
+            self.served[sid].update(users)
+            self.skus[sid].granted += len(users)
+
+    def free(self, sid: str) -> int:
+        sp = self.skus[sid]
+        return sp.free_before - sp.reserve
+
+    def left_for_committed(self, sid: str) -> int:
+        return self.free(sid) - len(self.served[sid]) - len(self.new[sid])
+
+    def left_for_new(self, sid: str) -> int:
+        return self.free(sid) - len(self.committed[sid]) - len(self.new[sid])
+
+    def unknown_reason(self, *sids: str) -> str | None:
+        """Why the free seats of these SKUs cannot be known this run, or None."""
+        unknown = sorted((sid for sid in sids if self.unread.get(sid)), key=self._part)
+        if not unknown:
+            return None
+        groups = sorted({g for sid in unknown for g in self.unread[sid]})
+        return (
+            f"free seats of {', '.join(self._part(sid) for sid in unknown)} are unknown this run: "
+            f"the members of {', '.join(groups)}, which carr{'ies' if len(groups) == 1 else 'y'} "
+            f"{'it' if len(unknown) == 1 else 'them'}, could not be read"
+        )
+
+    def _part(self, sid: str) -> str:
+        return self.skus[sid].part_number
 
 
 def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
@@ -156,28 +243,44 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
         )
         for s in snapshot.skus
     }
+    ledger = _Ledger(sku_plans)
     finished: list[GroupPlan] = []
     candidates: list[_Candidate] = []
     for group in snapshot.groups:
         membership = snapshot.members.get(group.id) or Membership(error="members were not read")
+        processing = group.processing_state not in (None, "ProcessingComplete")
+        # Committed demand first: every group that carries a SKU, whatever its decision.
+        charged = ledger.charge(group, membership, processing)
         result = _precheck(group, membership, snapshot, policy)
         if isinstance(result, GroupPlan):
+            if charged:
+                seats = ", ".join(f"{n} {p}" for p, n in sorted(charged.items()))
+                result.notes.append(
+                    f"{seats} seat(s) counted as committed: members lacking the licences it "
+                    "carries get them as Entra processes the group"
+                )
+            elif group.assigned_licenses and not membership.known:
+                result.notes.append(
+                    "carries licences but its members are unknown: no new seats of them are "
+                    "given to any group this run"
+                )
             finished.append(result)
         else:
             candidates.append(result)
 
-    # Demand for the SKU table counts every tagged group's users once, granted or not.
-    wanted: dict[str, set[str]] = {}
+    for sid, sp in sku_plans.items():
+        sp.committed = len(ledger.committed[sid])
+        sp.headroom_unknown = ledger.unknown_reason(sid)
+    # Demand for the SKU table: committed users and every candidate's users once, granted or not.
+    wanted = {sid: set(users) for sid, users in ledger.committed.items()}
     for cand in candidates:
         for sku_id, users in cand.lacking.items():
-            wanted.setdefault(sku_id, set()).update(users)
+            if sku_id in wanted:
+                wanted[sku_id].update(users)
     for sku_id, users in wanted.items():
-        if sku_id in sku_plans:
-            sku_plans[sku_id].demand = len(users)
+        sku_plans[sku_id].demand = len(users)
 
-    available = {sid: sp.free_before - sp.reserve for sid, sp in sku_plans.items()}
-    counted: dict[str, set[str]] = {sid: set() for sid in sku_plans}
-    # Groups Entra is already processing take their seats first: that is happening regardless.
+    # Groups Entra is already processing first: that is happening regardless.
     candidates.sort(
         key=lambda c: (
             not c.processing,
@@ -188,7 +291,7 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
         )
     )
     for cand in candidates:
-        _decide(cand, available, counted, sku_plans)
+        _decide(cand, ledger)
         finished.append(cand.plan)
 
     order = {g.id: i for i, g in enumerate(snapshot.groups)}
@@ -252,26 +355,13 @@ def _precheck(
         )
     for rs in profile.skus:
         sku = snapshot.sku(rs.sku_id)
-        if sku is None or not sku.assignable:
-            status = sku.capability_status if sku else "missing"
+        why = sku.unassignable_reason if sku else "is missing from the tenant"
+        if why:
             return _blocked_policy(
-                plan,
-                f"{rs.part_number} is {status}, not assignable; renew the "
-                "subscription or change the profile",
+                plan, f"{rs.part_number} {why}; renew the subscription or change the profile"
             )
     if plan.guest_count:
-        listed = ", ".join(plan.guests)
-        more = (
-            ""
-            if plan.guest_count <= len(plan.guests)
-            else f" and {plan.guest_count - len(plan.guests)} more"
-        )
-        plan.decision = Decision.BLOCKED_GUESTS
-        plan.reason = (
-            f"{plan.guest_count} B2B guest member(s) ({listed}{more}): group-based "
-            "licensing must not be used on groups with guests; remove them from the group"
-        )
-        return plan
+        return _blocked_guests(plan, membership)
 
     profile_ids = {rs.sku_id for rs in profile.skus}
     needs_write = False
@@ -294,15 +384,19 @@ def _precheck(
 
     other_errors: dict[str, list[str]] = {}
     count_violations: set[str] = set()
+    retries: dict[str, set[str]] = {}
     for user in membership.users:
-        errors = user.errors_from_group(group.id)
+        errors = user.errors_from_group(group.id) if user.license_states else {}
+        for st in user.license_states:
+            if st.assigned_by_group and st.error in SEAT_ERRORS and st.sku_id not in user.held_skus:
+                retries.setdefault(user.id, set()).add(st.sku_id)
         if "CountViolation" in errors.values():
             count_violations.add(user.id)
         for rs in profile.skus:
             if rs.sku_id in user.held_skus:
                 continue
             error = errors.get(rs.sku_id)
-            if error and error != "CountViolation":
+            if error and error not in SEAT_ERRORS:
                 other_errors.setdefault(error, []).append(user.upn)
             else:
                 lacking[rs.sku_id].add(user.id)
@@ -340,7 +434,40 @@ def _precheck(
         bool(group.assigned_licenses),
         count_violations,
         processing,
+        frozenset(u.id for u in membership.users),
+        retries,
     )
+
+
+def _blocked_guests(plan: GroupPlan, membership: Membership) -> GroupPlan:
+    external = sorted(
+        (u for u in membership.users if u.is_b2b and not u.is_internal_guest), key=lambda u: u.upn
+    )
+    internal = sorted(u.upn for u in membership.users if u.is_internal_guest)
+    parts = []
+    if external:
+        names = [
+            f"{u.upn} (signs in through {u.external_issuer})" if u.external_issuer else u.upn
+            for u in external
+        ]
+        parts.append(f"{len(external)} B2B guest member(s) ({_listed(names)})")
+    if internal:
+        parts.append(
+            f"{len(internal)} internal guest(s) (accounts of this tenant with userType Guest: "
+            f"{_listed(internal)}; set userType to Member if they are staff)"
+        )
+    plan.decision = Decision.BLOCKED_GUESTS
+    plan.reason = (
+        "; ".join(parts) + ": group-based licensing must not be used on groups with guests; "
+        "remove them from the group"
+    )
+    return plan
+
+
+def _listed(names: list[str]) -> str:
+    shown = names[:MAX_LISTED_GUESTS]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    return ", ".join(shown) + more
 
 
 def _blocked_policy(plan: GroupPlan, reason: str) -> GroupPlan:
@@ -354,22 +481,10 @@ def _part(snapshot: Snapshot, sku_id: str) -> str:
     return sku.part_number if sku else sku_id
 
 
-def _decide(
-    cand: _Candidate,
-    available: dict[str, int],
-    counted: dict[str, set[str]],
-    sku_plans: dict[str, SkuPlan],
-) -> None:
+def _decide(cand: _Candidate, ledger: _Ledger) -> None:
     plan = cand.plan
-    need = {sid: users - counted[sid] for sid, users in cand.lacking.items()}
-    shortfall = {
-        sid: len(users) - available[sid]
-        for sid, users in need.items()
-        if len(users) > available[sid]
-    }
-    plan.demand = {sku_plans[sid].part_number: len(u) for sid, u in need.items() if u}
+    skus = ledger.skus
     lacking_any = any(cand.lacking.values())
-
     if not cand.needs_write and not lacking_any:
         plan.decision = Decision.COMPLIANT
         plan.reason = "carries its profile's licences and every member holds them"
@@ -377,50 +492,183 @@ def _decide(
             plan.reason += f" ({len(plan.notes)} note(s))"
         return
 
-    if shortfall:
-        plan.shortfall = {sku_plans[sid].part_number: n for sid, n in shortfall.items()}
-        parts = []
-        for sid, n in sorted(shortfall.items(), key=lambda kv: sku_plans[kv[0]].part_number):
-            sp = sku_plans[sid]
-            parts.append(
-                f"{sp.part_number} needs {len(need[sid])}, {max(0, available[sid])} "
-                f"available{f' after a reserve of {sp.reserve}' if sp.reserve else ''}: "
-                f"buy {n} or remove members"
-            )
-        plan.decision = Decision.BLOCKED_SEATS
-        plan.reason = "not enough seats: " + "; ".join(parts)
-        return
-
-    # Every SKU fits: take the seats so later groups see what is left.
-    for sid, users in need.items():
-        available[sid] -= len(users)
-        counted[sid].update(users)
-        sku_plans[sid].granted += len(users)
-
     if cand.processing and not cand.needs_write:
+        # Entra is processing it: its seats were charged first; no write of ours.
+        over = {
+            sid: -ledger.left_for_committed(sid)
+            for sid, users in cand.lacking.items()
+            if users and ledger.left_for_committed(sid) < 0
+        }
+        plan.demand = {skus[sid].part_number: len(u) for sid, u in cand.lacking.items() if u}
         plan.decision = Decision.COMPLIANT
         plan.reason = (
             "licence processing is in progress; its members' seats are counted as taken "
             "and are checked again next run"
         )
+        if over:
+            plan.decision = Decision.BLOCKED_SEATS
+            plan.shortfall = {skus[sid].part_number: n for sid, n in over.items()}
+            plan.reason = "licence processing is in progress but not every member can get a " + (
+                "seat: "
+                + "; ".join(
+                    f"{skus[sid].part_number} is {n} seat(s) short: buy {n} or remove members"
+                    for sid, n in sorted(over.items(), key=lambda kv: skus[kv[0]].part_number)
+                )
+            )
         return
 
-    stuck = sorted(set().union(*cand.lacking.values())) if lacking_any else []
+    wanted_reprocess = (
+        cand.count_violations if cand.needs_write else set().union(*cand.lacking.values())
+    )
+    asked: dict[str, set[str]] = {}  # sku -> users this group's writes would give a seat
+    # The group's own write: all or nothing (Entra assigns a group's licences per user that way).
+    if cand.needs_write:
+        new = {}
+        drawn = {}
+        for sid, users in cand.lacking.items():
+            new[sid] = users - ledger.committed[sid] - ledger.new[sid]
+            drawn[sid] = (users & ledger.committed[sid]) - ledger.served[sid]
+            asked[sid] = new[sid] | drawn[sid]
+        plan.demand = {skus[sid].part_number: len(u) for sid, u in asked.items() if u}
+        if _blocked(plan, ledger, new, drawn):
+            return
+        ledger.grant(new, drawn)
+
+    # Reprocessing, user by user: it retries every group licence the user lacks, so a user is
+    # reprocessed (once per run, by the first group that asks) only if all those seats fit.
+    reprocess: list[str] = []
+    waiting_new: dict[str, set[str]] = {}
+    waiting_drawn: dict[str, set[str]] = {}
+    for uid in sorted(wanted_reprocess):
+        if uid in ledger.reprocessed:
+            continue
+        retried = ledger.user_commits.get(uid, set()) | cand.retries.get(uid, set())
+        retried |= {sid for sid, users in cand.lacking.items() if uid in users}
+        u_new: dict[str, set[str]] = {}
+        u_drawn: dict[str, set[str]] = {}
+        for sid in retried:
+            if sid not in skus or uid in ledger.served[sid] or uid in ledger.new[sid]:
+                continue
+            (u_drawn if uid in ledger.committed[sid] else u_new)[sid] = {uid}
+            asked.setdefault(sid, set()).add(uid)
+        if ledger.unknown_reason(*u_new, *u_drawn) or _short(ledger, u_new, u_drawn):
+            for sid, us in u_new.items():
+                waiting_new.setdefault(sid, set()).update(us)
+            for sid, us in u_drawn.items():
+                waiting_drawn.setdefault(sid, set()).update(us)
+            continue
+        ledger.grant(u_new, u_drawn)
+        ledger.reprocessed[uid] = plan
+        reprocess.append(uid)
+    plan.demand = {skus[sid].part_number: len(u) for sid, u in asked.items() if u}
+    plan.reprocess_user_ids = tuple(reprocess)
+
+    if not cand.needs_write and not reprocess and (waiting_new or waiting_drawn):
+        _blocked(plan, ledger, waiting_new, waiting_drawn)
+        return
+    waiting = set().union(*waiting_new.values(), *waiting_drawn.values())
+    if waiting:
+        short = _short(ledger, waiting_new, waiting_drawn)
+        plan.shortfall = {skus[sid].part_number: buy for sid, (_, buy) in short.items()}
+        unknown = ledger.unknown_reason(*waiting_new, *waiting_drawn)
+        plan.notes.append(
+            f"{len(waiting)} member(s) lacking its licences are not reprocessed this run: "
+            + (unknown or _short_text(ledger, short, waiting_new, waiting_drawn))
+        )
+    by_others = [
+        ledger.reprocessed[u]
+        for u in wanted_reprocess
+        if ledger.reprocessed.get(u, plan) is not plan
+    ]
+    elsewhere = sorted({g.display_name for g in by_others})
+    if by_others:
+        plan.notes.append(
+            f"{len(by_others)} member(s) are reprocessed with {', '.join(elsewhere)} "
+            "(once per user per run)"
+        )
+
     if cand.needs_write:
         plan.decision = Decision.REPAIR if cand.carries_any else Decision.ASSIGN
-        # Users already in CountViolation stay there after a re-assignment: reprocess them too.
-        plan.reprocess_user_ids = tuple(sorted(cand.count_violations))
+        plan.affected_user_ids = cand.member_ids | frozenset(reprocess)
         seats = ", ".join(f"{n} {p}" for p, n in sorted(plan.demand.items())) or "no new seats"
         verb = "assign" if plan.decision is Decision.ASSIGN else "repair"
         plan.reason = f"{verb} the profile's licences ({seats})"
         return
 
     plan.decision = Decision.REPROCESS
-    plan.reprocess_user_ids = tuple(stuck)
+    plan.affected_user_ids = frozenset(reprocess)
     plan.reason = (
-        f"{len(stuck)} member(s) lack the group's licences (licence errors such as "
-        "CountViolation) and seats now exist: reprocess them"
+        f"{len(wanted_reprocess)} member(s) lack the group's licences (licence errors such as "
+        f"CountViolation) and seats now exist: reprocess {len(reprocess)}"
     )
+    if elsewhere:
+        plan.reason += f" (the others with {', '.join(elsewhere)})"
+    if waiting:
+        plan.reason += f"; {len(waiting)} wait for seats (see notes)"
+
+
+def _short(
+    ledger: _Ledger, new: dict[str, set[str]], drawn: dict[str, set[str]]
+) -> dict[str, tuple[int, int]]:
+    """sku -> (seats available, seats to buy) for each SKU these grants would not fit."""
+    out = {}
+    for sid in set(new) | set(drawn):
+        n_new, n_drawn = len(new.get(sid, ())), len(drawn.get(sid, ()))
+        # New users fit only in what committed demand leaves; committed ones in the free seats.
+        available = ledger.left_for_committed(sid)
+        if n_new:
+            available = min(ledger.left_for_new(sid) + n_drawn, available)
+        if n_new + n_drawn > available:
+            out[sid] = (available, n_new + n_drawn - available)
+    return out
+
+
+def _short_text(
+    ledger: _Ledger,
+    short: dict[str, tuple[int, int]],
+    new: dict[str, set[str]],
+    drawn: dict[str, set[str]],
+) -> str:
+    parts = []
+    for sid, (available, buy) in sorted(
+        short.items(), key=lambda kv: ledger.skus[kv[0]].part_number
+    ):
+        sp = ledger.skus[sid]
+        mine = new.get(sid, set()) | drawn.get(sid, set())
+        held_back = []
+        if sp.reserve:
+            held_back.append(f"a reserve of {sp.reserve}")
+        others = ledger.committed[sid] - mine
+        if others:
+            held_back.append(f"{len(others)} seat(s) committed to groups that already carry it")
+        after = f" after {' and '.join(held_back)}" if held_back else ""
+        parts.append(
+            f"{sp.part_number} needs {len(mine)}, {max(0, available)} available{after}: "
+            f"buy {buy} or remove members"
+        )
+    return "not enough seats: " + "; ".join(parts)
+
+
+def _blocked(
+    plan: GroupPlan, ledger: _Ledger, new: dict[str, set[str]], drawn: dict[str, set[str]]
+) -> bool:
+    """Mark the group blocked-seats if these grants need unknown or missing seats."""
+    needed = [sid for sid in set(new) | set(drawn) if new.get(sid) or drawn.get(sid)]
+    unknown = ledger.unknown_reason(*needed)
+    if unknown:
+        plan.decision = Decision.BLOCKED_SEATS
+        plan.reason = (
+            f"{unknown}; nothing that needs those seats is assigned or reprocessed until "
+            "they are read"
+        )
+        return True
+    short = _short(ledger, new, drawn)
+    if not short:
+        return False
+    plan.shortfall = {ledger.skus[sid].part_number: buy for sid, (_, buy) in short.items()}
+    plan.decision = Decision.BLOCKED_SEATS
+    plan.reason = _short_text(ledger, short, new, drawn)
+    return True
 
 
 __all__ = ["Decision", "GroupPlan", "LicenseChange", "Plan", "SkuPlan", "make_plan"]

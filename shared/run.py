@@ -126,8 +126,10 @@ class RunReport:
                     "reserve": s.reserve,
                     "freeBefore": s.free_before,
                     "demand": s.demand,
+                    "committed": s.committed,
                     "granted": s.granted,
                     "shortfall": s.shortfall,
+                    "headroomUnknown": s.headroom_unknown,
                     "freeAfter": after.free if after else s.free_after,
                     "freeAfterSource": "measured" if after else "planned",
                 }

@@ -62,18 +62,21 @@ def user(
     states: tuple[LicenseState, ...] = (),
     upn: str | None = None,
     uid: str | None = None,
+    user_type: str | None = None,
+    external_issuer: str | None = None,
 ) -> User:
     name = name or f"user{next(_counter)}"
     return User(
         id=uid or gid(),
         upn=upn or f"{name}@contoso.example",
         display_name=name,
-        user_type="Guest" if guest else "Member",
+        user_type=user_type or ("Guest" if guest else "Member"),
         creation_type="Invitation" if guest else None,
         external_user_state="Accepted" if guest else None,
         account_enabled=True,
         held_skus=frozenset(holds),
         license_states=states,
+        external_issuer=external_issuer,
     )
 
 
@@ -85,8 +88,11 @@ def group(
     priority: int = 100,
     processing: str | None = "ProcessingComplete",
     group_id: str | None = None,
+    tag_problem: str | None = None,
 ) -> Group:
-    return Group(group_id or gid(), name, security, licenses, processing, profile, priority)
+    return Group(
+        group_id or gid(), name, security, licenses, processing, profile, priority, tag_problem
+    )
 
 
 POLICY = """

@@ -184,9 +184,22 @@ def test_count_violation_users_are_reprocessed_once_seats_exist():
 def test_count_violation_users_without_seats_block_with_shortfall():
     g = group("LIC-Sales", "powerbi", (AssignedLicense(PBI),))
     stuck = [user(states=(LicenseState(PBI, g.id, "Error", "CountViolation"),)) for _ in range(2)]
-    plan = make_plan(snapshot(default_skus(pbi=5, consumed_pbi=4), (g, stuck)), resolved())
+    plan = make_plan(snapshot(default_skus(pbi=4, consumed_pbi=4), (g, stuck)), resolved())
     assert plan.groups[0].decision is Decision.BLOCKED_SEATS
-    assert plan.groups[0].shortfall == {"POWER_BI_PRO": 1}
+    assert plan.groups[0].shortfall == {"POWER_BI_PRO": 2}
+
+
+def test_count_violation_users_are_reprocessed_as_far_as_seats_go():
+    # Reprocessing is per user: the one free seat is used, the other user waits with the shortfall.
+    g = group("LIC-Sales", "powerbi", (AssignedLicense(PBI),))
+    stuck = [user(states=(LicenseState(PBI, g.id, "Error", "CountViolation"),)) for _ in range(2)]
+    plan = make_plan(snapshot(default_skus(pbi=5, consumed_pbi=4), (g, stuck)), resolved())
+    gp = plan.groups[0]
+    assert gp.decision is Decision.REPROCESS
+    assert gp.reprocess_user_ids == (min(u.id for u in stuck),)
+    assert gp.shortfall == {"POWER_BI_PRO": 1}
+    assert any("not reprocessed this run" in n and "buy 1" in n for n in gp.notes)
+    assert sku_plan(plan, PBI).granted == 1
 
 
 def test_other_licence_errors_are_reported_with_advice_not_reprocessed():
@@ -276,3 +289,235 @@ def test_processing_in_progress_counts_members_as_taking_seats():
         snapshot(default_skus(pbi=2), (busy, [user(), user()]), (new, [user()])), resolved()
     )
     assert decisions(plan) == {"LIC-Busy": Decision.COMPLIANT, "LIC-New": Decision.BLOCKED_SEATS}
+
+
+# -- the seat ledger: groups that already carry a SKU keep taking seats, whatever we decide ----
+
+
+def stuck_on(g, sku_id: str, **kw):
+    return user(states=(LicenseState(sku_id, g.id, "Error", "CountViolation"),), **kw)
+
+
+def sku_plan(plan: Plan, sku_id: str):
+    return next(s for s in plan.skus if s.sku_id == sku_id)
+
+
+def test_guest_blocked_group_carrying_a_sku_keeps_its_seats_from_a_new_group():
+    partner = user("partner", guest=True, upn="partner_fabrikam.com#EXT#@contoso.example")
+    mixed = group("LIC-Mixed", "powerbi", (AssignedLicense(PBI),))
+    new = group("LIC-New", "powerbi")
+    plan = make_plan(
+        snapshot(
+            default_skus(pbi=3),
+            (mixed, [stuck_on(mixed, PBI), partner]),
+            (new, [user(), user()]),
+        ),
+        resolved(),
+    )
+    assert decisions(plan) == {
+        "LIC-Mixed": Decision.BLOCKED_GUESTS,
+        "LIC-New": Decision.BLOCKED_SEATS,
+    }
+    pbi = sku_plan(plan, PBI)
+    assert (pbi.committed, pbi.granted) == (2, 0)
+    assert plan.groups[1].shortfall == {"POWER_BI_PRO": 1}
+    assert "committed" in plan.groups[1].reason
+
+
+def test_tag_problem_group_carrying_a_sku_keeps_its_seats():
+    tangled = group("LIC-Tangled", "powerbi", (AssignedLicense(PBI),), tag_problem="two profiles")
+    new = group("LIC-New", "powerbi")
+    plan = make_plan(
+        snapshot(default_skus(pbi=1), (tangled, [stuck_on(tangled, PBI)]), (new, [user()])),
+        resolved(),
+    )
+    assert decisions(plan) == {
+        "LIC-Tangled": Decision.BLOCKED_POLICY,
+        "LIC-New": Decision.BLOCKED_SEATS,
+    }
+
+
+def test_processing_group_that_does_not_fit_still_takes_the_seats_it_can():
+    busy = group("LIC-Busy", "powerbi", (AssignedLicense(PBI),), processing="ProcessingInProgress")
+    new = group("LIC-New", "powerbi")
+    plan = make_plan(
+        snapshot(default_skus(pbi=2), (busy, [user(), user(), user()]), (new, [user()])),
+        resolved(),
+    )
+    assert decisions(plan)["LIC-New"] is Decision.BLOCKED_SEATS
+    assert plan.changes == []
+    busy_plan = plan.groups[0]
+    assert "processing" in busy_plan.reason and busy_plan.shortfall == {"POWER_BI_PRO": 1}
+
+
+def test_seat_blocked_carrying_group_is_charged_before_a_new_group():
+    # LIC-Old has 3 stuck users and 2 free seats: 2 are reprocessed; LIC-New gets none of them.
+    old = group("LIC-Old", "powerbi", (AssignedLicense(PBI),), priority=200)
+    new = group("LIC-New", "powerbi", priority=0)
+    plan = make_plan(
+        snapshot(
+            default_skus(pbi=2),
+            (old, [stuck_on(old, PBI) for _ in range(3)]),
+            (new, [user()]),
+        ),
+        resolved(),
+    )
+    assert decisions(plan) == {"LIC-Old": Decision.REPROCESS, "LIC-New": Decision.BLOCKED_SEATS}
+    assert len(plan.groups[0].reprocess_user_ids) == 2
+    assert plan.groups[1].shortfall == {"POWER_BI_PRO": 2}
+    pbi = sku_plan(plan, PBI)
+    assert (pbi.committed, pbi.demand, pbi.shortfall) == (3, 4, 2)
+
+
+def test_unread_group_carrying_a_sku_makes_its_headroom_unknown():
+    broken = group("LIC-Broken", "powerbi", (AssignedLicense(PBI),))
+    new_bi = group("LIC-NewBI", "powerbi")
+    new_e5 = group("LIC-NewE5", "e5-full")
+    plan = make_plan(
+        snapshot(
+            default_skus(),
+            (broken, Membership(error="HTTP 503")),
+            (new_bi, [user()]),
+            (new_e5, [user()]),
+        ),
+        resolved(),
+    )
+    assert decisions(plan) == {
+        "LIC-Broken": Decision.UNKNOWN,
+        "LIC-NewBI": Decision.BLOCKED_SEATS,
+        "LIC-NewE5": Decision.ASSIGN,
+    }
+    reason = plan.groups[1].reason
+    assert (
+        "POWER_BI_PRO" in reason
+        and "unknown" in reason
+        and "LIC-Broken" in reason
+        and "LIC-Broken" in reason
+    )
+    assert plan.groups[1].shortfall == {}
+    pbi = sku_plan(plan, PBI)
+    assert pbi.headroom_unknown and "LIC-Broken" in pbi.headroom_unknown
+    assert pbi.granted == 0
+
+
+def test_unread_group_blocks_a_reprocess_that_needs_its_sku():
+    broken = group("LIC-Broken", "powerbi", (AssignedLicense(PBI),))
+    sales = group("LIC-Sales", "powerbi", (AssignedLicense(PBI),))
+    plan = make_plan(
+        snapshot(
+            default_skus(), (broken, Membership(error="timeout")), (sales, [stuck_on(sales, PBI)])
+        ),
+        resolved(),
+    )
+    assert decisions(plan)["LIC-Sales"] is Decision.BLOCKED_SEATS
+    assert plan.changes == []
+
+
+def test_unread_group_does_not_block_a_repair_that_needs_no_seats():
+    broken = group("LIC-Broken", "e5-full", e5_full())
+    ops = group(
+        "LIC-Ops", "e5-full", (AssignedLicense(E5, frozenset({YAMMER})), AssignedLicense(EMS))
+    )
+    plan = make_plan(
+        snapshot(
+            default_skus(), (broken, Membership(error="timeout")), (ops, [user(holds=(E5, EMS))])
+        ),
+        resolved(),
+    )
+    assert decisions(plan)["LIC-Ops"] is Decision.REPAIR
+
+
+def test_over_used_sku_reports_the_true_number_of_seats_to_buy():
+    # enabled 10, consumed 12, 3 users waiting: 2 over plus 3 wanted = 5 to buy.
+    g = group("LIC-BI", "powerbi")
+    plan = make_plan(
+        snapshot(default_skus(pbi=10, consumed_pbi=12), (g, [user(), user(), user()])),
+        resolved(),
+    )
+    assert plan.groups[0].shortfall == {"POWER_BI_PRO": 5}
+    assert sku_plan(plan, PBI).shortfall == 5
+
+
+def test_over_used_sku_row_in_the_run_summary_says_seats_to_buy():
+    from shared.run import RunReport
+
+    g = group("LIC-BI", "powerbi")
+    plan = make_plan(
+        snapshot(default_skus(pbi=10, consumed_pbi=12), (g, [user(), user(), user()])),
+        resolved(),
+    )
+    report = RunReport.__new__(RunReport)
+    report.plan, report.skus_after = plan, {}
+    row = next(r for r in report.sku_rows() if r["skuId"] == PBI)
+    assert (row["shortfall"], row["committed"], row["headroomUnknown"]) == (5, 0, None)
+
+
+def test_user_stuck_in_two_groups_is_reprocessed_once_and_counted_once():
+    a = group("LIC-A", "powerbi", (AssignedLicense(PBI),))
+    b = group("LIC-B", "e5-full", e5_full())
+    both = user(
+        "both",
+        holds=(E5,),
+        states=(
+            LicenseState(PBI, a.id, "Error", "CountViolation"),
+            LicenseState(EMS, b.id, "Error", "CountViolation"),
+        ),
+    )
+    plan = make_plan(snapshot(default_skus(), (a, [both]), (b, [both])), resolved())
+    reprocessed = [u for g in plan.groups for u in g.reprocess_user_ids]
+    assert reprocessed == [both.id]
+    assert plan.users_affected == 1
+    other = next(g for g in plan.groups if not g.reprocess_user_ids)
+    assert any("reprocessed with LIC-" in n for n in other.notes)
+
+
+def test_user_in_two_assigned_groups_counts_once_in_the_change_budget():
+    shared_user = user("shared")
+    a, b = group("LIC-A", "powerbi"), group("LIC-B", "e5-full")
+    plan = make_plan(
+        snapshot(default_skus(), (a, [shared_user, user()]), (b, [shared_user])), resolved()
+    )
+    assert decisions(plan) == {"LIC-A": Decision.ASSIGN, "LIC-B": Decision.ASSIGN}
+    assert plan.users_affected == 2
+
+
+# -- who holds a licence ---------------------------------------------------------------------
+
+
+def test_disabled_assignment_is_reported_not_reprocessed():
+    g = group("LIC-Sales", "powerbi", (AssignedLicense(PBI),))
+    off = user("off", states=(LicenseState(PBI, g.id, "Disabled", None),))
+    plan = make_plan(snapshot(default_skus(), (g, [off])), resolved())
+    gp = plan.groups[0]
+    assert gp.decision is Decision.COMPLIANT
+    assert gp.license_errors == {"Disabled": [off.upn]}
+
+
+def test_internal_guest_blocks_the_group_and_is_named_as_internal():
+    internal = user("contractor", user_type="Guest")
+    g = group("LIC-Staff", "powerbi")
+    plan = make_plan(snapshot(default_skus(), (g, [user(), internal])), resolved())
+    gp = plan.groups[0]
+    assert gp.decision is Decision.BLOCKED_GUESTS
+    assert "internal guest" in gp.reason and internal.upn in gp.reason
+    assert "B2B" not in gp.reason
+
+
+def test_member_signing_in_through_another_issuer_is_b2b():
+    ext = user("mto", external_issuer="ExternalAzureAD")
+    plan = make_plan(snapshot(default_skus(), (group("LIC-X", "powerbi"), [ext])), resolved())
+    gp = plan.groups[0]
+    assert gp.decision is Decision.BLOCKED_GUESTS
+    assert "ExternalAzureAD" in gp.reason
+
+
+def test_sku_without_capability_status_is_not_assignable():
+    skus = tuple(
+        s
+        if s.sku_id != PBI
+        else s.__class__(s.sku_id, s.part_number, "", s.applies_to, s.enabled, s.consumed)
+        for s in default_skus()
+    )
+    plan = make_plan(snapshot(skus, (group("LIC-BI", "powerbi"), [user()])), resolved(skus=skus))
+    assert plan.groups[0].decision is Decision.BLOCKED_POLICY
+    assert "capabilityStatus" in plan.groups[0].reason
