@@ -10,7 +10,6 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -376,16 +375,8 @@ async def _processed_groups(graph: GraphClient, group_ids: list[str]) -> set[str
     return done
 
 
-def run_scope(
-    report: RunReport,
-    resolved: ResolvedPolicy | None,
-    unknown_sku_ids: Iterable[str] = (),
-) -> alerts_mod.RunScope:
-    """What this run read completely, for the alert layer: only that can be resolved.
-
-    unknown_sku_ids: SKUs whose headroom is not known completely for another reason (a seat
-    ledger that finds an unread group carrying one); they are taken out of the scope.
-    """
+def run_scope(report: RunReport, resolved: ResolvedPolicy | None) -> alerts_mod.RunScope:
+    """What this run read completely, for the alert layer: only that can be resolved."""
     plan = report.plan
     if plan is None:  # the run stopped before its reads were complete: nothing is known
         return alerts_mod.RunScope()
@@ -414,7 +405,9 @@ def run_scope(
             if g.decision not in (*policy_blocked, Decision.BLOCKED_GUESTS)
         ),
     )
-    return scope.without_skus({*unread_skus, *unknown_sku_ids})
+    # The seat ledger's unknown headroom: an unread group carries the SKU (in its profile or not).
+    ledger_unknown = {s.sku_id for s in plan.skus if s.headroom_unknown}
+    return scope.without_skus({*unread_skus, *ledger_unknown})
 
 
 def _finish_status(report: RunReport) -> Status:
