@@ -400,6 +400,11 @@ def _precheck(
                 other_errors.setdefault(error, []).append(user.upn)
             else:
                 lacking[rs.sku_id].add(user.id)
+        # This group's assignments of SKUs outside its profile that are in error: e.g. a licence
+        # the group dropped that Entra kept for a member (DependencyViolation). Seats won't fix it.
+        for sku_id, error in errors.items():
+            if sku_id not in profile_ids and error not in SEAT_ERRORS:
+                other_errors.setdefault(error, []).append(user.upn)
     for error, upns in sorted(other_errors.items()):
         plan.license_errors[error] = sorted(set(upns))[:MAX_LISTED_ERRORS]
         listed = ", ".join(sorted(set(upns))[:MAX_LISTED_ERRORS])

@@ -521,3 +521,22 @@ def test_sku_without_capability_status_is_not_assignable():
     plan = make_plan(snapshot(skus, (group("LIC-BI", "powerbi"), [user()])), resolved(skus=skus))
     assert plan.groups[0].decision is Decision.BLOCKED_POLICY
     assert "capabilityStatus" in plan.groups[0].reason
+
+
+def test_a_licence_entra_kept_after_the_group_dropped_it_is_reported_with_its_error():
+    # The group no longer carries E5 (removed as unlisted), but Entra could not take it from one
+    # member: a licence they hold directly needs one of E5's plans (DependencyViolation).
+    g = group("LIC-Move", "powerbi", (AssignedLicense(PBI),))
+    kept = user(
+        "kept",
+        holds=(PBI, E5),
+        states=(
+            LicenseState(PBI, g.id, "Active", None),
+            LicenseState(E5, g.id, "ActiveWithError", "DependencyViolation"),
+        ),
+    )
+    plan = make_plan(snapshot(default_skus(), (g, [kept, user(holds=(PBI,))])), resolved())
+    gp = plan.groups[0]
+    assert gp.decision is Decision.COMPLIANT
+    assert gp.license_errors == {"DependencyViolation": [kept.upn]}
+    assert any("DependencyViolation" in n and kept.upn in n for n in gp.notes)

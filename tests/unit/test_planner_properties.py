@@ -243,14 +243,19 @@ def test_seats_promised_never_exceed_the_seats_free_after_the_ledger(world: Worl
 @given(tenants())
 def test_applying_a_plan_then_planning_again_changes_nothing(world: World):
     first = make_plan(world.snapshot, world.policy)
-    after = apply_like_entra(world, first)
-    second = make_plan(after.snapshot, after.policy)
-    # Entra finished the processing it was doing, so a group blocked for seats may now need none:
-    # it is assigned then, with no new seats. Nothing else changes.
-    again = [(g.display_name, g.decision, g.reason) for g in second.changes if g.demand]
+    settled = apply_like_entra(world, first)
+    second = make_plan(settled.snapshot, settled.policy)
+    if not any(g.processing_state == PROCESSING for g in world.snapshot.groups):
+        assert [(g.display_name, g.decision) for g in second.changes if g.demand] == []
+    # Processing Entra was already doing is outside the plan and changes the facts (members end
+    # up holding seats, or in CountViolation when another of the group's SKUs was short): once it
+    # has finished, applying the next plan and planning again changes nothing more.
+    applied = apply_like_entra(settled, second)
+    third = make_plan(applied.snapshot, applied.policy)
+    again = [(g.display_name, g.decision, g.reason) for g in third.changes if g.demand]
     assert again == [], again
-    before = {g.group_id: g.decision for g in first.groups}
-    for g in second.groups:  # what was blocked stays blocked for the same reason kind
+    before = {g.group_id: g.decision for g in second.groups}
+    for g in third.groups:  # what was blocked stays blocked for the same reason kind
         if before[g.group_id] is Decision.BLOCKED_GUESTS or (
             before[g.group_id] is Decision.BLOCKED_SEATS and g.demand
         ):
