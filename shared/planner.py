@@ -600,6 +600,13 @@ def _decide(cand: _Candidate, ledger: _Ledger) -> None:
         plan.reason = f"{verb} the profile's licences ({seats})"
         return
 
+    if not reprocess and not waiting:  # every member it would retry is reprocessed elsewhere
+        plan.decision = Decision.COMPLIANT
+        plan.reason = (
+            f"{len(wanted_reprocess)} member(s) lack the group's licences; they are reprocessed "
+            f"with {', '.join(elsewhere)} this run (once per user)"
+        )
+        return
     plan.decision = Decision.REPROCESS
     plan.affected_user_ids = frozenset(reprocess)
     plan.reason = (

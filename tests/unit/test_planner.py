@@ -469,6 +469,8 @@ def test_user_stuck_in_two_groups_is_reprocessed_once_and_counted_once():
     assert plan.users_affected == 1
     other = next(g for g in plan.groups if not g.reprocess_user_ids)
     assert any("reprocessed with LIC-" in n for n in other.notes)
+    # The other group makes no write of its own: it is not a change, nor "reprocessed 0 user(s)".
+    assert other.decision is Decision.COMPLIANT and plan.groups_changed == 1
 
 
 def test_user_in_two_assigned_groups_counts_once_in_the_change_budget():
