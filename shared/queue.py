@@ -24,7 +24,15 @@ QUEUE_CONNECTION = "AzureWebJobsStorage"  # the queue trigger's `connection`
 # host.json extensions.queues.maxDequeueCount: after this many failed deliveries the Functions
 # host moves a message to "<queue>-poison" (a test checks the two agree).
 MAX_DEQUEUE_COUNT = 5
-RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+# A run id is its UTC start time and six hex digits. The pattern admits only real dates (month
+# lengths, 29 February in leap years), so docs/openapi.yaml can publish it as is and a client that
+# follows the document never sends an id the API refuses (a test checks the two are the same).
+RUN_ID_PATTERN = (
+    r"^(?:[12]\d{3}(?:(?:0[13578]|1[02])(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)(?:0[1-9]|[12]\d|30)"
+    r"|02(?:0[1-9]|1\d|2[0-8]))|(?:[12]\d(?:0[48]|[2468][048]|[13579][26])|(?:12|16|20|24|28)00)0229)"
+    r"T(?:[01]\d|2[0-3])[0-5]\d[0-5]\dZ-[0-9a-f]{6}$"
+)
+RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 

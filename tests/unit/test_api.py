@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.api import (
     ApiError,
@@ -160,3 +165,36 @@ def test_group_ids_null_is_refused_not_read_as_every_group():
     with pytest.raises(ApiError) as err:
         parse_run_request(b'{"mode": "apply", "groupIds": null}')
     assert err.value.status == 400 and "groupIds" in err.value.message
+
+
+_DOC = yaml.safe_load((Path(__file__).parents[2] / "docs" / "openapi.yaml").read_text())
+_DOC_RUN_ID = _DOC["components"]["schemas"]["RunId"]["pattern"]
+
+
+@given(st.from_regex(_DOC_RUN_ID, fullmatch=True))
+def test_every_run_id_the_document_admits_is_accepted(run_id: str):
+    # Found by schemathesis: 12250631T205246Z-8274b1 matched the document and got a 400.
+    assert check_run_id(run_id) == run_id
+    datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ")  # and it is a real time
+
+
+@pytest.mark.parametrize(
+    ("run_id", "real"),
+    [
+        ("20260630T235959Z-a1b2c3", True),
+        ("20260631T000000Z-a1b2c3", False),
+        ("20240229T000000Z-a1b2c3", True),
+        ("20250229T000000Z-a1b2c3", False),
+        ("20000229T000000Z-a1b2c3", True),
+        ("21000229T000000Z-a1b2c3", False),
+        ("20261231T240000Z-a1b2c3", False),
+    ],
+)
+def test_the_document_and_the_api_agree_on_which_dates_are_real(run_id: str, real: bool):
+    assert bool(re.fullmatch(_DOC_RUN_ID, run_id)) is real
+    if real:
+        assert check_run_id(run_id) == run_id
+    else:
+        with pytest.raises(ApiError) as err:
+            check_run_id(run_id)
+        assert err.value.status == 400
