@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.model import HOLDING_STATES, Group, LicenseState, Snapshot, User
+from shared.names import sku_label
 from shared.policy import ResolvedPolicy
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ class RemovalPlan:
     # Users who hold a profile SKU only directly, in no tagged group (opt-in tenant-wide read):
     # part number -> (count, first UPNs); None when not read.
     outside: dict[str, tuple[int, list[str]]] | None = None
+    # For the first-seen-disabled rows: accounts read enabled in a tagged group this run
+    seen_enabled: frozenset[str] = frozenset()
 
     def count(self, kind: RemovalKind) -> int:
         return sum(1 for r in self.removals if r.kind is kind)
@@ -327,12 +330,14 @@ def plan_removals(
     first_seen = first_seen_disabled or {}
     out = RemovalPlan()
     unknown = {g.group_id for g in plan.groups if g.decision.value == "unknown"}
+    enabled: set[str] = set()
     for group in snapshot.groups:
         membership = snapshot.members.get(group.id)
         if membership is None or not membership.known or group.id in unknown:
             continue  # never reported as fine, never removed from: not read
         out.direct.extend(_direct_holdings(snapshot, policy, group, membership.users))
         out.disabled.extend(_disabled_members(snapshot, group, membership.users, first_seen, now))
+        enabled.update(u.id for u in membership.users if u.account_enabled is not False)
     out.losses = sudden_losses(
         snapshot, baseline, pol.sudden_loss.percent, pol.sudden_loss.min_users
     )
@@ -392,6 +397,7 @@ def plan_removals(
                 f"): {out.blocked}"
             )
             g.remove_licenses = ()
+    out.seen_enabled = frozenset(enabled)
     out.notes.extend(_report_notes(out))
     plan.removals = out
     return out
@@ -411,6 +417,124 @@ def _report_notes(out: RemovalPlan) -> list[str]:
     return notes
 
 
+SEATS_UNCHANGED = (
+    "seats do not change when a redundant direct assignment is removed: one user holds one seat "
+    "per SKU whatever the sources"
+)
+
+
+def removal_summary(
+    out: RemovalPlan | None, outcomes: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The reports and the removals, per group and SKU, for the run summary and the API."""
+    if out is None:
+        return {}
+    outcomes = outcomes or {}
+    migration: dict[tuple[str, str], dict[str, Any]] = {}
+    for h in sorted(out.direct, key=lambda h: (h.group_name.lower(), h.part_number, h.upn)):
+        row = migration.setdefault(
+            (h.group_id, h.sku_id),
+            {
+                "groupId": h.group_id,
+                "displayName": h.group_name,
+                "skuId": h.sku_id,
+                "skuPartNumber": h.part_number,
+                "productName": sku_label(h.sku_id, h.part_number),
+                "directHolders": 0,
+                "redundant": 0,
+                "users": [],
+            },
+        )
+        row["directHolders"] += 1
+        row["redundant"] += int(h.redundant)
+        if len(row["users"]) < MAX_LISTED:
+            row["users"].append(
+                {
+                    "upn": h.upn,
+                    "inheritedState": h.inherited_state,
+                    "inheritedError": h.inherited_error,
+                    "missingPlans": list(h.missing_plans),
+                    "redundant": h.redundant,
+                    "whyNot": h.why_not,
+                }
+            )
+    disabled: dict[str, dict[str, Any]] = {}
+    for d in sorted(out.disabled, key=lambda d: (d.group_name.lower(), -d.days, d.upn)):
+        row = disabled.setdefault(
+            d.group_id,
+            {
+                "groupId": d.group_id,
+                "displayName": d.group_name,
+                "disabledMembers": 0,
+                "seatsHeld": {},
+                "users": [],
+            },
+        )
+        row["disabledMembers"] += 1
+        for part in d.part_numbers:
+            row["seatsHeld"][part] = row["seatsHeld"].get(part, 0) + 1
+        if len(row["users"]) < MAX_LISTED:
+            row["users"].append(
+                {
+                    "upn": d.upn,
+                    "skus": list(d.part_numbers),
+                    "frees": list(d.frees),
+                    "firstSeenDisabled": d.first_seen.isoformat(),
+                    "daysDisabled": d.days,
+                }
+            )
+    removals = []
+    for r in out.removals:
+        o = outcomes.get(r.key)
+        removals.append(
+            {
+                "kind": r.kind.value,
+                "userId": r.user_id,
+                "upn": r.upn,
+                "groupId": r.group_id,
+                "groupName": r.group_name,
+                "skus": list(r.part_numbers),
+                "frees": list(r.frees),
+                "reason": r.reason,
+                "outcome": getattr(o, "status", "not-applied"),
+                "outcomeDetail": getattr(o, "detail", ""),
+            }
+        )
+    return {
+        "migration": list(migration.values()),
+        "seatsNote": SEATS_UNCHANGED,
+        "disabledMembers": list(disabled.values()),
+        "suddenLosses": [
+            {
+                "kind": loss.kind,
+                "subjectId": loss.subject_id,
+                "name": loss.name,
+                "before": loss.before,
+                "now": loss.now,
+                "lost": loss.lost,
+                "percent": loss.percent,
+                "previousRunId": loss.previous_run,
+            }
+            for loss in out.losses
+        ],
+        "removals": removals,
+        "removalsBlocked": out.blocked,
+        "outsideGroupLicensing": (
+            None
+            if out.outside is None
+            else [
+                {
+                    "skuPartNumber": part,
+                    "productName": sku_label(None, part),
+                    "count": n,
+                    "users": upns,
+                }
+                for part, (n, upns) in sorted(out.outside.items())
+            ]
+        ),
+    }
+
+
 __all__ = [
     "Baseline",
     "DirectHolding",
@@ -420,5 +544,6 @@ __all__ = [
     "RemovalPlan",
     "SuddenLoss",
     "plan_removals",
+    "removal_summary",
     "sudden_losses",
 ]
