@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None, run: Runner = az_runner) -> int:
         action="append",
         default=[],
         metavar="KEY",
-        help="also grant what this policy opt-in needs (e.g. reclaim.removeDisabledMembersAfterDays)",
+        help="also grant what this policy opt-in needs (reclaim.removeDisabledMembersAfterDays)",
     )
     args = parser.parse_args(argv)
 

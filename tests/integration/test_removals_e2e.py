@@ -66,7 +66,7 @@ OPT_IN_DIRECT = POLICY + "migration:\n  removeRedundantDirect: true\n"
 def test_a_migrated_tenant_is_reported_per_group_and_sku_and_nothing_is_removed_by_default(
     world_factory: Any,
 ):
-    t, ids = migrated_tenant()
+    t, _ = migrated_tenant()
     world = world_factory(t.build(), POLICY)
     summary = run(world, "apply")
     rem = summary["removals"]
