@@ -652,6 +652,32 @@ class GraphClient:
             users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others
         )
 
+    # List users (https://learn.microsoft.com/en-us/graph/api/user-list): User.Read.All. Filtering
+    # on assignedLicenses/any(x:x/skuId eq …) is an advanced query: ConsistencyLevel: eventual and
+    # $count=true. Only with migration.reportOutsideGroups: it reads every holder of the SKU.
+    @requires("User.Read.All")
+    async def list_sku_holders(self, sku_id: str) -> list[tuple[str, str, bool]]:
+        """(user id, UPN, holds it only directly) for every user assigned this SKU."""
+        flt = f"assignedLicenses/any(x:x/skuId eq {_uuid(sku_id)})"
+        url = (
+            f"{self._base}/users?$filter={quote(flt, safe=ODATA_SAFE)}"
+            f"&$select=id,userPrincipalName,licenseAssignmentStates&$count=true&$top={PAGE_SIZE}"
+        )
+        what = f"holders of SKU {sku_id}"
+        out = []
+        for item in await self._pages(url, what, "list_sku_holders", advanced=True):
+            try:
+                states = [
+                    s
+                    for s in _list(item, "licenseAssignmentStates")
+                    if str(s.get("skuId", "")).lower() == sku_id
+                ]
+                only_direct = bool(states) and all(not s.get("assignedByGroup") for s in states)
+                out.append((str(item["id"]).lower(), str(item["userPrincipalName"]), only_direct))
+            except (KeyError, TypeError) as exc:
+                raise GraphReadError(what, None, None, f"malformed user: {exc!r}") from exc
+        return out
+
     # -- writes -----------------------------------------------------------------------------
 
     @requires("LicenseAssignment.ReadWrite.All")

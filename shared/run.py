@@ -597,6 +597,8 @@ async def _execute_leased(
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
                 await _plan_removals(report, snapshot, resolved, store)
+                if policy.migration.report_outside_groups:
+                    await _outside_group_licensing(report, snapshot, resolved, graph)
                 decision_events(plan_span, report.plan)
             run_metrics.record_plan(report.plan, mode)
             if progress:
@@ -891,3 +893,36 @@ def _removals_read_back(item: dict[str, Any], rows: list[dict[str, Any]]) -> dic
         key=lambda r: (str(r.get("kind")), str(r.get("groupName")), str(r.get("upn"))),
     )
     return out
+
+
+OUTSIDE_LISTED = 10  # first UPNs shown per SKU
+
+
+async def _outside_group_licensing(
+    report: RunReport, snapshot: Any, resolved: ResolvedPolicy, graph: GraphClient
+) -> None:
+    """Profile SKUs held only directly by users in no tagged group (migration.reportOutsideGroups).
+
+    A tenant-wide read of each SKU's holders (decisions.md). Not read in a run limited to some
+    groups, nor when a tagged group was not read (its members would be counted as outside): the
+    report then says it was not read, never an empty list."""
+    plan = report.plan
+    assert plan is not None and plan.removals is not None
+    if report.limited_to or any(g.decision is Decision.UNKNOWN for g in plan.groups):
+        plan.warnings.append(
+            "outside group licensing was not read: the run did not read every tagged group"
+        )
+        return
+    members = {u.id for m in snapshot.members.values() for u in m.users}
+    sku_ids = sorted({rs.sku_id for p in resolved.profiles.values() for rs in p.skus})
+    outside: dict[str, tuple[int, list[str]]] = {}
+    try:
+        for sid in sku_ids:
+            holders = await graph.list_sku_holders(sid)
+            upns = sorted(upn for uid, upn, only in holders if only and uid not in members)
+            sku = snapshot.sku(sid)
+            outside[sku.part_number if sku else sid] = (len(upns), upns[:OUTSIDE_LISTED])
+    except GraphReadError as exc:
+        plan.warnings.append(f"outside group licensing could not be read: {exc}")
+        return
+    plan.removals.outside = outside

@@ -250,3 +250,22 @@ def test_a_30_percent_member_drop_alerts_and_blocks_every_removal_that_run(world
     alerts = {a["condition"]: a for a in summary["alerts"]}
     assert alerts[f"group-shrank-{big}"]["transition"] == "opened"
     assert "Sudden loss (group-shrank): LIC-Big" in render_run(summary)
+
+
+def test_outside_group_licensing_is_an_opt_in_tenant_wide_read(world_factory: Any):
+    t, _ = migrated_tenant()
+    world = world_factory(t.build(), POLICY + "migration:\n  reportOutsideGroups: true\n")
+    summary = run(world, "plan")
+    outside = {o["skuPartNumber"]: o for o in summary["removals"]["outsideGroupLicensing"]}
+    # "outside" holds E5 only directly and is in no tagged group; "other" holds Power BI directly
+    # but is in LIC-Mig, so it is not outside group licensing.
+    assert outside["ENTERPRISEPREMIUM"]["count"] == 1
+    assert outside["ENTERPRISEPREMIUM"]["users"] == ["outside@contoso.example"]
+    assert outside["EMSPREMIUM"]["count"] == 0
+    reads = [r for r in world.requests() if r["path"] == "/v1.0/users"]
+    assert reads and all("assignedLicenses/any" in r["query"] for r in reads)
+    assert "Outside group licensing" in render_run(summary)
+    # Off by default: no tenant-wide read at all.
+    default = world_factory(t.build(), POLICY)
+    assert run(default, "plan")["removals"]["outsideGroupLicensing"] is None
+    assert not [r for r in default.requests() if r["path"] == "/v1.0/users"]
