@@ -888,8 +888,9 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
 
 def _removals_read_back(item: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(item.get("report") or {})
+    # "Kind" is a reserved column name for _unflatten (group/sku rows): carried over by hand.
     out["removals"] = sorted(
-        (_unflatten(r) for r in rows),
+        ({**_unflatten(r), "kind": r.get("Kind")} for r in rows),
         key=lambda r: (str(r.get("kind")), str(r.get("groupName")), str(r.get("upn"))),
     )
     return out

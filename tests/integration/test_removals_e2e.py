@@ -110,6 +110,14 @@ def test_the_opt_in_removes_exactly_the_redundant_direct_assignments(world_facto
     text = render_run(planned)
     assert "Removals (2)" in text and "same@contoso.example" in text
     assert not world.licence_writes()  # plan mode writes nothing
+    # The run detail (API GET /api/runs/{runId}, CLI show) lists them from Table Storage.
+    recorded = read_run(world.store, planned["runId"])
+    assert recorded is not None
+    assert {(r["upn"], r["outcome"]) for r in recorded["removals"]["removals"]} == {
+        ("same@contoso.example", "not-applied"),
+        ("fewer@contoso.example", "not-applied"),
+    }
+    assert "Removals (2)" in render_run(recorded)
 
     world.clear_requests()
     applied = run(world, "apply")
