@@ -6,6 +6,10 @@ shared.graph.required_roles() (the permissions the code declares next to each Gr
     scripts/grant-graph-permissions.sh           grant what is missing, report extra Graph roles
     scripts/grant-graph-permissions.sh --check   change nothing; exit 1 if a permission is missing
     scripts/grant-graph-permissions.sh --prune   grant, and remove Graph roles not in the list
+    scripts/grant-graph-permissions.sh --opt-in reclaim.removeDisabledMembersAfterDays
+                                                 also grant what a policy opt-in needs
+                                                 (optInPermissions; without it such a role is
+                                                 reported as extra, and --prune removes it)
 
 Who may run it: assigning Microsoft Graph app roles needs Privileged Role Administrator or Global
 Administrator in the tenant. It calls Graph through the Azure CLI's sign-in (`az login`, `az rest`).
@@ -60,6 +64,15 @@ def load_permissions(path: Path = PERMISSIONS_FILE) -> tuple[str, list[str]]:
     ):
         raise GrantError(f"{path}: resourceAppId must be a string, applicationPermissions a list")
     return app_id, sorted(names)
+
+
+def load_opt_in_permissions(path: Path = PERMISSIONS_FILE) -> dict[str, list[str]]:
+    """Permission -> the policy opt-ins that need it (optInPermissions): granted only on request."""
+    data = json.loads(path.read_text(encoding="utf-8")).get("optInPermissions") or {}
+    out = {k: v for k, v in data.items() if not k.startswith("$")}
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in out.values()):
+        raise GrantError(f"{path}: optInPermissions maps a permission to a list of opt-in keys")
+    return out
 
 
 def az_runner(args: Sequence[str]) -> str:
@@ -229,6 +242,13 @@ def main(argv: Sequence[str] | None = None, run: Runner = az_runner) -> int:
         "--prune", action="store_true", help="also remove Graph roles not in the list"
     )
     parser.add_argument("--hook", action="store_true", help="azd postprovision hook: never fails")
+    parser.add_argument(
+        "--opt-in",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also grant what this policy opt-in needs (reclaim.removeDisabledMembersAfterDays)",
+    )
     args = parser.parse_args(argv)
 
     granted_by_bicep = os.environ.get("GRAPH_PERMISSIONS_GRANT", "script") == "bicep"
@@ -241,6 +261,17 @@ def main(argv: Sequence[str] | None = None, run: Runner = az_runner) -> int:
         )
         return 0 if args.hook else 2
     app_id, wanted = load_permissions()
+    opt_ins = load_opt_in_permissions()
+    known_keys = sorted({k for keys in opt_ins.values() for k in keys})
+    for key in args.opt_in:
+        if key not in known_keys:
+            print(
+                f"error: --opt-in {key}: no permission is needed only by it "
+                f"(opt-ins with their own permission: {', '.join(known_keys) or 'none'})",
+                file=sys.stderr,
+            )
+            return 0 if args.hook else 2
+    wanted = sorted({*wanted, *(p for p, keys in opt_ins.items() if set(keys) & set(args.opt_in))})
     what = "Checking" if check else "Granting"
     print(f"{what} Microsoft Graph application permissions of {args.principal_id}:")
     try:

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from shared.store import TableStore
 
 # Kinds whose severity can grow in a way worth a new mail.
-WORSENING_KINDS = frozenset({"sku-exhausted", "group-guests", "group-errors", "run-problem"})
+WORSENING_KINDS = frozenset(
+    {"sku-exhausted", "group-guests", "group-errors", "run-problem", "group-shrank", "sku-dropped"}
+)
 MAILED = frozenset({"opened", "reopened", "worsened", "reminder", "resolved"})
 
 
@@ -90,7 +92,9 @@ class RunScope:
 
     def covers(self, kind: str, subject_id: str) -> bool:
         """May this run resolve a condition of `kind` about `subject_id` (a SKU or group id)?"""
-        if kind == "run-problem":
+        if kind in ("run-problem", "group-shrank", "sku-dropped"):
+            # A sudden loss is measured against the whole last successful run: only a complete,
+            # unrestricted run can say it no longer holds.
             return self.complete and not self.limited
         if kind in ("sku-exhausted", "sku-low"):
             return subject_id in self.sku_ids_known
@@ -210,6 +214,8 @@ def open_conditions(
                 min_age=timedelta(hours=cfg.stuck_processing_hours),
             )
 
+    found.update(sudden_loss_conditions(summary))
+
     # A refused nightly apply did not enforce anything: a run problem too (an HTTP caller sees
     # the refusal in the answer).
     if status in ("failed", "partial") or (
@@ -240,6 +246,35 @@ def open_conditions(
                 *((("Permissions to grant", ", ".join(grant)),) if grant else ()),
             ),
             advice,
+        )
+    return found
+
+
+def sudden_loss_conditions(summary: Mapping[str, Any]) -> dict[str, Condition]:
+    """group-shrank / sku-dropped from the run's sudden losses (shared/removals.py)."""
+    found: dict[str, Condition] = {}
+    removals = summary.get("removals") or {}
+    for loss in removals.get("suddenLosses") or []:
+        kind, sid, name = loss["kind"], loss["subjectId"], loss["name"]
+        what = "direct members" if kind == "group-shrank" else "consumed seats"
+        key = f"{kind}-{sid}"
+        found[key] = Condition(
+            key,
+            kind,
+            f"{'Group' if kind == 'group-shrank' else 'Licence'} {name} lost "
+            f"{loss['lost']} {what} ({loss['percent']} %) since the last successful run",
+            int(loss["lost"]),
+            (
+                ("Subject", name),
+                ("Before", str(loss["before"])),
+                ("Now", str(loss["now"])),
+                ("Lost", f"{loss['lost']} ({loss['percent']} %)"),
+                ("Compared with run", str(loss["previousRunId"])),
+                ("Removals this run", "none: blocked by this loss"),
+            ),
+            "Check what changed (a dynamic membership rule, a directory sync, a deleted group or "
+            "subscription) before the next run; this run removed nothing, neither opt-in cleanups "
+            "nor unlisted licences.",
         )
     return found
 

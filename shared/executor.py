@@ -9,6 +9,7 @@ from typing import Protocol
 from shared.graph import REQUIRED_PERMISSIONS, GraphClient, describe_graph_error
 from shared.planner import Decision, GroupPlan, Plan
 from shared.policy import ChangeBudget
+from shared.removals import Removal, RemovalKind
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
             f"{plan.users_affected} users would be affected, the budget allows "
             f"{budget.max_users_affected}"
         )
+    problems.extend(removal_budget_problems(plan, budget))
     if not problems:
         return None
     return (
@@ -40,6 +42,22 @@ def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
         + "; ".join(problems)
         + " (raise changeBudget in the policy after checking the plan)"
     )
+
+
+def removal_budget_problems(plan: Plan, budget: ChangeBudget) -> list[str]:
+    """Each removal kind against its own budget dimension (none when removals are blocked)."""
+    removals = plan.removals
+    if removals is None or removals.blocked:
+        return []
+    problems = []
+    for kind, allowed, what in (
+        (RemovalKind.DIRECT_LICENSE, budget.max_direct_removals, "direct assignments removed"),
+        (RemovalKind.GROUP_MEMBER, budget.max_members_removed, "members removed from groups"),
+    ):
+        n = removals.count(kind)
+        if n > allowed:
+            problems.append(f"{n} {what}, the budget allows {allowed}")
+    return problems
 
 
 class WriteGuard(Protocol):
@@ -101,3 +119,47 @@ async def _apply_group(group: GroupPlan, graph: GraphClient) -> Outcome:
         return Outcome("applied", f"reprocessed {done} user(s)")
     extra = f"; reprocessed {done} user(s)" if done else ""
     return Outcome("applied", f"assignLicense accepted{extra}")
+
+
+async def apply_removals(
+    plan: Plan, graph: GraphClient, max_concurrency: int, guard: WriteGuard | None = None
+) -> dict[str, Outcome]:
+    """Each planned removal (Removal.key -> Outcome); none at all when a sudden loss blocks them."""
+    removals = plan.removals
+    if removals is None or not removals.removals:
+        return {}
+    if removals.blocked:
+        return {r.key: Outcome("not-applied", removals.blocked) for r in removals.removals}
+    gate = asyncio.Semaphore(max_concurrency)
+
+    async def one(removal: Removal) -> tuple[str, Outcome]:
+        async with gate:
+            if guard is not None and not await guard.still_holds():
+                return removal.key, Outcome("not-applied", LEASE_LOST)
+            return removal.key, await _apply_removal(removal, graph)
+
+    return dict(await asyncio.gather(*(one(r) for r in removals.removals)))
+
+
+async def _apply_removal(removal: Removal, graph: GraphClient) -> Outcome:
+    if removal.kind is RemovalKind.DIRECT_LICENSE:
+        operation, step = "remove_direct_licenses", "assignLicense (removeLicenses) on the user"
+    else:
+        operation, step = "remove_group_member", "DELETE members/{id}/$ref"
+    try:
+        if removal.kind is RemovalKind.DIRECT_LICENSE:
+            await graph.remove_direct_licenses(removal.user_id, list(removal.sku_ids))
+        else:
+            await graph.remove_group_member(removal.group_id, removal.user_id)
+    except Exception as exc:  # isolate the removal: record what Graph said and go on
+        detail = f"{step} failed: {describe_graph_error(exc)}"
+        if getattr(exc, "response_status_code", None) == 403:
+            perms = REQUIRED_PERMISSIONS.get(operation, ())
+            if perms:
+                detail += f"; grant {' and '.join(perms)} (application permission)"
+            return Outcome("failed", detail, perms)
+        return Outcome("failed", detail)
+    if removal.kind is RemovalKind.DIRECT_LICENSE:
+        return Outcome("applied", f"direct {', '.join(removal.part_numbers)} removed")
+    freed = ", ".join(removal.frees) or "no seat (another assignment keeps it)"
+    return Outcome("applied", f"removed from {removal.group_name}; frees {freed}")

@@ -42,6 +42,9 @@ from msgraph.generated.models.item_body import ItemBody
 from msgraph.generated.models.message import Message
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.users.item.assign_license.assign_license_post_request_body import (
+    AssignLicensePostRequestBody as UserAssignLicensePostRequestBody,
+)
 from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
     SendMailPostRequestBody,
 )
@@ -99,23 +102,50 @@ ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 
 # operation name -> least-privilege application permissions (docs/graph-facts.md)
 REQUIRED_PERMISSIONS: dict[str, tuple[str, ...]] = {}
+# operation name -> the policy opt-in that alone uses it (shared.policy.Policy.opt_in_keys): its
+# permissions are granted only when that opt-in is on (infra/graph-permissions.json optIn).
+OPT_IN_OPERATIONS: dict[str, str] = {}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def requires(*permissions: str) -> Callable[[F], F]:
-    """Declare the Graph application permissions an operation needs, next to the operation."""
+def requires(*permissions: str, opt_in: str | None = None) -> Callable[[F], F]:
+    """Declare the Graph application permissions an operation needs, next to the operation.
+
+    `opt_in`: the policy key without which the operation is never called."""
 
     def mark(fn: F) -> F:
         REQUIRED_PERMISSIONS[fn.__name__] = permissions
+        if opt_in:
+            OPT_IN_OPERATIONS[fn.__name__] = opt_in
         return fn
 
     return mark
 
 
-def required_roles() -> list[str]:
-    """Every permission the app needs: what infra grants and the local credential asks for."""
-    return sorted({p for perms in REQUIRED_PERMISSIONS.values() for p in perms})
+def required_roles(opt_ins: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The permissions the app needs: what infra grants and the local credential asks for.
+
+    Operations of a policy opt-in count only when `opt_ins` names it."""
+    return sorted(
+        {
+            p
+            for op, perms in REQUIRED_PERMISSIONS.items()
+            if op not in OPT_IN_OPERATIONS or OPT_IN_OPERATIONS[op] in opt_ins
+            for p in perms
+        }
+    )
+
+
+def opt_in_roles() -> dict[str, list[str]]:
+    """Permission -> the opt-ins that need it, for permissions only opt-ins need."""
+    base = set(required_roles())
+    out: dict[str, set[str]] = {}
+    for op, key in OPT_IN_OPERATIONS.items():
+        for p in REQUIRED_PERMISSIONS[op]:
+            if p not in base:
+                out.setdefault(p, set()).add(key)
+    return {p: sorted(keys) for p, keys in sorted(out.items())}
 
 
 # Pacing (Microsoft Graph service-specific throttling limits, identity and access,
@@ -622,6 +652,32 @@ class GraphClient:
             users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others
         )
 
+    # List users (https://learn.microsoft.com/en-us/graph/api/user-list): User.Read.All. Filtering
+    # on assignedLicenses/any(x:x/skuId eq …) is an advanced query: ConsistencyLevel: eventual and
+    # $count=true. Only with migration.reportOutsideGroups: it reads every holder of the SKU.
+    @requires("User.Read.All")
+    async def list_sku_holders(self, sku_id: str) -> list[tuple[str, str, bool]]:
+        """(user id, UPN, holds it only directly) for every user assigned this SKU."""
+        flt = f"assignedLicenses/any(x:x/skuId eq {_uuid(sku_id)})"
+        url = (
+            f"{self._base}/users?$filter={quote(flt, safe=ODATA_SAFE)}"
+            f"&$select=id,userPrincipalName,licenseAssignmentStates&$count=true&$top={PAGE_SIZE}"
+        )
+        what = f"holders of SKU {sku_id}"
+        out = []
+        for item in await self._pages(url, what, "list_sku_holders", advanced=True):
+            try:
+                states = [
+                    s
+                    for s in _list(item, "licenseAssignmentStates")
+                    if str(s.get("skuId", "")).lower() == sku_id
+                ]
+                only_direct = bool(states) and all(not s.get("assignedByGroup") for s in states)
+                out.append((str(item["id"]).lower(), str(item["userPrincipalName"]), only_direct))
+            except (KeyError, TypeError) as exc:
+                raise GraphReadError(what, None, None, f"malformed user: {exc!r}") from exc
+        return out
+
     # -- writes -----------------------------------------------------------------------------
 
     @requires("LicenseAssignment.ReadWrite.All")
@@ -638,6 +694,30 @@ class GraphClient:
         self.stats.count("assign_group_licenses", write=True)
         info = self.sdk.groups.by_group_id(group_id).assign_license.to_post_request_information(
             body
+        )
+        await self._adapter.send_no_response_content_async(info, ERROR_MAP)
+
+    # Assign license (user): least privileged application permission LicenseAssignment.ReadWrite.All
+    # (https://learn.microsoft.com/en-us/graph/api/user-assignlicense), already granted for groups.
+    @requires("LicenseAssignment.ReadWrite.All", opt_in="migration.removeRedundantDirect")
+    async def remove_direct_licenses(self, user_id: str, sku_ids: list[str]) -> None:
+        """Remove the user's own (direct) assignments of these SKUs; group ones stay."""
+        self.stats.count("remove_direct_licenses", write=True)
+        body = UserAssignLicensePostRequestBody(
+            add_licenses=[], remove_licenses=[_uuid(s) for s in sku_ids]
+        )
+        info = self.sdk.users.by_user_id(user_id).assign_license.to_post_request_information(body)
+        await self._adapter.send_no_response_content_async(info, ERROR_MAP)
+
+    # Remove member (https://learn.microsoft.com/en-us/graph/api/group-delete-members): least
+    # privileged application permission GroupMember.ReadWrite.All; only with the reclaim opt-in.
+    @requires("GroupMember.ReadWrite.All", opt_in="reclaim.removeDisabledMembersAfterDays")
+    async def remove_group_member(self, group_id: str, user_id: str) -> None:
+        self.stats.count("remove_group_member", write=True)
+        info = (
+            self.sdk.groups.by_group_id(group_id)
+            .members.by_directory_object_id(user_id)
+            .ref.to_delete_request_information()
         )
         await self._adapter.send_no_response_content_async(info, ERROR_MAP)
 
@@ -778,6 +858,11 @@ def _user(item: dict[str, Any]) -> User:
     raw_states = _list(item, "licenseAssignmentStates")
     states: list[LicenseState] = []
     held: set[str] = set()
+    # Every state (Active ones too, with their disabled plans) of users the removal reports weigh:
+    # holders of a direct assignment (migration) and disabled accounts (reclaim); shared/removals.
+    keep_all = item.get("accountEnabled") is False or any(
+        isinstance(s, dict) and not s.get("assignedByGroup") for s in raw_states
+    )
     for s in raw_states:
         sku_id = s.get("skuId")
         if not isinstance(sku_id, str) or not sku_id:
@@ -787,10 +872,16 @@ def _user(item: dict[str, Any]) -> User:
         error = s.get("error")
         if state in HOLDING_STATES:
             held.add(sku_id)
-        if state != "Active" or error not in (None, "None"):
+        if keep_all or state != "Active" or error not in (None, "None"):
             group = s.get("assignedByGroup")
             states.append(
-                LicenseState(sku_id, str(group).lower() if group else None, str(state or ""), error)
+                LicenseState(
+                    sku_id,
+                    str(group).lower() if group else None,
+                    str(state or ""),
+                    error,
+                    frozenset(str(p).lower() for p in s.get("disabledPlans") or ()),
+                )
             )
     if not raw_states:
         held = {str(a["skuId"]).lower() for a in _list(item, "assignedLicenses")}

@@ -69,6 +69,9 @@ class LicenseState:
     assigned_by_group: str | None
     state: str
     error: str | None
+    # Plans this assignment disables; kept (with Active states) only for users the removal
+    # reports look at: a direct assignment, or a disabled account (shared/graph._user).
+    disabled_plans: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

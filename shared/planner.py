@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from shared.model import Group, Membership, Snapshot
 from shared.policy import ResolvedPolicy, ResolvedProfile
+
+if TYPE_CHECKING:
+    from shared.removals import RemovalPlan
 
 MAX_LISTED_GUESTS = 20
 MAX_LISTED_ERRORS = 20
@@ -121,6 +125,8 @@ class Plan:
     skus: list[SkuPlan]
     warnings: list[str] = field(default_factory=list)
     requested_not_tagged: list[str] = field(default_factory=list)
+    # Removal reports and typed removals (shared.removals.plan_removals fills it)
+    removals: RemovalPlan | None = None
 
     @property
     def changes(self) -> list[GroupPlan]:

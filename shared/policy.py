@@ -74,6 +74,8 @@ ALERT_KINDS = (
     "group-errors",  # members in licence errors that more seats will not fix
     "group-stuck",  # licence processing not complete for longer than stuckProcessingHours
     "run-problem",  # a run failed or was partial
+    "group-shrank",  # a tagged group lost more direct members than suddenLoss allows
+    "sku-dropped",  # a SKU's consumed seats fell more than suddenLoss allows
 )
 
 
@@ -89,6 +91,32 @@ class AlertSettings:
 class ChangeBudget:
     max_groups_changed: int = 50
     max_users_affected: int = 5000
+    max_direct_removals: int = 500  # direct assignments removed (migration opt-in)
+    max_members_removed: int = 50  # members removed from licensing groups (reclaim opt-in)
+
+
+# Opt-ins that remove something (off by default; docs/runbook.md "Removals").
+@dataclass(frozen=True)
+class MigrationSettings:
+    # remove a direct assignment when the group's own one is Active and enables every plan it does
+    remove_redundant_direct: bool = False
+    # list users who hold a profile SKU only directly, outside every tagged group: a tenant-wide
+    # read of the SKU's holders (GET /users with an advanced query), so opt-in
+    report_outside_groups: bool = False
+
+
+@dataclass(frozen=True)
+class ReclaimSettings:
+    # remove disabled accounts from licensing groups once seen disabled this many days; None: off
+    remove_disabled_members_after_days: int | None = None
+
+
+@dataclass(frozen=True)
+class SuddenLossSettings:
+    """A drop since the last successful run larger than both opens an alert and stops removals."""
+
+    percent: int = 20
+    min_users: int = 50
 
 
 @dataclass(frozen=True)
@@ -101,6 +129,18 @@ class Policy:
     change_budget: ChangeBudget = ChangeBudget()
     remove_unlisted_licenses: bool = False
     alerts: AlertSettings = AlertSettings()
+    migration: MigrationSettings = MigrationSettings()
+    reclaim: ReclaimSettings = ReclaimSettings()
+    sudden_loss: SuddenLossSettings = SuddenLossSettings()
+
+    def opt_in_keys(self) -> frozenset[str]:
+        """The removal opt-ins this policy turns on (keys of graph.OPT_IN_PERMISSIONS)."""
+        on = set()
+        if self.migration.remove_redundant_direct:
+            on.add("migration.removeRedundantDirect")
+        if self.reclaim.remove_disabled_members_after_days is not None:
+            on.add("reclaim.removeDisabledMembersAfterDays")
+        return frozenset(on)
 
 
 @dataclass(frozen=True)
@@ -498,6 +538,8 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
     budget = ChangeBudget(
         max_groups_changed=b.get("maxGroupsChanged", default_budget.max_groups_changed),
         max_users_affected=b.get("maxUsersAffected", default_budget.max_users_affected),
+        max_direct_removals=b.get("maxDirectRemovals", default_budget.max_direct_removals),
+        max_members_removed=b.get("maxMembersRemoved", default_budget.max_members_removed),
     )
 
     remove: bool = top.get("removeUnlistedLicenses", False)
@@ -515,7 +557,29 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
         recipients=recipients,
     )
 
-    return Policy(source, digest, profiles, tuple(selectors), sku_settings, budget, remove, alerts)
+    m = top.get("migration", {})
+    r = top.get("reclaim", {})
+    loss = top.get("suddenLoss", {})
+    default_loss = SuddenLossSettings()
+    return Policy(
+        source,
+        digest,
+        profiles,
+        tuple(selectors),
+        sku_settings,
+        budget,
+        remove,
+        alerts,
+        MigrationSettings(
+            remove_redundant_direct=m.get("removeRedundantDirect", False),
+            report_outside_groups=m.get("reportOutsideGroups", False),
+        ),
+        ReclaimSettings(r.get("removeDisabledMembersAfterDays")),
+        SuddenLossSettings(
+            percent=loss.get("percent", default_loss.percent),
+            min_users=loss.get("minUsers", default_loss.min_users),
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
                 ],
             ),
         ]
+    out += render_removals(summary.get("removals") or {}, width)
     counts = summary.get("counts") or {}
     if counts:
         out += ["", "Decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
@@ -104,6 +105,92 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
         f"(writes {summary.get('graphWrites', 0)})"
     )
     return "\n".join(out)
+
+
+def render_removals(rem: dict[str, Any], width: int = 70) -> list[str]:
+    """Sudden losses, migration and reclaim reports, and every removal apply makes (or made)."""
+    out: list[str] = []
+    for loss in rem.get("suddenLosses") or []:
+        what = "direct members" if loss["kind"] == "group-shrank" else "consumed seats"
+        out.append(
+            f"Sudden loss ({loss['kind']}): {loss['name']}: {what} {loss['before']} -> "
+            f"{loss['now']} (-{loss['lost']}, -{loss['percent']} %)"
+        )
+    if rem.get("removalsBlocked"):
+        out.append(f"Removals blocked: {rem['removalsBlocked']}")
+    migration = rem.get("migration") or []
+    if migration:
+        out += [
+            "",
+            "Direct assignments held by members of tagged groups (" + rem["seatsNote"] + ")",
+            table(
+                ["group", "licence", "direct holders", "redundant", "not redundant (why)"],
+                [
+                    [
+                        m["displayName"],
+                        m["productName"],
+                        m["directHolders"],
+                        m["redundant"],
+                        "; ".join(f"{u['upn']}: {u['whyNot']}" for u in m["users"] if u["whyNot"]),
+                    ]
+                    for m in migration
+                ],
+                width,
+            ),
+        ]
+    outside = rem.get("outsideGroupLicensing")
+    if outside:
+        out += [
+            "",
+            "Outside group licensing (profile licences held only directly, in no tagged group)",
+            table(
+                ["licence", "users", "first users"],
+                [[o["productName"], o["count"], ", ".join(o["users"])] for o in outside],
+                width,
+            ),
+        ]
+    disabled = rem.get("disabledMembers") or []
+    if disabled:
+        out += [
+            "",
+            "Disabled accounts holding licences through tagged groups",
+            table(
+                ["group", "disabled", "seats held", "longest seen disabled"],
+                [
+                    [
+                        d["displayName"],
+                        d["disabledMembers"],
+                        ", ".join(f"{n} {p}" for p, n in sorted(d["seatsHeld"].items())),
+                        f"{max(u['daysDisabled'] for u in d['users'])} day(s)",
+                    ]
+                    for d in disabled
+                ],
+                width,
+            ),
+        ]
+    removals = rem.get("removals") or []
+    if removals:
+        out += [
+            "",
+            f"Removals ({len(removals)})",
+            table(
+                ["kind", "user", "group", "licences", "frees", "outcome", "reason"],
+                [
+                    [
+                        r["kind"],
+                        r["upn"],
+                        r["groupName"],
+                        ", ".join(r["skus"]),
+                        ", ".join(r["frees"]) or "-",
+                        r.get("outcome", ""),
+                        r.get("outcomeDetail") or r["reason"],
+                    ]
+                    for r in removals
+                ],
+                width,
+            ),
+        ]
+    return out
 
 
 def render_status(status: dict[str, Any]) -> str:

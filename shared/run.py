@@ -23,11 +23,12 @@ from shared import alerts as alerts_mod
 from shared.collect import IN_CLAUSE_LIMIT, collect
 from shared.credentials import credential_for
 from shared.errors import ConfigurationError, GraphReadError, PolicyError
-from shared.executor import Outcome, apply_plan, budget_problem
+from shared.executor import Outcome, apply_plan, apply_removals, budget_problem
 from shared.graph import GraphClient, required_roles
 from shared.model import Sku
 from shared.planner import Decision, Plan, make_plan
 from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
+from shared.removals import Baseline, RemovalKind, plan_removals, removal_summary
 from shared.settings import Mode, Settings
 from shared.store import (
     LEASE_ROW,
@@ -72,6 +73,7 @@ class RunReport:
     refused_reason: str | None = None
     plan: Plan | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    removal_outcomes: dict[str, Outcome] = field(default_factory=dict)  # Removal.key -> outcome
     skus_after: dict[str, Sku] = field(default_factory=dict)
     graph_requests: int = 0
     graph_writes: int = 0
@@ -159,6 +161,7 @@ class RunReport:
             "alerts": self.alerts,
             "warnings": plan.warnings if plan else [],
             "requestedNotTagged": plan.requested_not_tagged if plan else [],
+            "removals": removal_summary(plan.removals if plan else None, self.removal_outcomes),
         }
 
 
@@ -338,6 +341,13 @@ async def measure_after_writes(
         if (g.add_licenses or g.remove_licenses)
         and report.outcomes.get(g.group_id, Outcome("not-applied")).status == "applied"
     }
+    # A member removed: Entra takes the group's licences back when it processes the change.
+    written |= {
+        r.group_id
+        for r in (plan.removals.removals if plan and plan.removals else [])
+        if r.kind is RemovalKind.GROUP_MEMBER
+        and report.removal_outcomes.get(r.key, Outcome("not-applied")).status == "applied"
+    }
     deadline = time.monotonic() + wait_s
     polls = iter(MEASURE_POLLS_S)
     try:
@@ -416,7 +426,9 @@ def _finish_status(report: RunReport) -> Status:
     if report.refused_reason:
         return "refused"
     unknown = any(g.decision.value == "unknown" for g in report.plan.groups)
-    failed = any(o.status == "failed" for o in report.outcomes.values())
+    failed = any(
+        o.status == "failed" for o in (*report.outcomes.values(), *report.removal_outcomes.values())
+    )
     return "partial" if unknown or failed else "succeeded"
 
 
@@ -568,7 +580,8 @@ async def _execute_leased(
         try:
             policy = load_policy(settings.policy_path)  # before any Graph call
             report.policy_digest = policy.digest
-            cred = credential or credential_for(settings, required_roles())
+            # Opt-in permissions only when the policy turns the opt-in on (graph.OPT_IN_OPERATIONS).
+            cred = credential or credential_for(settings, required_roles(policy.opt_in_keys()))
             graph = InstrumentedGraphClient(
                 cred,
                 settings.graph_base_url,
@@ -583,18 +596,25 @@ async def _execute_leased(
                 snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
+                await _plan_removals(report, snapshot, resolved, store)
+                if policy.migration.report_outside_groups:
+                    await _outside_group_licensing(report, snapshot, resolved, graph)
                 decision_events(plan_span, report.plan)
             run_metrics.record_plan(report.plan, mode)
             if progress:
                 n = len(report.plan.groups)
                 progress(ProgressEvent("decided", n, n))
-            if mode == "apply" and report.plan.changes:
+            removals = report.plan.removals.removals if report.plan.removals else []
+            if mode == "apply" and (report.plan.changes or removals):
                 report.refused_reason = budget_problem(report.plan, policy.change_budget)
                 if not report.refused_reason:
                     with tracer.start_as_current_span(SPAN_APPLY):
                         graph.start_apply(report.plan)
                         try:
                             report.outcomes = await apply_plan(
+                                report.plan, graph, settings.max_concurrency, guard
+                            )
+                            report.removal_outcomes = await apply_removals(
                                 report.plan, graph, settings.max_concurrency, guard
                             )
                         finally:
@@ -668,6 +688,7 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
         for s in report.sku_rows()
     ]
     await asyncio.to_thread(store.put_sku_snapshots, report.run_id, snapshot_rows)
+    await _record_removals(store, report)
     # The run row last: a run marked finished has all its rows. Conditional on the row this run
     # wrote: if another run closed it meanwhile (this one lost its lease), that closure stands.
     try:
@@ -728,8 +749,12 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         return None
     groups: list[dict[str, Any]] = []
     skus: list[dict[str, Any]] = []
+    removals: dict[str, Any] = {}
     for row in store.get_group_results(run_id):
         item = _unflatten(row)
+        if row.get("Kind") == REMOVALS_KIND:
+            removals = _removals_read_back(item, store.get_removals(run_id))
+            continue
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
@@ -755,6 +780,7 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         "alerts": json.loads(entity.get("AlertsJson") or "[]"),
         "warnings": json.loads(entity.get("WarningsJson") or "[]"),
         "requestedNotTagged": json.loads(entity.get("RequestedNotTaggedJson") or "[]"),
+        "removals": removals,
     }
 
 
@@ -773,3 +799,131 @@ def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
                 pass  # a clipped value stays a string
         out[key[0].lower() + key[1:]] = value
     return out
+
+
+# -- removals (shared/removals.py): inputs from the store, records per user -----------------------
+
+REMOVALS_KIND = "removals"  # the run's removal reports: one row in its group-results partition
+REMOVAL_ROW_FIELDS = (
+    "kind",
+    "userId",
+    "upn",
+    "groupId",
+    "groupName",
+    "skus",
+    "frees",
+    "reason",
+    "outcome",
+    "outcomeDetail",
+)
+
+
+def _baseline(store: TableStore, run_id: str) -> Baseline | None:
+    """The last successful run's direct member counts (groups it read) and consumed seats."""
+    row = store.last_successful_run(run_id)
+    if row is None:
+        return None
+    groups: dict[str, int] = {}
+    skus: dict[str, int] = {}
+    for r in store.get_group_results(str(row["RunId"])):
+        if r.get("Kind") == "group" and r.get("Decision") != "unknown":
+            groups[str(r.get("GroupId"))] = int(r.get("MemberCount") or 0)
+        elif r.get("Kind") == "sku":
+            skus[str(r.get("SkuId"))] = int(r.get("Consumed") or 0)
+    return Baseline(str(row["RunId"]), groups, skus)
+
+
+async def _plan_removals(
+    report: RunReport, snapshot: Any, resolved: ResolvedPolicy, store: TableStore
+) -> None:
+    """Attach the removal reports and removals to the plan (first-seen rows, the baseline)."""
+    assert report.plan is not None
+    first_seen = await asyncio.to_thread(store.disabled_first_seen)
+    baseline = await asyncio.to_thread(_baseline, store, report.run_id)
+    plan_removals(
+        snapshot,
+        resolved,
+        report.plan,
+        now=report.started_at,
+        first_seen_disabled=first_seen,
+        baseline=baseline,
+    )
+
+
+async def _record_removals(store: TableStore, report: RunReport) -> None:
+    """A row per removal (planned or done, with its outcome), the reports, first-seen rows."""
+    plan = report.plan
+    if plan is None or plan.removals is None:
+        return
+    summary = removal_summary(plan.removals, report.removal_outcomes)
+    rows = [
+        {"RowKey": r.key, **_flatten({k: item[k] for k in REMOVAL_ROW_FIELDS})}
+        for r, item in zip(plan.removals.removals, summary["removals"], strict=True)
+    ]
+    await asyncio.to_thread(store.put_removals, report.run_id, rows)
+    reports = {k: v for k, v in summary.items() if k != "removals"}
+    await asyncio.to_thread(
+        store.put_group_results,
+        report.run_id,
+        [{"RowKey": "removals-report", "Kind": REMOVALS_KIND, **_flatten({"report": reports})}],
+    )
+    known = await asyncio.to_thread(store.disabled_first_seen)
+    new = {
+        d.user_id: (report.started_at, d.upn)
+        for d in plan.removals.disabled
+        if d.user_id not in known
+    }
+    disabled_now = {d.user_id for d in plan.removals.disabled}
+    complete = not report.limited_to and not any(
+        g.decision is Decision.UNKNOWN for g in plan.groups
+    )
+    # A row goes when its user is read enabled, or (a complete run) is no longer seen disabled.
+    forget = [
+        uid
+        for uid in known
+        if uid not in disabled_now and (complete or uid in plan.removals.seen_enabled)
+    ]
+    await asyncio.to_thread(store.note_disabled, new, forget)
+
+
+def _removals_read_back(item: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(item.get("report") or {})
+    # "Kind" is a reserved column name for _unflatten (group/sku rows): carried over by hand.
+    out["removals"] = sorted(
+        ({**_unflatten(r), "kind": r.get("Kind")} for r in rows),
+        key=lambda r: (str(r.get("kind")), str(r.get("groupName")), str(r.get("upn"))),
+    )
+    return out
+
+
+OUTSIDE_LISTED = 10  # first UPNs shown per SKU
+
+
+async def _outside_group_licensing(
+    report: RunReport, snapshot: Any, resolved: ResolvedPolicy, graph: GraphClient
+) -> None:
+    """Profile SKUs held only directly by users in no tagged group (migration.reportOutsideGroups).
+
+    A tenant-wide read of each SKU's holders (decisions.md). Not read in a run limited to some
+    groups, nor when a tagged group was not read (its members would be counted as outside): the
+    report then says it was not read, never an empty list."""
+    plan = report.plan
+    assert plan is not None and plan.removals is not None
+    if report.limited_to or any(g.decision is Decision.UNKNOWN for g in plan.groups):
+        plan.warnings.append(
+            "outside group licensing was not read: the run did not read every tagged group"
+        )
+        return
+    members = {u.id for m in snapshot.members.values() for u in m.users}
+    sku_ids = sorted({rs.sku_id for p in resolved.profiles.values() for rs in p.skus})
+    outside: dict[str, tuple[int, list[str]]] = {}
+    try:
+        for sid in sku_ids:
+            holders = await graph.list_sku_holders(sid)
+            upns = sorted(upn for uid, upn, only in holders if only and uid not in members)
+            sku = snapshot.sku(sid)
+            outside[sku.part_number if sku else sid] = (len(upns), upns[:OUTSIDE_LISTED])
+    except GraphReadError as exc:
+        plan.warnings.append(f"outside group licensing could not be read: {exc}")
+        return
+    plan.removals.outside = outside

@@ -5,6 +5,8 @@ Tables (prefix from LICENSING_TABLE_PREFIX):
   <p>groupresults  PartitionKey <run id>, RowKey <group id>
   <p>skusnapshots  PartitionKey <sku id>, RowKey <run id>: seat history per SKU
   <p>alerts        PartitionKey "alert", RowKey <condition key>: alert lifecycle
+  <p>removals      PartitionKey <run id>, RowKey <kind>-<user>-<group>-<skus>: a row per removal
+  <p>disabledseen  PartitionKey "disabled", RowKey <user id>: when a run first saw it disabled
 Long values are truncated to Table limits with a marker; lists keep a count.
 """
 
@@ -31,6 +33,7 @@ BATCH_LIMIT = 100  # operations per transaction
 RUN_PARTITION = "run"
 ALERT_PARTITION = "alert"
 LEASE_PARTITION = "lease"  # in the runs table; list_runs reads only the "run" partition
+DISABLED_PARTITION = "disabled"
 LEASE_ROW = "enforcement"  # the apply lease: one apply run per tenant at a time
 LIVENESS_PREFIX = "alive-"  # + run id: every run's own heartbeat row, in the lease partition
 _EPOCH_MAX = 99_999_999_999
@@ -85,6 +88,8 @@ class TableStore:
             "groups": f"{prefix}groupresults",
             "skus": f"{prefix}skusnapshots",
             "alerts": f"{prefix}alerts",
+            "removals": f"{prefix}removals",
+            "disabled": f"{prefix}disabledseen",
         }
 
     @classmethod
@@ -397,6 +402,58 @@ class TableStore:
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
+
+    # -- removals (shared/removals.py): per-user rows, first seen disabled, the baseline -------
+
+    def put_removals(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        entities = [{"PartitionKey": run_id, **row} for row in rows]
+        self._submit_batches(self.table("removals"), entities)
+
+    def get_removals(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.table("removals").query_entities(
+            "PartitionKey eq @pk", parameters={"pk": run_id}
+        )
+        return [dict(r) for r in rows]
+
+    def disabled_first_seen(self) -> dict[str, datetime]:
+        """User id -> when a run first saw the account disabled in a tagged group."""
+        rows = self.table("disabled").query_entities(
+            "PartitionKey eq @pk", parameters={"pk": DISABLED_PARTITION}
+        )
+        out = {}
+        for r in rows:
+            seen = r.get("FirstSeen")
+            if isinstance(seen, datetime):
+                out[str(r["RowKey"])] = seen if seen.tzinfo else seen.replace(tzinfo=UTC)
+        return out
+
+    def note_disabled(
+        self, seen: dict[str, tuple[datetime, str]], forget: Iterable[str] = ()
+    ) -> None:
+        """Record users first seen disabled now (id -> (time, UPN)); drop rows of `forget`."""
+        table = self.table("disabled")
+        ops: list[dict[str, Any]] = [
+            {"PartitionKey": DISABLED_PARTITION, "RowKey": uid, "FirstSeen": at, "Upn": clip(upn)}
+            for uid, (at, upn) in seen.items()
+        ]
+        self._submit_batches(table, ops)
+        for uid in forget:
+            try:
+                table.delete_entity(DISABLED_PARTITION, uid)
+            except ResourceNotFoundError:
+                pass
+
+    def last_successful_run(self, before_run_id: str) -> dict[str, Any] | None:
+        """The newest run that succeeded, other than `before_run_id` (the baseline)."""
+        rows = self.table("runs").query_entities(
+            "PartitionKey eq @pk and Status eq @status",
+            parameters={"pk": RUN_PARTITION, "status": "succeeded"},
+            results_per_page=5,
+        )
+        for row in rows:  # newest first (RowKey order)
+            if row.get("RunId") != before_run_id:
+                return dict(row)
+        return None
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

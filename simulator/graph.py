@@ -52,6 +52,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         {"LicenseAssignment.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All"}
     ),
     "users.reprocess": frozenset({"User.ReadWrite.All", "Directory.ReadWrite.All"}),
+    # Remove member (group-delete-members): least privileged GroupMember.ReadWrite.All.
+    "groups.members.write": frozenset(
+        {"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
+    ),
     "mail.send": frozenset({"Mail.Send"}),
 }
 
@@ -440,6 +444,12 @@ class GraphApi:
         )
         return Response(202, body, {"Location": location})
 
+    def remove_member(self, req: Request, m: re.Match[str]) -> Response:
+        """DELETE /groups/{id}/members/{memberId}/$ref: 204, the member leaves at once; the
+        group's licences leave the user when Entra processes the change (processing delay)."""
+        self.tenant.remove_member(m["id"], m["member"], processed=True)
+        return Response(204)
+
     # ---- users ---------------------------------------------------------------------------
 
     def _user_query(self, req: Request, *, single: bool = False) -> odata.Query:
@@ -631,6 +641,14 @@ ROUTES: list[Route] = [
         rf"/groups/{_ID}/assignLicense",
         GraphApi.assign_group_license,
         "groups.assignLicense",
+        1,
+        True,
+    ),
+    _route(
+        "DELETE",
+        rf"/groups/{_ID}/members/(?P<member>[^/]+)/\$ref",
+        GraphApi.remove_member,
+        "groups.members.write",
         1,
         True,
     ),

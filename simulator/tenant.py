@@ -1099,7 +1099,10 @@ class Tenant:
             if mid in self.users and group.licenses:
                 self._schedule_processing(group)
 
-    def remove_member(self, group_id: str, member_id: str) -> None:
+    def remove_member(self, group_id: str, member_id: str, processed: bool = False) -> None:
+        """`processed` (Graph's DELETE .../members/{id}/$ref): the group's licences leave the user
+        when Entra processes the change, after the processing delay, as an assignLicense's do;
+        the admin route applies it at once."""
         with self.lock:
             group = self.get_group(group_id)
             mid = member_id.lower()
@@ -1107,12 +1110,27 @@ class Tenant:
                 raise not_found(member_id)
             group.discard(mid)
             user = self.users.get(mid)
-            if user is not None:
-                # The user loses this group's states (seats free up if no other source holds
-                # the SKU), except those another licence depends on: DependencyViolation.
-                kept = [s for s in user.states if s.assigned_by_group != group.id]
-                gone = [s for s in user.states if s.assigned_by_group == group.id]
-                self._set_states(user, kept + self._removed(user, gone, kept))
+            if user is None or not any(s.assigned_by_group == group.id for s in user.states):
+                return
+            if not processed or self.processing_delay_s <= 0:
+                self._drop_group_states(group, user)
+                return
+            group.processing_state = QUEUED
+
+            def finish() -> None:
+                with self.lock:
+                    if mid not in group.member_set:  # not added back meanwhile
+                        self._drop_group_states(group, user)
+                    group.processing_state = COMPLETE
+
+            self._later(self.processing_delay_s, finish)
+
+    def _drop_group_states(self, group: Group, user: User) -> None:
+        # The user loses this group's states (seats free up if no other source holds the SKU),
+        # except those another licence depends on: DependencyViolation.
+        kept = [s for s in user.states if s.assigned_by_group != group.id]
+        gone = [s for s in user.states if s.assigned_by_group == group.id]
+        self._set_states(user, kept + self._removed(user, gone, kept))
 
     def add_user(self, raw: Any) -> User:
         with self.lock:

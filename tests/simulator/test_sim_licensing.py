@@ -9,6 +9,7 @@ from tests.simulator.conftest import (
     EMS,
     EXCHANGE,
     PBI,
+    WRITE_ALL,
     YAMMER,
     Client,
     gid,
@@ -177,3 +178,33 @@ def test_demo_tenant_stuck_users_recover_after_reprocess(demo: Client) -> None:
         assert demo.post(f"/v1.0/users/{user['id']}/reprocessLicenseAssignment").status == 200
     assert demo.get(f"/v1.0/groups/{support}/membersWithLicenseErrors").json["value"] == []
     assert demo.consumed("ENTERPRISEPREMIUM") == 25
+
+
+def test_remove_member_ref_needs_groupmember_readwrite_and_frees_the_seat_after_processing() -> (
+    None
+):
+    server = serve(small_tenant(), processing_delay_s=0.3)
+    try:
+        client = Client(server)
+        path = f"/v1.0/groups/{gid(1)}/members/{uid(1)}/$ref"
+        assert (
+            client.call("DELETE", path).status == 403
+        )  # WRITE_ALL lacks GroupMember.ReadWrite.All
+        roles = (*WRITE_ALL, "GroupMember.ReadWrite.All")
+        assert client.consumed("ENTERPRISEPREMIUM") == 2
+        assert client.call("DELETE", path, roles=roles).status == 204
+        # The member is gone at once; the group's licences leave when Entra processes the change.
+        members = client.get(f"/v1.0/groups/{gid(1)}/members?$select=id").json["value"]
+        assert [m["id"] for m in members] == [uid(2)]
+        assert client.consumed("ENTERPRISEPREMIUM") == 2
+        group = client.get(f"/v1.0/groups/{gid(1)}?$select=licenseProcessingState").json
+        assert group["licenseProcessingState"] == {"state": "QueuedForProcessing"}
+        deadline = time.monotonic() + 5
+        while client.consumed("ENTERPRISEPREMIUM") != 1:
+            assert time.monotonic() < deadline, "the seat was never freed"
+            time.sleep(0.05)
+        assert all(s["assignedByGroup"] != gid(1) for s in client.user_states(uid(1)))
+        # Not a member any more: 404, as Graph answers for a missing reference.
+        assert client.call("DELETE", path, roles=roles).status == 404
+    finally:
+        server.stop()

@@ -22,7 +22,14 @@ MI = "11111111-2222-3333-4444-555555555555"
 # Made-up role ids: the script must look them up by value, never assume them.
 ROLE_IDS = {
     name: f"role-{i}"
-    for i, name in enumerate([*required_roles(), "Directory.Read.All", "Directory.ReadWrite.All"])
+    for i, name in enumerate(
+        [
+            *required_roles(),
+            "GroupMember.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ]
+    )
 }
 
 
@@ -111,6 +118,25 @@ def test_a_new_identity_gets_exactly_the_declared_permissions():
     az = FakeAz(held=[])
     assert load_script().main(["--principal-id", MI], run=az) == 0
     assert az.held() == set(required_roles())
+
+
+def test_an_opt_in_permission_is_granted_only_when_asked_for():
+    az = FakeAz(held=[])
+    assert load_script().main(["--principal-id", MI], run=az) == 0
+    assert "GroupMember.ReadWrite.All" not in az.held()
+    key = "reclaim.removeDisabledMembersAfterDays"
+    assert load_script().main(["--principal-id", MI, "--opt-in", key], run=az) == 0
+    assert (
+        az.held() == set(required_roles({key})) == {*required_roles(), "GroupMember.ReadWrite.All"}
+    )
+    # Turned off again: --prune takes it back.
+    assert load_script().main(["--principal-id", MI, "--prune"], run=az) == 0
+    assert az.held() == set(required_roles())
+
+
+def test_an_unknown_opt_in_is_refused(capsys: pytest.CaptureFixture[str]):
+    assert load_script().main(["--principal-id", MI, "--opt-in", "nope"], run=FakeAz([])) == 2
+    assert "reclaim.removeDisabledMembersAfterDays" in capsys.readouterr().err
 
 
 def test_a_second_run_changes_nothing():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from shared.graph import REQUIRED_PERMISSIONS, required_roles
+from shared.graph import REQUIRED_PERMISSIONS, opt_in_roles, required_roles
 from tests.static.bicep import INFRA, ROOT, bicep_files, read, resource_types
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -41,6 +41,16 @@ def test_infra_grants_exactly_the_permissions_the_code_declares():
         f"infra grants {sorted(set(granted) - set(required_roles()))} more and "
         f"{sorted(set(required_roles()) - set(granted))} fewer than shared/graph.py declares"
     )
+
+
+def test_opt_in_permissions_are_listed_apart_with_the_opt_in_that_needs_them():
+    data = json.loads(PERMISSIONS_JSON.read_text())
+    listed = {k: v for k, v in data["optInPermissions"].items() if not k.startswith("$")}
+    assert listed == opt_in_roles()
+    # The reclaim opt-in is the only caller of member removal: GroupMember.ReadWrite.All is not
+    # granted with the base set.
+    assert "GroupMember.ReadWrite.All" not in _infra_permissions()
+    assert "GroupMember.ReadWrite.All" in required_roles({"reclaim.removeDisabledMembersAfterDays"})
 
 
 def test_the_permissions_are_microsoft_graph_app_roles():
