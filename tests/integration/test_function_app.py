@@ -19,6 +19,7 @@ from azure.functions.timer import TimerRequest
 
 import function_app
 from localdev.services import Azurite, Simulator, app_settings
+from shared import api
 from shared.run import read_run
 from shared.settings import Settings
 from shared.store import TableStore
@@ -233,7 +234,7 @@ def test_an_unexpected_failure_is_a_logged_json_500_not_an_empty_body(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("RunId")  # e.g. a row written by a future version
 
-    monkeypatch.setattr(function_app.api, "list_runs_page", broken)
+    monkeypatch.setattr(api, "list_runs_page", broken)
     response = get("runs")
     assert response.status_code == 500 and response.mimetype == "application/json"
     error = body(response)["error"]
