@@ -25,13 +25,13 @@ from urllib.parse import urlencode, urlsplit
 
 from azure.core.credentials import TokenCredential
 
+from shared.common import GUID_RE
 from shared.credentials import credential_for
 from shared.dashboard import render_dashboard
 from shared.errors import ConfigurationError, GraphReadError
 from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
 from shared.graph import GraphClient, required_roles
 from shared.queue import (
-    GUID_RE,
     MAX_DEQUEUE_COUNT,
     RUN_ID_RE,
     RunMessage,
@@ -40,7 +40,7 @@ from shared.queue import (
 )
 from shared.run import RunReport, execute_run, read_run
 from shared.settings import Mode, Settings
-from shared.store import TableStore, clip, new_run_id
+from shared.store import TableStore, iso, new_run_id, parse_time, run_from_entity, run_to_entity
 
 log = logging.getLogger("licensing")
 
@@ -327,21 +327,24 @@ def parse_page(params: Mapping[str, str]) -> tuple[int, str | None]:
 # -- runs ---------------------------------------------------------------------------------------
 
 
+_ITEM = (
+    "runId",
+    "mode",
+    "trigger",
+    "status",
+    "startedAt",
+    "finishedAt",
+    "counts",
+    "groupsChanged",
+    "usersAffected",
+    "error",
+    "refusedReason",
+)
+
+
 def run_item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    return {
-        "runId": row["RunId"],
-        "mode": row.get("Mode"),
-        "trigger": row.get("Trigger"),
-        "status": row.get("Status"),
-        "startedAt": row.get("StartedAt"),
-        "finishedAt": row.get("FinishedAt"),
-        "counts": json.loads(row.get("CountsJson") or "{}"),
-        "groupsChanged": row.get("GroupsChanged", 0),
-        "usersAffected": row.get("UsersAffected", 0),
-        "error": row.get("Error") or None,
-        "refusedReason": row.get("RefusedReason") or None,
-        "url": f"{base_url}/runs/{row['RunId']}",
-    }
+    run = run_from_entity(row)
+    return {**{key: run[key] for key in _ITEM}, "url": f"{base_url}/runs/{run['runId']}"}
 
 
 def list_runs_page(
@@ -375,17 +378,17 @@ def queue_run(
     """Record the run as queued, then enqueue it: the id is known before the worker starts."""
     now = now or datetime.now(UTC)
     run_id = new_run_id(now, secrets.token_hex(3))
-    row = {
-        "RunId": run_id,
-        "Mode": request.mode,
-        "Trigger": "http",
-        "Status": "queued",
-        "StartedAt": now.isoformat(),
-        "FinishedAt": None,
-        "RequestedBy": clip(requested_by),
+    run = {
+        "runId": run_id,
+        "mode": request.mode,
+        "trigger": "http",
+        "status": "queued",
+        "startedAt": now.isoformat(),
+        "finishedAt": None,
+        "requestedBy": requested_by,
     }
     store.ensure_tables()
-    store.put_run(row)
+    store.put_run(run_to_entity(run))
     message = RunMessage(
         run_id,
         request.mode,
@@ -395,8 +398,8 @@ def queue_run(
     try:
         queue.send(message)
     except Exception as exc:
-        row.update(Status="failed", Error=clip(f"could not be queued: {type(exc).__name__}: {exc}"))
-        store.put_run(row)
+        run.update(status="failed", error=f"could not be queued: {type(exc).__name__}: {exc}")
+        store.put_run(run_to_entity(run))
         raise ApiError(503, "QueueUnavailable", f"the run could not be queued: {exc}") from exc
     log.info("run %s (%s) queued by %s", run_id, request.mode, requested_by or "a function key")
     return run_id
@@ -467,16 +470,6 @@ def _close_if_abandoned(store: TableStore, run_id: str, attempt: int) -> None:
 
 
 # -- status -------------------------------------------------------------------------------------
-
-
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def sku_forecast(
@@ -556,7 +549,7 @@ async def build_status(
         history = [
             (t, int(r.get("Consumed", 0)), int(r.get("Enabled", 0)))
             for r in rows
-            if (t := _time(r.get("At"))) is not None
+            if (t := parse_time(r.get("At"))) is not None
         ]
         item: dict[str, Any] = {
             "skuId": sid,
@@ -591,7 +584,7 @@ async def build_status(
                 "subject": a.get("Subject"),
                 "severity": a.get("Severity"),
                 "status": a.get("Status"),
-                "since": _iso(a.get("FirstSeen")),
+                "since": iso(a.get("FirstSeen")),
             }
             for a in alerts
         ],
@@ -600,11 +593,6 @@ async def build_status(
     if with_details:
         status["groups"] = (last or {}).get("groups", [])
     return status
-
-
-def _iso(value: Any) -> str | None:
-    t = _time(value) if value not in (None, "") else None
-    return t.isoformat() if t else None
 
 
 _BRIEF = ("runId", "mode", "trigger", "status", "startedAt", "finishedAt", "counts")

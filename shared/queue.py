@@ -17,6 +17,7 @@ from typing import Any, cast
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.common import GUID_RE
 from shared.errors import ConfigurationError
 from shared.settings import Mode
 
@@ -25,7 +26,6 @@ QUEUE_CONNECTION = "AzureWebJobsStorage"  # the queue trigger's `connection`
 # host moves a message to "<queue>-poison" (a test checks the two agree).
 MAX_DEQUEUE_COUNT = 5
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 import function_app
+from localdev.front import indexed_functions
 from localdev.services import Azurite, Simulator, app_settings
 from shared import api
 from shared.run import read_run
@@ -25,7 +26,7 @@ from shared.settings import Settings
 from shared.store import TableStore
 from tests.integration.conftest import World
 
-FUNCTIONS = function_app.app.get_functions()  # may be called once per app object
+FUNCTIONS = indexed_functions(function_app.app)  # get_functions() works once per app object
 
 
 @pytest.fixture
