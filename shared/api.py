@@ -279,7 +279,7 @@ def parse_run_request(raw: bytes) -> RunRequest:
 
 
 def check_some_requested_group_tagged(request: RunRequest, summary: Mapping[str, Any]) -> None:
-    """An inline run asked only for groups the policy does not tag did nothing: a 400 naming them
+    """An inline run asked only for groups the policy does not tag did nothing: a 404 naming them
     (the run is recorded; its requestedNotTagged lists them). Some tagged: the summary names the
     others in requestedNotTagged."""
     missing = summary.get("requestedNotTagged") or []
@@ -288,9 +288,11 @@ def check_some_requested_group_tagged(request: RunRequest, summary: Mapping[str,
         and missing
         and len(missing) >= len({g.lower() for g in request.group_ids})
     ):
-        raise bad_request(
+        raise ApiError(
+            404,
+            "NotFound",
             f"no requested group is tagged by the policy; not tagged (or not found): "
-            f"{', '.join(missing)}; run {summary.get('runId')} read them and changed nothing"
+            f"{', '.join(missing)}; run {summary.get('runId')} read them and changed nothing",
         )
 
 

@@ -469,8 +469,9 @@ def test_requested_groups_the_policy_does_not_tag_are_named_not_dropped(app_worl
     assert [g["groupId"] for g in summary["groups"]] == [tagged]
     assert body(get_run(summary["runId"]))["requestedNotTagged"] == [unknown]
     none_tagged = post_run({"mode": "apply", "wait": True, "groupIds": [unknown]})
-    assert none_tagged.status_code == 400
+    assert none_tagged.status_code == 404, "well-formed, but names no group it can act on"
     error = body(none_tagged)["error"]
+    assert error["code"] == "NotFound"
     assert unknown in error["message"] and "not tagged" in error["message"]
     assert app_world.writes() == []
 

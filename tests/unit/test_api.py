@@ -217,3 +217,29 @@ def test_status_urls_follow_the_host_the_caller_used():
     assert api.Request("GET", "http://127.0.0.1:8080/api/runs?x=1").base_url == (
         "http://127.0.0.1:8080/api"
     )
+
+
+def test_the_documented_run_id_pattern_accepts_exactly_the_real_times():
+    import re
+    from datetime import date, timedelta
+
+    import yaml
+
+    from localdev.services import ROOT
+
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    pattern = re.compile(spec["components"]["schemas"]["RunId"]["pattern"])
+    for year in (1999, 2000, 2023, 2024, 2100, 2400):
+        day = date(year, 1, 1)
+        for _ in range(370):  # every real day, and a few past the year's end
+            real = f"{day:%Y%m%d}T235959Z-a1b2c3"
+            assert pattern.match(real) and check_run_id(real) == real
+            day += timedelta(days=1)
+        for month, days in ((2, 30), (2, 29), (4, 31), (9, 31), (13, 1)):
+            fake = f"{year}{month:02d}{days:02d}T000000Z-a1b2c3"
+            try:
+                check_run_id(fake)
+                accepted = True
+            except ApiError:
+                accepted = False
+            assert bool(pattern.match(fake)) == accepted, fake
