@@ -82,4 +82,3 @@ def test_every_documented_operation_answers_within_the_document(front: Front, ca
             f"{case.method} {case.formatted_path}: unexpected exception (see the log)"
         )
     case.validate_response(response)  # every check schemathesis has
-
