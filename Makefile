@@ -6,7 +6,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 STAMP_CHROMIUM := .venv/.chromium
 
-.PHONY: setup demo test lint typecheck check clean bench
+.PHONY: setup demo serve test lint typecheck check clean bench
 
 setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHROMIUM)
 	bash scripts/install-checkov.sh
@@ -33,6 +33,10 @@ $(STAMP_CHROMIUM): $(STAMP_PY)
 ## The main job: one apply-mode enforcement run of the demo tenant, printed.
 demo: setup
 	$(PY) -m localdev.demo
+
+## Development tool: the HTTP API and dashboard on 127.0.0.1:7071 (demo tenant, Azurite), until Ctrl-C.
+serve: setup
+	$(PY) -m localdev.serve $(if $(PORT),--port $(PORT))
 
 ## Every test: unit, simulator over HTTP, engine end to end against the simulator and Azurite.
 test: setup

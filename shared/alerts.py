@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from shared.forecast import forecast
 from shared.graph import GraphClient, describe_graph_error
 from shared.policy import AlertSettings, ResolvedPolicy
+from shared.store import parse_time
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -354,15 +355,8 @@ def transitions(
 
 
 def _time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return datetime.min.replace(tzinfo=UTC)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return datetime.min.replace(tzinfo=UTC)
+    """A stored time; absent or unreadable: the earliest time (never "just now")."""
+    return parse_time(value) or datetime.min.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """The HTTP API's logic, without azure.functions: input validation, caller roles, queued runs, run
-listings, seat status. function_app.py only turns requests into these calls and results into JSON.
+listings, seat status.
+
+Each HTTP endpoint is one `@endpoint` coroutine here taking a plain `Request` and answering a plain
+`Response` (status, body, headers); triggers/http.py turns the host's HttpRequest into a `Request`
+and the `Response` back into an HttpResponse, and does nothing else. Adding an endpoint:
+docs/architecture.md "HTTP endpoints".
 """
 
 from __future__ import annotations
@@ -7,24 +12,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from azure.core.credentials import TokenCredential
 
+from shared.common import GUID_RE
 from shared.credentials import credential_for
-from shared.errors import GraphReadError
+from shared.dashboard import render_dashboard
+from shared.errors import ConfigurationError, GraphReadError
 from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
 from shared.graph import GraphClient, required_roles
 from shared.queue import (
-    GUID_RE,
     MAX_DEQUEUE_COUNT,
     RUN_ID_RE,
     RunMessage,
@@ -33,7 +40,7 @@ from shared.queue import (
 )
 from shared.run import RunReport, execute_run, read_run
 from shared.settings import Mode, Settings
-from shared.store import TableStore, clip, new_run_id
+from shared.store import TableStore, iso, new_run_id, parse_time, run_from_entity, run_to_entity
 
 log = logging.getLogger("licensing")
 
@@ -59,6 +66,79 @@ class ApiError(Exception):
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
+
+
+# -- requests and responses, without azure.functions ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an endpoint reads of an HTTP request. Header names are matched case-insensitively."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    route_params: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    @property
+    def base_url(self) -> str:
+        """The API's root as the caller reached it (status URLs, page links)."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}/api"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    mimetype: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    charset: str = "utf-8"
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(status, json.dumps(body, indent=2).encode(), headers=dict(headers or {}))
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status)
+
+
+Endpoint = Callable[[Request, Callable[[], Settings]], Awaitable[Response]]
+
+
+def endpoint(fn: Callable[[Request, Settings], Awaitable[Response]]) -> Endpoint:
+    """An HTTP endpoint: called with the request and where the settings come from (parsed once
+    per worker by the caller). ApiError -> its JSON error; a bad app setting -> 503 naming it;
+    anything else -> a logged JSON 500 (the host's own answer would be an empty 500 body)."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request, settings: Callable[[], Settings]) -> Response:
+        try:
+            return await fn(request, settings())
+        except ApiError as exc:
+            return json_response(exc.body(), exc.status)
+        except ConfigurationError as exc:
+            return error_response(503, "Misconfigured", str(exc))
+        except Exception:
+            # The trace goes to the log (Application Insights), not to the caller.
+            log.exception("%s %s failed unexpectedly", request.method, urlsplit(request.url).path)
+            return error_response(
+                500, "InternalError", "the request failed unexpectedly; the error is logged"
+            )
+
+    return wrapper
 
 
 # -- caller -------------------------------------------------------------------------------------
@@ -111,6 +191,10 @@ ROLES_FOR: dict[Access, frozenset[str]] = {
     "plan": frozenset({READER_ROLE, OPERATOR_ROLE}),
     "apply": frozenset({OPERATOR_ROLE}),
 }
+
+
+def authorize_request(settings: Settings, request: Request, access: Access) -> Principal | None:
+    return authorize(settings, request.header(PRINCIPAL_HEADER), access)
 
 
 def authorize(settings: Settings, header: str | None, access: Access) -> Principal | None:
@@ -195,7 +279,7 @@ def parse_run_request(raw: bytes) -> RunRequest:
 
 
 def check_some_requested_group_tagged(request: RunRequest, summary: Mapping[str, Any]) -> None:
-    """An inline run asked only for groups the policy does not tag did nothing: a 400 naming them
+    """An inline run asked only for groups the policy does not tag did nothing: a 404 naming them
     (the run is recorded; its requestedNotTagged lists them). Some tagged: the summary names the
     others in requestedNotTagged."""
     missing = summary.get("requestedNotTagged") or []
@@ -204,9 +288,11 @@ def check_some_requested_group_tagged(request: RunRequest, summary: Mapping[str,
         and missing
         and len(missing) >= len({g.lower() for g in request.group_ids})
     ):
-        raise bad_request(
+        raise ApiError(
+            404,
+            "NotFound",
             f"no requested group is tagged by the policy; not tagged (or not found): "
-            f"{', '.join(missing)}; run {summary.get('runId')} read them and changed nothing"
+            f"{', '.join(missing)}; run {summary.get('runId')} read them and changed nothing",
         )
 
 
@@ -239,21 +325,24 @@ def parse_page(params: Mapping[str, str]) -> tuple[int, str | None]:
 # -- runs ---------------------------------------------------------------------------------------
 
 
+_ITEM = (
+    "runId",
+    "mode",
+    "trigger",
+    "status",
+    "startedAt",
+    "finishedAt",
+    "counts",
+    "groupsChanged",
+    "usersAffected",
+    "error",
+    "refusedReason",
+)
+
+
 def run_item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    return {
-        "runId": row["RunId"],
-        "mode": row.get("Mode"),
-        "trigger": row.get("Trigger"),
-        "status": row.get("Status"),
-        "startedAt": row.get("StartedAt"),
-        "finishedAt": row.get("FinishedAt"),
-        "counts": json.loads(row.get("CountsJson") or "{}"),
-        "groupsChanged": row.get("GroupsChanged", 0),
-        "usersAffected": row.get("UsersAffected", 0),
-        "error": row.get("Error") or None,
-        "refusedReason": row.get("RefusedReason") or None,
-        "url": f"{base_url}/runs/{row['RunId']}",
-    }
+    run = run_from_entity(row)
+    return {**{key: run[key] for key in _ITEM}, "url": f"{base_url}/runs/{run['runId']}"}
 
 
 def list_runs_page(
@@ -287,17 +376,17 @@ def queue_run(
     """Record the run as queued, then enqueue it: the id is known before the worker starts."""
     now = now or datetime.now(UTC)
     run_id = new_run_id(now, secrets.token_hex(3))
-    row = {
-        "RunId": run_id,
-        "Mode": request.mode,
-        "Trigger": "http",
-        "Status": "queued",
-        "StartedAt": now.isoformat(),
-        "FinishedAt": None,
-        "RequestedBy": clip(requested_by),
+    run = {
+        "runId": run_id,
+        "mode": request.mode,
+        "trigger": "http",
+        "status": "queued",
+        "startedAt": now.isoformat(),
+        "finishedAt": None,
+        "requestedBy": requested_by,
     }
     store.ensure_tables()
-    store.put_run(row)
+    store.put_run(run_to_entity(run))
     message = RunMessage(
         run_id,
         request.mode,
@@ -307,8 +396,8 @@ def queue_run(
     try:
         queue.send(message)
     except Exception as exc:
-        row.update(Status="failed", Error=clip(f"could not be queued: {type(exc).__name__}: {exc}"))
-        store.put_run(row)
+        run.update(status="failed", error=f"could not be queued: {type(exc).__name__}: {exc}")
+        store.put_run(run_to_entity(run))
         raise ApiError(503, "QueueUnavailable", f"the run could not be queued: {exc}") from exc
     log.info("run %s (%s) queued by %s", run_id, request.mode, requested_by or "a function key")
     return run_id
@@ -379,16 +468,6 @@ def _close_if_abandoned(store: TableStore, run_id: str, attempt: int) -> None:
 
 
 # -- status -------------------------------------------------------------------------------------
-
-
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def sku_forecast(
@@ -468,7 +547,7 @@ async def build_status(
         history = [
             (t, int(r.get("Consumed", 0)), int(r.get("Enabled", 0)))
             for r in rows
-            if (t := _time(r.get("At"))) is not None
+            if (t := parse_time(r.get("At"))) is not None
         ]
         item: dict[str, Any] = {
             "skuId": sid,
@@ -503,7 +582,7 @@ async def build_status(
                 "subject": a.get("Subject"),
                 "severity": a.get("Severity"),
                 "status": a.get("Status"),
-                "since": _iso(a.get("FirstSeen")),
+                "since": iso(a.get("FirstSeen")),
             }
             for a in alerts
         ],
@@ -514,11 +593,6 @@ async def build_status(
     return status
 
 
-def _iso(value: Any) -> str | None:
-    t = _time(value) if value not in (None, "") else None
-    return t.isoformat() if t else None
-
-
 _BRIEF = ("runId", "mode", "trigger", "status", "startedAt", "finishedAt", "counts")
 
 
@@ -527,3 +601,75 @@ def _run_brief(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     item = run_item(row, "")
     return {key: item[key] for key in _BRIEF}
+
+
+# -- endpoints (one per HTTP function; routes and methods are declared in triggers/http.py) -------
+
+
+@endpoint
+async def start_run(request: Request, s: Settings) -> Response:
+    """POST /api/runs: queue a run (202 + status URL), or run it inline (`wait`)."""
+    principal = authorize_request(s, request, "plan")  # signed in (when Auth is on) before the body
+    run = parse_run_request(request.body)
+    if run.mode == "apply":
+        principal = authorize_request(s, request, "apply")
+    requested_by = principal.name if principal else ""
+    store = TableStore.from_settings(s)
+    if run.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
+        report = await execute_run(
+            s, run.mode, "http", group_ids=run.group_ids, store=store, requested_by=requested_by
+        )
+        summary = report.summary()
+        check_some_requested_group_tagged(run, summary)
+        ok = report.status in ("succeeded", "partial", "refused")
+        return json_response(summary, 200 if ok else 500)
+    queue = RunQueue.from_env(s.run_queue)
+    # Storage calls block: off the event loop, so other invocations of this worker keep running.
+    run_id = await asyncio.to_thread(queue_run, store, queue, run, requested_by)
+    url = f"{request.base_url}/runs/{run_id}"
+    return json_response(
+        {"runId": run_id, "status": "queued", "mode": run.mode, "statusUrl": url},
+        202,
+        {"Location": url, "Retry-After": "10"},
+    )
+
+
+@endpoint
+async def list_runs(request: Request, s: Settings) -> Response:
+    """GET /api/runs?limit&after: recorded runs, newest first, in pages."""
+    authorize_request(s, request, "read")
+    limit, after = parse_page(request.params)
+    store = TableStore.from_settings(s)
+    page = await asyncio.to_thread(list_runs_page, store, limit, after, request.base_url)
+    return json_response(page)
+
+
+@endpoint
+async def get_run(request: Request, s: Settings) -> Response:
+    """GET /api/runs/{runId}: one run with its groups and SKUs."""
+    authorize_request(s, request, "read")
+    run_id = check_run_id(request.route_params.get("runId", ""))
+    store = TableStore.from_settings(s)
+    return json_response(await asyncio.to_thread(read_run_or_404, store, run_id))
+
+
+@endpoint
+async def get_status(request: Request, s: Settings) -> Response:
+    """GET /api/status: seats per SKU now, the latest run, open alerts."""
+    authorize_request(s, request, "read")
+    return json_response(await build_status(s, TableStore.from_settings(s)))
+
+
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@endpoint
+async def get_dashboard(request: Request, s: Settings) -> Response:
+    """GET /api/dashboard: the status as one HTML page with seat history and forecasts."""
+    authorize_request(s, request, "read")
+    status = await build_status(s, TableStore.from_settings(s), with_details=True)
+    html = render_dashboard(status)
+    return Response(200, html.encode("utf-8"), "text/html", DASHBOARD_HEADERS)

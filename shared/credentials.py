@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 from azure.core.credentials import AccessToken, TokenCredential
 
+from shared.common import is_loopback_url
 from shared.errors import ConfigurationError, NonLoopbackGraphError
-from shared.settings import Settings, is_loopback_url
+from shared.settings import Settings
 
 
 class RefusedHostError(httpx.RequestError):

@@ -17,6 +17,7 @@ from typing import Any, cast
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.common import GUID_RE
 from shared.errors import ConfigurationError
 from shared.settings import Mode
 
@@ -33,7 +34,6 @@ RUN_ID_PATTERN = (
     r"T(?:[01]\d|2[0-3])[0-5]\d[0-5]\dZ-[0-9a-f]{6}$"
 )
 RUN_ID_RE = re.compile(RUN_ID_PATTERN)
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ The single entry point shared by the timer, the HTTP API and the command line.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -35,9 +34,13 @@ from shared.store import (
     LIVENESS_PREFIX,
     RunRowChanged,
     TableStore,
-    as_json,
-    clip,
+    from_properties,
+    iso,
     new_run_id,
+    parse_time,
+    run_from_entity,
+    run_to_entity,
+    to_properties,
 )
 from shared.telemetry import (
     SPAN_ALERT,
@@ -284,15 +287,16 @@ def _close_dead_runs(store: TableStore, current: str, now: datetime) -> None:
         run_id, status = str(row.get("RunId")), row.get("Status")
         if run_id == current or status not in ("running", "queued"):
             continue
-        started = _when(row.get("ClaimedAt")) or _when(row.get("StartedAt"))
+        started = parse_time(row.get("ClaimedAt")) or parse_time(row.get("StartedAt"))
         if started is None:
             continue
         if status == "queued" and now - started > QUEUED_FOR_TOO_LONG:
             store.close_run(
                 run_id,
                 ("queued",),
-                f"the run never started: it was queued at {_iso(row.get('StartedAt'))} and no "
-                f"worker took it within {QUEUED_FOR_TOO_LONG} (its message was lost or moved to "
+                f"the run never started: it was queued at "
+                f"{iso(row.get('StartedAt')) or '(unknown)'} and no worker took it within "
+                f"{QUEUED_FOR_TOO_LONG} (its message was lost or moved to "
                 "the poison queue; see docs/runbook.md). Start it again if it is still wanted.",
             )
         elif (
@@ -301,20 +305,6 @@ def _close_dead_runs(store: TableStore, current: str, now: datetime) -> None:
             and not store.run_is_alive(run_id, now)
         ):
             store.close_run(run_id, ("running",), ABANDONED)
-
-
-def _when(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 # Between polls of the written groups' licenseProcessingState; then every MEASURE_POLL_MAX_S.
@@ -494,7 +484,7 @@ async def execute_run(
                     report.status = "refused"
                     report.refused_reason = (
                         f"another run ({lease.holder}) is in progress on this tenant; its lease "
-                        f"expires at {_iso(lease.expires_at)} if it never finishes"
+                        f"expires at {iso(lease.expires_at) or '(unknown)'} if it never finishes"
                     )
                     await _alert_refused(report, settings, store, credential, tracer)
                     await _record(store, report, None)
@@ -674,16 +664,16 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
         report.status = _finish_status(report)
     rows: list[dict[str, Any]] = []
     for g in report.group_rows():
-        rows.append({"RowKey": f"group-{g['groupId']}", "Kind": "group", **_flatten(g)})
+        rows.append({"RowKey": f"group-{g['groupId']}", "Kind": "group", **to_properties(g)})
     for s in report.sku_rows():
-        rows.append({"RowKey": f"sku-{s['skuId']}", "Kind": "sku", **_flatten(s)})
+        rows.append({"RowKey": f"sku-{s['skuId']}", "Kind": "sku", **to_properties(s)})
     await asyncio.to_thread(store.put_group_results, report.run_id, rows)
     snapshot_rows = [
         {
             "PartitionKey": s["skuId"],
             "At": report.started_at.isoformat(),
             "Mode": report.mode,
-            **_flatten(s),
+            **to_properties(s),
         }
         for s in report.sku_rows()
     ]
@@ -703,43 +693,31 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
         )
 
 
-def _flatten(row: dict[str, Any]) -> dict[str, Any]:
-    """Table properties: scalars as they are, everything else as JSON (clipped to Table limits)."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        name = key[0].upper() + key[1:]
-        if isinstance(value, str):
-            out[name] = clip(value)
-        elif isinstance(value, (bool, int, float)) or value is None:
-            out[name] = value
-        else:
-            out[name + "Json"] = as_json(value)
-    return out
-
-
 def _run_entity(report: RunReport) -> dict[str, Any]:
     s = report.summary()
-    return {
-        "RunId": report.run_id,
-        "Mode": report.mode,
-        "Trigger": report.trigger,
-        "RequestedBy": clip(report.requested_by),
-        "Status": report.status,
-        "StartedAt": s["startedAt"],
-        "FinishedAt": s["finishedAt"],
-        "PolicyFile": clip(report.policy_file),
-        "PolicyDigest": report.policy_digest,
-        "Error": clip(report.error or ""),
-        "RefusedReason": clip(report.refused_reason or ""),
-        "CountsJson": as_json(s["counts"]),
-        "GroupsChanged": s["groupsChanged"],
-        "UsersAffected": s["usersAffected"],
-        "GraphRequests": report.graph_requests,
-        "GraphWrites": report.graph_writes,
-        "AlertsJson": as_json(report.alerts),
-        "WarningsJson": as_json(report.plan.warnings if report.plan else []),
-        "RequestedNotTaggedJson": as_json(report.plan.requested_not_tagged if report.plan else []),
-    }
+    return run_to_entity(
+        {
+            "runId": report.run_id,
+            "mode": report.mode,
+            "trigger": report.trigger,
+            "requestedBy": report.requested_by,
+            "status": report.status,
+            "startedAt": s["startedAt"],
+            "finishedAt": s["finishedAt"],
+            "policyFile": report.policy_file,
+            "policyDigest": report.policy_digest,
+            "error": report.error,
+            "refusedReason": report.refused_reason,
+            "counts": s["counts"],
+            "groupsChanged": s["groupsChanged"],
+            "usersAffected": s["usersAffected"],
+            "graphRequests": report.graph_requests,
+            "graphWrites": report.graph_writes,
+            "alerts": report.alerts,
+            "warnings": report.plan.warnings if report.plan else [],
+            "requestedNotTagged": report.plan.requested_not_tagged if report.plan else [],
+        }
+    )
 
 
 def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
@@ -751,54 +729,14 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
     skus: list[dict[str, Any]] = []
     removals: dict[str, Any] = {}
     for row in store.get_group_results(run_id):
-        item = _unflatten(row)
+        item = from_properties(row)
         if row.get("Kind") == REMOVALS_KIND:
             removals = _removals_read_back(item, store.get_removals(run_id))
             continue
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
-    return {
-        "runId": entity["RunId"],
-        "mode": entity["Mode"],
-        "trigger": entity["Trigger"],
-        "requestedBy": entity.get("RequestedBy") or "",
-        "status": entity["Status"],
-        "startedAt": entity["StartedAt"],
-        "finishedAt": entity.get("FinishedAt"),
-        "policyFile": entity.get("PolicyFile", ""),
-        "policyDigest": entity.get("PolicyDigest", ""),
-        "error": entity.get("Error") or None,
-        "refusedReason": entity.get("RefusedReason") or None,
-        "counts": json.loads(entity.get("CountsJson") or "{}"),
-        "groupsChanged": entity.get("GroupsChanged", 0),
-        "usersAffected": entity.get("UsersAffected", 0),
-        "graphRequests": entity.get("GraphRequests", 0),
-        "graphWrites": entity.get("GraphWrites", 0),
-        "groups": groups,
-        "skus": skus,
-        "alerts": json.loads(entity.get("AlertsJson") or "[]"),
-        "warnings": json.loads(entity.get("WarningsJson") or "[]"),
-        "requestedNotTagged": json.loads(entity.get("RequestedNotTaggedJson") or "[]"),
-        "removals": removals,
-    }
-
-
-def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if key in ("PartitionKey", "RowKey", "Kind", "Timestamp", "etag") or key.startswith(
-            "odata"
-        ):
-            continue
-        if key.endswith("Json") and isinstance(value, str):
-            key = key[: -len("Json")]
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass  # a clipped value stays a string
-        out[key[0].lower() + key[1:]] = value
-    return out
+    return {**run_from_entity(entity), "groups": groups, "skus": skus, "removals": removals}
 
 
 # -- removals (shared/removals.py): inputs from the store, records per user -----------------------
@@ -857,7 +795,7 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
         return
     summary = removal_summary(plan.removals, report.removal_outcomes)
     rows = [
-        {"RowKey": r.key, **_flatten({k: item[k] for k in REMOVAL_ROW_FIELDS})}
+        {"RowKey": r.key, **to_properties({k: item[k] for k in REMOVAL_ROW_FIELDS})}
         for r, item in zip(plan.removals.removals, summary["removals"], strict=True)
     ]
     await asyncio.to_thread(store.put_removals, report.run_id, rows)
@@ -865,7 +803,13 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
     await asyncio.to_thread(
         store.put_group_results,
         report.run_id,
-        [{"RowKey": "removals-report", "Kind": REMOVALS_KIND, **_flatten({"report": reports})}],
+        [
+            {
+                "RowKey": "removals-report",
+                "Kind": REMOVALS_KIND,
+                **to_properties({"report": reports}),
+            }
+        ],
     )
     known = await asyncio.to_thread(store.disabled_first_seen)
     new = {
@@ -888,9 +832,9 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
 
 def _removals_read_back(item: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(item.get("report") or {})
-    # "Kind" is a reserved column name for _unflatten (group/sku rows): carried over by hand.
+    # "Kind" is a reserved column name for from_properties (group/sku rows): carried over by hand.
     out["removals"] = sorted(
-        ({**_unflatten(r), "kind": r.get("Kind")} for r in rows),
+        ({**from_properties(r), "kind": r.get("Kind")} for r in rows),
         key=lambda r: (str(r.get("kind")), str(r.get("groupName")), str(r.get("upn"))),
     )
     return out

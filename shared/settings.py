@@ -6,7 +6,6 @@ the two (and infra's app settings) in step.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
+from shared.common import is_loopback_url
 from shared.errors import ConfigurationError
 
 Mode = Literal["plan", "apply"]
@@ -69,21 +69,6 @@ SETTINGS_KEYS: dict[str, str] = {
 # Set by App Service (read-only) when its Authentication feature is on: "Environment variables and
 # app settings in Azure App Service", https://learn.microsoft.com/azure/app-service/reference-app-settings
 AUTH_ENABLED_KEY = "WEBSITE_AUTH_ENABLED"
-
-
-def is_loopback_url(url: str) -> bool:
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _connection_endpoint(conn: str, service: str) -> str | None:

@@ -13,7 +13,7 @@ Long values are truncated to Table limits with a marker; lists keep a count.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +65,117 @@ def as_json(value: Any, limit: int = MAX_STRING_CHARS) -> str:
     while kept and len(json.dumps([*kept, "..."], default=str)) > limit - 64:
         kept = kept[: max(1, len(kept) // 2)] if len(kept) > 1 else []
     return json.dumps([*kept, f"... and {len(value) - len(kept)} more"], default=str)
+
+
+# -- (de)serialisation: entities <-> the summaries runs, reports and the API use -------------------
+
+_SYSTEM = ("PartitionKey", "RowKey", "Kind", "Timestamp", "etag")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time property (a datetime, or ISO text as written by this app) in UTC; None when absent
+    or unreadable. Naive values are UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso(value: Any) -> str | None:
+    """A time property as ISO 8601 text, or None."""
+    t = parse_time(value)
+    return t.isoformat() if t else None
+
+
+def to_properties(row: Mapping[str, Any]) -> dict[str, Any]:
+    """camelCase fields -> Table properties: scalars as they are (text clipped to Table limits),
+    everything else as JSON in `<Name>Json`."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        name = key[0].upper() + key[1:]
+        if isinstance(value, str):
+            out[name] = clip(value)
+        elif isinstance(value, (bool, int, float)) or value is None:
+            out[name] = value
+        else:
+            out[name + "Json"] = as_json(value)
+    return out
+
+
+def from_properties(row: Mapping[str, Any]) -> dict[str, Any]:
+    """to_properties reversed (system properties dropped); a clipped JSON value stays text."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in _SYSTEM or key.startswith("odata"):
+            continue
+        if key.endswith("Json") and isinstance(value, str):
+            key = key[: -len("Json")]
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass  # a clipped value stays a string
+        out[key[0].lower() + key[1:]] = value
+    return out
+
+
+# The run row: (API field, Table property, stored as, read back when absent). "text" is clipped,
+# and empty text reads back as the default; "json" is JSON text.
+RUN_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
+    ("runId", "RunId", "value", None),
+    ("mode", "Mode", "value", None),
+    ("trigger", "Trigger", "value", None),
+    ("requestedBy", "RequestedBy", "text", ""),
+    ("status", "Status", "value", None),
+    ("startedAt", "StartedAt", "value", None),
+    ("finishedAt", "FinishedAt", "value", None),
+    ("policyFile", "PolicyFile", "text", ""),
+    ("policyDigest", "PolicyDigest", "value", ""),
+    ("error", "Error", "text", None),
+    ("refusedReason", "RefusedReason", "text", None),
+    ("counts", "CountsJson", "json", {}),
+    ("groupsChanged", "GroupsChanged", "value", 0),
+    ("usersAffected", "UsersAffected", "value", 0),
+    ("graphRequests", "GraphRequests", "value", 0),
+    ("graphWrites", "GraphWrites", "value", 0),
+    ("alerts", "AlertsJson", "json", []),
+    ("warnings", "WarningsJson", "json", []),
+    ("requestedNotTagged", "RequestedNotTaggedJson", "json", []),
+)
+
+
+def run_to_entity(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's fields (those given) as its row's properties."""
+    out: dict[str, Any] = {}
+    for field, prop, kind, _ in RUN_FIELDS:
+        if field not in run:
+            continue
+        value = run[field]
+        if kind == "text":
+            out[prop] = clip(value or "")
+        elif kind == "json":
+            out[prop] = as_json(value)
+        else:
+            out[prop] = value
+    return out
+
+
+def run_from_entity(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A run row as the run's fields (every one of RUN_FIELDS)."""
+    out: dict[str, Any] = {}
+    for field, prop, kind, default in RUN_FIELDS:
+        value = entity.get(prop)
+        if kind == "text":
+            out[field] = value or default
+        elif kind == "json":
+            out[field] = json.loads(value) if value else default
+        else:
+            out[field] = default if value is None else value
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import sys
 import threading
 from types import FrameType
 
+from shared.common import is_loopback_host as is_loopback
 from simulator.generate import GenerateSpec, generate_tenant, parse_spec, policy_for
 from simulator.server import (
     TENANT_WRITE_LIMIT,
     WRITE_LIMIT,
     SimServer,
     _parse_fault,
-    is_loopback,
 )
 from simulator.tenant import HIDDEN_MEMBERS_MODES, MULTI_SKU_ERROR_MODES, Tenant, TenantError
 

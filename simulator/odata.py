@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared.common import GUID
 from simulator import schema
 from simulator.errors import GraphError, bad_request, needs_advanced_query, unsupported_query
 
@@ -139,7 +140,9 @@ Node = Compare | In | Func | Any_ | Count | Not | BoolOp
 _TOKEN_RE = re.compile(
     r"""\s*(?:
         (?P<string>'(?:[^']|'')*')
-      | (?P<guid>[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![\w-]))
+      | (?P<guid>"""
+    + GUID
+    + r"""(?![\w-]))
       | (?P<number>-?\d+(?:\.\d+)?(?![\w]))
       | (?P<name>[A-Za-z_$][A-Za-z0-9_$.]*)
       | (?P<punct>[(),:/])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import ipaddress
 import json
 import math
 import random
@@ -26,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from shared.common import is_loopback_host as is_loopback
 from simulator.errors import GraphError, bad_request
 from simulator.graph import PERMISSIONS, GraphApi, Request, Response
 from simulator.tenant import Tenant
@@ -64,15 +64,6 @@ _STATUS_CODES = {
     503: "serviceNotAvailable",
     504: "gatewayTimeout",
 }
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def make_token(

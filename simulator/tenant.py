@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.common import GUID_RE
 from simulator import schema
 from simulator.errors import GraphError, bad_request, not_found
 
-GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 EXTENSION_RE = re.compile(r"^extension_[0-9a-f]{32}_[A-Za-z0-9_]+$")
 
 # licenseAssignmentState.state values ([licenseAssignmentState resource type]).

@@ -1,7 +1,8 @@
 """The seat dashboard in real headless Chromium: the demo tenant's seats, history and forecast.
 
-The page comes from the dashboard function itself, served on 127.0.0.1; Chromium (Debian package
-`chromium`, installed by `make setup`) renders it to test-artifacts/dashboard.png and dumps the DOM.
+The page comes from the dashboard function behind the local front (`make serve`'s, on 127.0.0.1,
+with the function key); Chromium (Debian package `chromium`, installed by `make setup`) renders it
+to test-artifacts/dashboard.png and dumps the DOM.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ import asyncio
 import shutil
 import struct
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import azure.functions as func
 import pytest
 
 import function_app
+from localdev.front import Front
 from localdev.services import ROOT
 from shared.store import new_run_id
 from tests.integration.conftest import World
@@ -42,29 +42,13 @@ def chromium() -> str:
     return found
 
 
-class DashboardHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # the dashboard function answers every request
-        req = func.HttpRequest(
-            "GET", f"http://127.0.0.1{self.path}", headers={}, params={}, route_params={}, body=b""
-        )
-        response = asyncio.run(function_app.dashboard(req))
-        self.send_response(response.status_code)
-        self.send_header("Content-Type", f"{response.mimetype}; charset=utf-8")
-        self.end_headers()
-        self.wfile.write(response.get_body())
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def served(app_world: World) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), DashboardHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api/dashboard"
-    server.shutdown()
-    server.server_close()
+    """The page as a browser gets it: through the local front (localdev/front.py), which routes
+    by the functions' own metadata and checks the function key, as `make serve` does."""
+    front = Front(function_app.app, listen_queues=False).start()
+    yield f"{front.url}/dashboard?code={front.key}"
+    front.stop()
 
 
 def seed_history(world: World, skus: list[dict[str, object]]) -> None:

@@ -18,13 +18,15 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 import function_app
+from localdev.front import indexed_functions
 from localdev.services import Azurite, Simulator, app_settings
+from shared import api
 from shared.run import read_run
 from shared.settings import Settings
 from shared.store import TableStore
 from tests.integration.conftest import World
 
-FUNCTIONS = function_app.app.get_functions()  # may be called once per app object
+FUNCTIONS = indexed_functions(function_app.app)  # get_functions() works once per app object
 
 
 @pytest.fixture
@@ -233,7 +235,7 @@ def test_an_unexpected_failure_is_a_logged_json_500_not_an_empty_body(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("RunId")  # e.g. a row written by a future version
 
-    monkeypatch.setattr(function_app.api, "list_runs_page", broken)
+    monkeypatch.setattr(api, "list_runs_page", broken)
     response = get("runs")
     assert response.status_code == 500 and response.mimetype == "application/json"
     error = body(response)["error"]
@@ -467,8 +469,9 @@ def test_requested_groups_the_policy_does_not_tag_are_named_not_dropped(app_worl
     assert [g["groupId"] for g in summary["groups"]] == [tagged]
     assert body(get_run(summary["runId"]))["requestedNotTagged"] == [unknown]
     none_tagged = post_run({"mode": "apply", "wait": True, "groupIds": [unknown]})
-    assert none_tagged.status_code == 400
+    assert none_tagged.status_code == 404, "well-formed, but names no group it can act on"
     error = body(none_tagged)["error"]
+    assert error["code"] == "NotFound"
     assert unknown in error["message"] and "not tagged" in error["message"]
     assert app_world.writes() == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -13,6 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared import api
 from shared.api import (
     ApiError,
     authorize,
@@ -198,3 +200,84 @@ def test_the_document_and_the_api_agree_on_which_dates_are_real(run_id: str, rea
         with pytest.raises(ApiError) as err:
             check_run_id(run_id)
         assert err.value.status == 400
+
+
+# -- endpoints as plain calls: Request in, Response out, no azure.functions ------------------------
+
+
+def call(handler: api.Endpoint, request: api.Request, s: Settings = AUTH_OFF) -> api.Response:
+    return asyncio.run(handler(request, lambda: s))
+
+
+def test_a_bad_body_is_a_400_response_saying_what_is_wrong():
+    answer = call(api.start_run, api.Request("POST", "http://h/api/runs", body=b'{"mode": "x"}'))
+    assert answer.status == 400 and answer.mimetype == "application/json"
+    assert "mode must be 'plan' or 'apply'" in answer.json()["error"]["message"]
+
+
+def test_headers_are_matched_whatever_their_case():
+    request = api.Request("GET", "http://h/api/runs", headers={"x-ms-client-principal": "%%%"})
+    assert request.header("X-MS-CLIENT-PRINCIPAL") == "%%%"
+    answer = call(api.list_runs, request, AUTH_ON)
+    assert answer.status == 400 and "X-MS-CLIENT-PRINCIPAL" in answer.json()["error"]["message"]
+
+
+def test_a_bad_setting_is_a_503_naming_it():
+    def broken() -> Settings:
+        return Settings.from_env({**BASE, "LICENSING_TIMER_MODE": "sometimes"})
+
+    answer = asyncio.run(api.get_status(api.Request("GET", "http://h/api/status"), broken))
+    assert answer.status == 503
+    assert answer.json()["error"]["code"] == "Misconfigured"
+    assert "LICENSING_TIMER_MODE" in answer.json()["error"]["message"]
+
+
+def test_an_unexpected_failure_is_a_json_500_that_names_no_internals(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    def broken(*args: object) -> None:
+        raise KeyError("RunId")
+
+    monkeypatch.setattr(api, "list_runs_page", broken)
+    answer = call(api.list_runs, api.Request("GET", "http://h/api/runs"))
+    assert answer.status == 500
+    assert answer.json()["error"]["code"] == "InternalError"
+    assert "KeyError" not in answer.body.decode()
+
+
+def test_a_malformed_run_id_is_refused_before_storage_is_read():
+    request = api.Request("GET", "http://h/api/runs/x", route_params={"runId": "../../etc"})
+    answer = call(api.get_run, request)
+    assert answer.status == 400 and "is not a run id" in answer.json()["error"]["message"]
+
+
+def test_status_urls_follow_the_host_the_caller_used():
+    assert api.Request("GET", "http://127.0.0.1:8080/api/runs?x=1").base_url == (
+        "http://127.0.0.1:8080/api"
+    )
+
+
+def test_the_documented_run_id_pattern_accepts_exactly_the_real_times():
+    import re
+    from datetime import date, timedelta
+
+    import yaml
+
+    from localdev.services import ROOT
+
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    pattern = re.compile(spec["components"]["schemas"]["RunId"]["pattern"])
+    for year in (1999, 2000, 2023, 2024, 2100, 2400):
+        day = date(year, 1, 1)
+        for _ in range(370):  # every real day, and a few past the year's end
+            real = f"{day:%Y%m%d}T235959Z-a1b2c3"
+            assert pattern.match(real) and check_run_id(real) == real
+            day += timedelta(days=1)
+        for month, days in ((2, 30), (2, 29), (4, 31), (9, 31), (13, 1)):
+            fake = f"{year}{month:02d}{days:02d}T000000Z-a1b2c3"
+            try:
+                check_run_id(fake)
+                accepted = True
+            except ApiError:
+                accepted = False
+            assert bool(pattern.match(fake)) == accepted, fake

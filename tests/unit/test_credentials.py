@@ -14,10 +14,11 @@ import httpx
 import pytest
 from azure.core.credentials import AccessToken
 
+from shared.common import is_loopback_url
 from shared.credentials import LocalSimulatorCredential, credential_for
 from shared.errors import ConfigurationError, GraphReadError, NonLoopbackGraphError
 from shared.graph import GraphClient
-from shared.settings import Settings, is_loopback_url
+from shared.settings import Settings
 
 
 @pytest.mark.parametrize(
