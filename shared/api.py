@@ -23,6 +23,7 @@ from shared.credentials import credential_for
 from shared.errors import GraphReadError
 from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
 from shared.graph import GraphClient, required_roles
+from shared.names import sku_product_name
 from shared.queue import (
     GUID_RE,
     MAX_DEQUEUE_COUNT,
@@ -474,9 +475,11 @@ async def build_status(
             for r in rows
             if (t := _time(r.get("At"))) is not None
         ]
+        part = now_sku.part_number if now_sku else recorded.get("skuPartNumber")
         item: dict[str, Any] = {
             "skuId": sid,
-            "skuPartNumber": now_sku.part_number if now_sku else recorded.get("skuPartNumber"),
+            "skuPartNumber": part,
+            "productName": sku_product_name(sid, part),
             "capabilityStatus": (
                 now_sku.capability_status if now_sku else recorded.get("capabilityStatus")
             ),

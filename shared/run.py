@@ -26,6 +26,7 @@ from shared.errors import ConfigurationError, GraphReadError, PolicyError
 from shared.executor import Outcome, apply_plan, budget_problem
 from shared.graph import GraphClient, required_roles
 from shared.model import Sku
+from shared.names import sku_product_name
 from shared.planner import Decision, Plan, make_plan
 from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
 from shared.settings import Mode, Settings
@@ -119,6 +120,7 @@ class RunReport:
                 {
                     "skuId": s.sku_id,
                     "skuPartNumber": s.part_number,
+                    "productName": sku_product_name(s.sku_id, s.part_number),
                     "capabilityStatus": s.capability_status,
                     "enabled": s.enabled,
                     "consumed": s.consumed,
@@ -733,6 +735,8 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
+    for s in skus:  # runs recorded before productName existed
+        s.setdefault("productName", sku_product_name(s.get("skuId"), s.get("skuPartNumber")))
     return {
         "runId": entity["RunId"],
         "mode": entity["Mode"],

@@ -106,8 +106,8 @@ def test_exhausted_sku_opens_one_alert_with_numbers_and_what_to_do():
     [action] = transitions(conditions(shortfall=3), {}, NOW, scope=FULL)
     assert action.transition == "opened"
     subject, body = render(action, "run-1")
-    assert subject == "[Licensing] POWER_BI_PRO has run out: 3 more seat(s) needed"
-    assert "Buy 3 seat(s) of POWER_BI_PRO" in body and "run-1" in body
+    assert subject == "[Licensing] Power BI Pro (POWER_BI_PRO) has run out: 3 more seat(s) needed"
+    assert "Buy 3 seat(s) of Power BI Pro (POWER_BI_PRO)" in body and "run-1" in body
     assert ">Demand<" in body and ">50<" in body
 
 
@@ -121,7 +121,7 @@ def test_lifecycle_open_continue_worsen_resolve_reopen():
     assert mailed(run_once(conditions(shortfall=0), states, NOW + 5 * HOUR)) == []
     assert mailed(run_once(conditions(shortfall=1), states, NOW + 6 * HOUR)) == ["reopened"]
     assert render(transitions(conditions(shortfall=1), {}, NOW, scope=FULL)[0], "r")[0].startswith(
-        "[Licensing] POWER_BI_PRO"
+        "[Licensing] Power BI Pro (POWER_BI_PRO)"
     )
 
 
@@ -184,7 +184,7 @@ def test_warning_threshold_and_growth_forecast_open_a_low_seats_alert():
     )
     low = open_conditions(summary(shortfall=0, free_after=3), "succeeded", policy, now=NOW)
     assert low["sku-low-" + PBI].subject == (
-        "POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+        "Power BI Pro (POWER_BI_PRO) is running low: 3 free seat(s), under the warning level of 5"
     )
     assert open_conditions(summary(shortfall=0, free_after=8), "succeeded", policy, now=NOW) == {}
     # 2 seats a day for 10 days, 20 free: runs out in about 10 days, inside the 30-day window
