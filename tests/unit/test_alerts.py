@@ -221,6 +221,34 @@ def test_failed_and_partial_runs_alert_and_a_failure_after_partial_is_worse():
     assert mailed(run_once(conditions(shortfall=0), states, NOW + 2 * HOUR)) == ["resolved"]
 
 
+def sku_mail(**row: Any) -> tuple[str, str]:
+    data = summary(shortfall=2)
+    data["skus"][0].update(row)
+    [action] = [
+        a
+        for a in transitions(open_conditions(data, "succeeded", now=NOW), {}, NOW, scope=FULL)
+        if a.kind == "sku-exhausted"
+    ]
+    return render(action, "r")
+
+
+def test_mail_names_the_sku_as_microsoft_does_and_an_unlisted_one_by_its_part_number():
+    e5 = "c7df2760-2c81-4ef7-b578-5b5392b571df"
+    subject, body = sku_mail(skuId=e5, skuPartNumber="ENTERPRISEPREMIUM")
+    assert subject.startswith("[Licensing] Office 365 E5 (ENTERPRISEPREMIUM) has run out")
+    assert ">Office 365 E5 (ENTERPRISEPREMIUM)</td>" in body
+    unlisted = "00000000-0000-0000-0000-0000000000aa"
+    subject, body = sku_mail(skuId=unlisted, skuPartNumber="CONTOSO_SPECIAL")
+    assert subject.startswith("[Licensing] CONTOSO_SPECIAL has run out")
+    assert ">CONTOSO_SPECIAL</td>" in body
+
+
+def test_a_hostile_product_name_is_escaped_in_the_mail():
+    subject, body = sku_mail(productName="<script>alert(1)</script>")
+    assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt; (POWER_BI_PRO)" in body
+    assert "\n" not in subject
+
+
 def test_licence_errors_that_seats_will_not_fix_name_the_error_and_the_fix():
     conds = conditions(shortfall=0, errors={"MutuallyExclusiveViolation": ["ann@contoso.example"]})
     cond = conds["group-errors-g1"]

@@ -59,9 +59,7 @@ def test_drifted_disabled_plans_are_repaired_without_new_seats():
 
 
 def test_plan_drift_note_names_the_sku_and_plans_as_people_know_them():
-    g = group(
-        "LIC-Ops", "e5-full", (AssignedLicense(E5, frozenset({TEAMS})), AssignedLicense(EMS))
-    )
+    g = group("LIC-Ops", "e5-full", (AssignedLicense(E5, frozenset({TEAMS})), AssignedLicense(EMS)))
     plan = make_plan(
         snapshot(default_skus(e5=1, consumed_e5=1), (g, [user(holds=(E5, EMS))])), resolved()
     )
