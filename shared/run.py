@@ -508,6 +508,7 @@ async def execute_run(
                 group_ids=group_ids,
                 progress=progress,
                 guard=guard,
+                tracer_provider=tracer_provider,
             )
         finally:
             await guard.stop()
@@ -560,6 +561,7 @@ async def _execute_leased(
     credential: TokenCredential | None,
     group_ids: list[str] | None,
     progress: ProgressCallback | None,
+    tracer_provider: TracerProvider | None = None,
     guard: LeaseGuard,
 ) -> RunReport:
     """The run proper, while it holds the lease: read, plan, (apply), alert, record."""
@@ -575,6 +577,7 @@ async def _execute_leased(
                 cred,
                 settings.graph_base_url,
                 tracer=tracer,
+                tracer_provider=tracer_provider,
                 run_metrics=run_metrics,
                 progress=progress,
             )
