@@ -14,8 +14,6 @@ A failed send is recorded and retried on the next run; it never fails the enforc
 from __future__ import annotations
 
 import asyncio
-import html
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from shared.forecast import forecast
 from shared.graph import GraphClient, describe_graph_error
+from shared.names import sku_row_label
 from shared.policy import AlertSettings, ResolvedPolicy
 from shared.store import parse_time
+from shared.templating import clean, render_template
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -142,9 +142,10 @@ def open_conditions(
 
     for sku in summary.get("skus") or []:
         sid, part = sku["skuId"], sku["skuPartNumber"]
+        name = sku_row_label(sku)  # "Office 365 E5 (ENTERPRISEPREMIUM)": what people recognise
         blocked = [g["displayName"] for g in groups if part in (g.get("shortfall") or {})]
         numbers = (
-            ("Licence", part),
+            ("Licence", name),
             ("Enabled", str(sku["enabled"])),
             ("Consumed", str(sku["consumed"])),
             ("Free", str(sku["freeBefore"])),
@@ -155,10 +156,10 @@ def open_conditions(
             found[f"sku-exhausted-{sid}"] = Condition(
                 f"sku-exhausted-{sid}",
                 "sku-exhausted",
-                f"{part} has run out: {sku['shortfall']} more seat(s) needed",
+                f"{name} has run out: {sku['shortfall']} more seat(s) needed",
                 int(sku["shortfall"]),
                 (*numbers, ("Groups blocked", ", ".join(blocked) or "none")),
-                f"Buy {sku['shortfall']} seat(s) of {part} or remove members; the next run "
+                f"Buy {sku['shortfall']} seat(s) of {name} or remove members; the next run "
                 "assigns the blocked groups and reprocesses users stuck in CountViolation.",
             )
             continue
@@ -167,10 +168,10 @@ def open_conditions(
             found[f"sku-low-{sid}"] = Condition(
                 f"sku-low-{sid}",
                 "sku-low",
-                f"{part} is running low: {low}",
+                f"{name} is running low: {low}",
                 0,
                 numbers,
-                f"Buy seats of {part} before it runs out; new members of its groups then get "
+                f"Buy seats of {name} before it runs out; new members of its groups then get "
                 "nothing until seats are bought.",
             )
 
@@ -362,47 +363,26 @@ def _time(value: Any) -> datetime:
 # ---------------------------------------------------------------------------------------------
 # Rendering (pure)
 
-_CELL = (
-    "padding:4px 10px;border:1px solid #d0d0d0;font-family:Segoe UI,Arial,sans-serif;font-size:13px"
-)
-_TEXT = "font-family:Segoe UI,Arial,sans-serif;font-size:14px;margin:8px 0"
 _LABELS = {"worsened": "Worse: ", "reopened": "Again: ", "reminder": "Still: "}
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _e(value: str) -> str:
-    """Escape a value for HTML; control characters (which mail servers refuse) become spaces."""
-    return html.escape(_CONTROL.sub(" ", value))
-
-
 def render(action: AlertAction, run_id: str) -> tuple[str, str]:
-    """(subject, HTML body) for one alert mail; every value from the directory is escaped."""
-    e = _e
-    if action.condition is None:
+    """(subject, HTML body) for one alert mail (shared/templates/mail.html.j2, autoescaped)."""
+    c = action.condition
+    body = render_template(
+        "mail.html.j2",
+        cleared=c is None,
+        subject=c.subject if c else action.subject,
+        facts=c.facts if c else (),
+        advice=c.advice if c else "",
+        run_id=run_id,
+    )
+    if c is None:
         subject = f"[Licensing] Resolved: {action.subject}"
-        body = (
-            f'<p style="{_TEXT}">This has cleared:</p>'
-            f'<p style="{_TEXT}"><b>{e(action.subject)}</b></p>'
-        )
     else:
-        c = action.condition
         subject = f"[Licensing] {_LABELS.get(action.transition, '')}{c.subject}"
-        rows = "".join(
-            f'<tr><td style="{_CELL};background:#f4f4f4">{e(k)}</td>'
-            f'<td style="{_CELL}">{e(v)}</td></tr>'
-            for k, v in c.facts
-        )
-        body = (
-            f'<p style="{_TEXT}"><b>{e(c.subject)}</b></p>'
-            f'<table style="border-collapse:collapse">{rows}</table>'
-            f'<p style="{_TEXT}"><b>What to do:</b> {e(c.advice)}</p>'
-        )
-    body += f'<p style="{_TEXT};color:#666666">From licensing run {e(run_id)}</p>'
     # A header must stay one line whatever a group name holds.
-    subject = " ".join(_CONTROL.sub(" ", subject).split())
-    return subject, f"<html><body>{body}</body></html>"
+    return " ".join(clean(subject).split()), body
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from shared.dashboard import render_dashboard
 from shared.errors import ConfigurationError, GraphReadError
 from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
 from shared.graph import GraphClient, required_roles
+from shared.names import sku_product_name
 from shared.queue import (
     MAX_DEQUEUE_COUNT,
     RUN_ID_RE,
@@ -549,9 +550,11 @@ async def build_status(
             for r in rows
             if (t := parse_time(r.get("At"))) is not None
         ]
+        part = now_sku.part_number if now_sku else recorded.get("skuPartNumber")
         item: dict[str, Any] = {
             "skuId": sid,
-            "skuPartNumber": now_sku.part_number if now_sku else recorded.get("skuPartNumber"),
+            "skuPartNumber": part,
+            "productName": sku_product_name(sid, part),
             "capabilityStatus": (
                 now_sku.capability_status if now_sku else recorded.get("capabilityStatus")
             ),

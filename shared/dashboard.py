@@ -1,12 +1,16 @@
 """The seat dashboard: one server-rendered HTML page (inline CSS and SVG, no script), from the
-status dict shared.api.build_status(with_details=True) returns. Every directory value is escaped."""
+status dict shared.api.build_status(with_details=True) returns. The markup is
+shared/templates/dashboard.html.j2 (autoescaped: every directory value is escaped); this module
+only works out what it shows (labels, order, chart geometry)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from html import escape
 from typing import Any
+
+from shared.names import sku_row_label
+from shared.templating import render_template
 
 DECISION_ORDER = [
     "blocked-seats",
@@ -35,32 +39,6 @@ BAR_COLOURS = {
     "demand": "#ef6c00",
 }
 
-CSS = """
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f6f8;
-color:#1c2833}
-header{background:#1c2833;color:#fff;padding:16px 28px}
-header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:#c9d3dc}
-main{padding:20px 28px;display:grid;gap:20px}
-section{background:#fff;border-radius:8px;padding:16px 20px;box-shadow:0 1px 3px rgba(0,0,0,.12)}
-h2{margin:0 0 12px;font-size:17px}
-.skus{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:16px}
-.sku{border:1px solid #dde3e8;border-radius:6px;padding:12px 14px}
-.sku h3{margin:0 0 6px;font-size:15px} .muted{color:#5d6d7e;font-size:12px}
-.fc{margin-top:6px;font-weight:600} .fc.growing{color:#d84315} .fc.flat{color:#2e7d32}
-.fc.exhausted{color:#c62828} .fc.unknown{color:#5d6d7e}
-.row{display:flex;gap:14px;align-items:flex-start} .row svg{flex:none}
-table{border-collapse:collapse;width:100%} th,td{text-align:left;padding:5px 8px;
-border-bottom:1px solid #eef1f4;vertical-align:top} th{font-size:12px;color:#5d6d7e}
-.badge{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;
-white-space:nowrap}
-.counts{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:10px}
-.warn{color:#c62828} .sev{font-weight:700}
-"""
-
-
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
 
 def _num(value: Any) -> int:
     try:
@@ -69,33 +47,35 @@ def _num(value: Any) -> int:
         return 0
 
 
-def seat_bars(sku: dict[str, Any], width: int = 220) -> str:
-    """Four horizontal bars (enabled, consumed, free, demand) on one scale."""
+def seat_bars(sku: dict[str, Any], width: int = 220) -> dict[str, Any]:
+    """Four horizontal bars (enabled, consumed, free, demand) on one scale: their geometry."""
     figures = [(k, _num(sku.get(k))) for k in ("enabled", "consumed", "free", "demand")]
     top = max([1] + [v for _, v in figures])
     label_w, bar_h, gap = 70, 16, 6
-    height = len(figures) * (bar_h + gap)
-    parts = [
-        f'<svg class="bars" width="{label_w + width + 60}" height="{height}" '
-        f'role="img" aria-label="seats of {_e(sku.get("skuPartNumber"))}">'
+    rows = [
+        {
+            "name": name,
+            "value": value,
+            "y": i * (bar_h + gap),
+            "w": max(0, round(width * value / top)),
+            "colour": "#c62828" if name == "free" and value < 0 else BAR_COLOURS[name],
+        }
+        for i, (name, value) in enumerate(figures)
     ]
-    for i, (name, value) in enumerate(figures):
-        y = i * (bar_h + gap)
-        w = max(0, round(width * value / top))
-        colour = "#c62828" if name == "free" and value < 0 else BAR_COLOURS[name]
-        parts.append(
-            f'<text x="0" y="{y + 12}" font-size="12" fill="#5d6d7e">{name}</text>'
-            f'<rect x="{label_w}" y="{y}" width="{w}" height="{bar_h}" rx="3" fill="{colour}">'
-            f"<title>{name}: {value}</title></rect>"
-            f'<text x="{label_w + w + 6}" y="{y + 12}" font-size="12" fill="{colour}" '
-            f'font-weight="600">{value}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    return {
+        "width": label_w + width + 60,
+        "height": len(figures) * (bar_h + gap),
+        "label_w": label_w,
+        "bar_h": bar_h,
+        "rows": rows,
+    }
 
 
-def history_chart(history: list[dict[str, Any]], width: int = 180, height: int = 84) -> str:
+def history_chart(
+    history: list[dict[str, Any]], width: int = 180, height: int = 84
+) -> dict[str, Any]:
     """Consumed seats over time (line) against enabled (dashed), from the SKU snapshots."""
+    chart: dict[str, Any] = {"width": width, "height": height, "points": None}
     points = []
     for h in history:
         try:
@@ -105,10 +85,7 @@ def history_chart(history: list[dict[str, Any]], width: int = 180, height: int =
         except (KeyError, ValueError):
             continue
     if len(points) < 2:
-        return (
-            f'<svg width="{width}" height="{height}"><text x="4" y="{height // 2}" '
-            'font-size="11" fill="#5d6d7e">history: one snapshot so far</text></svg>'
-        )
+        return chart
     points.sort()
     t0, t1 = points[0][0], points[-1][0]
     span = max((t1 - t0).total_seconds(), 1.0)
@@ -116,125 +93,75 @@ def history_chart(history: list[dict[str, Any]], width: int = 180, height: int =
     pad_t, pad_b = 6, 16
     plot_h = height - pad_t - pad_b
 
-    def xy(t: datetime, v: int) -> str:
+    def xy(t: datetime, v: int) -> tuple[str, str]:
         x = (t - t0).total_seconds() / span * (width - 4) + 2
         y = pad_t + plot_h - v / top * plot_h
-        return f"{x:.1f},{y:.1f}"
+        return f"{x:.1f}", f"{y:.1f}"
 
-    consumed = " ".join(xy(t, c) for t, c, _ in points)
-    enabled = " ".join(xy(t, e) for t, _, e in points)
-    last_x, last_y = xy(t1, points[-1][1]).split(",")
-    return (
-        f'<svg class="history" width="{width}" height="{height}" role="img" '
-        'aria-label="consumed seats over time">'
-        f'<rect x="0" y="0" width="{width}" height="{height - pad_b + 2}" fill="#f8fafb"/>'
-        f'<polyline points="{enabled}" fill="none" stroke="#90a4ae" stroke-dasharray="4 3" '
-        'stroke-width="1.5"/>'
-        f'<polyline points="{consumed}" fill="none" stroke="#1565c0" stroke-width="2"/>'
-        f'<circle cx="{last_x}" cy="{last_y}" r="3" fill="#1565c0"/>'
-        f'<text x="3" y="{pad_t + 9}" font-size="10" fill="#5d6d7e">{top}</text>'
-        f'<text x="0" y="{height - 3}" font-size="10" fill="#5d6d7e">{t0:%d %b}</text>'
-        f'<text x="{width}" y="{height - 3}" font-size="10" fill="#5d6d7e" '
-        f'text-anchor="end">{t1:%d %b}</text>'
-        "</svg>"
+    chart.update(
+        points=True,
+        consumed=" ".join(",".join(xy(t, c)) for t, c, _ in points),
+        enabled=" ".join(",".join(xy(t, e)) for t, _, e in points),
+        last=xy(t1, points[-1][1]),
+        top=top,
+        pad_t=pad_t,
+        pad_b=pad_b,
+        first_day=f"{t0:%d %b}",
+        last_day=f"{t1:%d %b}",
     )
+    return chart
 
 
-def _sku_card(sku: dict[str, Any]) -> str:
+def _sku_card(sku: dict[str, Any]) -> dict[str, Any]:
     fc = sku.get("forecast") or {}
-    state = fc.get("state", "unknown")
-    reserve = _num(sku.get("reserve"))
-    shortfall = _num(sku.get("shortfall"))
-    extra = f" · reserve {reserve}" if reserve else ""
-    extra += f' · <span class="warn">short {shortfall}</span>' if shortfall else ""
-    return (
-        '<div class="sku">'
-        f"<h3>{_e(sku.get('skuPartNumber'))}</h3>"
-        f'<div class="muted">status {_e(sku.get("capabilityStatus"))}{extra}</div>'
-        '<div class="row">'
-        f"{seat_bars(sku)}{history_chart(sku.get('history') or [])}"
-        "</div>"
-        f'<div class="fc {_e(state)}">Forecast: {_e(fc.get("text", "not enough history yet"))}'
-        "</div></div>"
-    )
+    return {
+        "label": sku_row_label(sku),
+        "part": sku.get("skuPartNumber"),
+        "status": sku.get("capabilityStatus"),
+        "reserve": _num(sku.get("reserve")),
+        "shortfall": _num(sku.get("shortfall")),
+        "bars": seat_bars(sku),
+        "chart": history_chart(sku.get("history") or []),
+        "forecast_state": fc.get("state", "unknown"),
+        "forecast_text": fc.get("text", "not enough history yet"),
+    }
 
 
-def _groups(groups: list[dict[str, Any]]) -> str:
-    if not groups:
-        return "<p class=muted>No run has decided any group yet.</p>"
+def _groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
     counts = Counter(str(g.get("decision")) for g in groups)
     order = [d for d in DECISION_ORDER if d in counts] + sorted(set(counts) - set(DECISION_ORDER))
-    badges = "".join(
-        f'<span class="badge" style="background:{DECISION_COLOURS.get(d, "#455a64")}">'
-        f"{_e(d)} {counts[d]}</span>"
-        for d in order
-    )
     rank = {d: i for i, d in enumerate(order)}
-    rows = "".join(
-        "<tr>"
-        f'<td><span class="badge" style="background:'
-        f'{DECISION_COLOURS.get(str(g.get("decision")), "#455a64")}">{_e(g.get("decision"))}'
-        "</span></td>"
-        f"<td>{_e(g.get('displayName'))}</td><td>{_e(g.get('profile'))}</td>"
-        f"<td>{_e(g.get('outcome'))}</td><td>{_e(g.get('reason'))}</td></tr>"
+    rows = [
+        {k: g.get(k) for k in ("decision", "displayName", "profile", "outcome", "reason")}
         for g in sorted(
             groups,
             key=lambda g: (rank.get(str(g.get("decision")), 99), str(g.get("displayName"))),
         )
-    )
-    return (
-        f'<div class="counts">{badges}</div><table><tr><th>decision</th><th>group</th>'
-        f"<th>profile</th><th>outcome</th><th>reason</th></tr>{rows}</table>"
-    )
+    ]
+    return {"counts": [(d, counts[d]) for d in order], "rows": rows}
 
 
-def _alerts(alerts: list[dict[str, Any]]) -> str:
-    if not alerts:
-        return "<p class=muted>No open alerts.</p>"
-    rows = "".join(
-        f'<tr><td class="sev">{_e(a.get("severity"))}</td><td>{_e(a.get("kind"))}</td>'
-        f"<td>{_e(a.get('subject'))}</td><td>{_e(a.get('status'))}</td>"
-        f"<td>{_e((a.get('since') or '')[:16].replace('T', ' '))}</td></tr>"
-        for a in alerts
-    )
-    return (
-        "<table><tr><th>severity</th><th>kind</th><th>subject</th><th>status</th>"
-        f"<th>since (UTC)</th></tr>{rows}</table>"
-    )
+def _run(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {k: run.get(k) for k in ("runId", "mode", "status")} if run else None
 
 
 def render_dashboard(status: dict[str, Any]) -> str:
-    run = status.get("seatsRun") or status.get("latestRun")
-    latest = status.get("latestRun")
-    run_line = "no run recorded yet"
-    if run:
-        run_line = (
-            f"groups and demand from run {_e(run['runId'])} ({_e(run.get('mode'))}, "
-            f"{_e(run.get('status'))})"
-        )
-    if latest and run and latest["runId"] != run["runId"]:
-        run_line += f" · latest run {_e(latest['runId'])} is {_e(latest.get('status'))}"
-    source = "Graph, now" if status.get("seatsSource") == "graph" else "the latest run"
-    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in status.get("warnings") or [])
-    skus = "".join(_sku_card(s) for s in status.get("skus") or []) or (
-        "<p class=muted>No SKU figures yet.</p>"
-    )
-    generated = str(status.get("generatedAt", ""))[:19].replace("T", " ")
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width,initial-scale=1'>"
-        "<title>Group licensing: seats</title>"
-        f"<style>{CSS}</style></head><body>"
-        "<header><h1>Group licensing: seats</h1>"
-        f"<p>Generated {_e(generated)} UTC · seats from {source} · {run_line}</p></header>"
-        f"<main>{warnings}"
-        "<section><h2>Seats per SKU</h2>"
-        '<p class="muted">Bars: enabled, consumed, free (enabled &minus; consumed) and demand '
-        "of the tagged groups. Chart: consumed seats per run (line) against enabled "
-        "(dashed). Forecast: when consumed reaches enabled at the least-squares growth of "
-        "the last 30 days.</p>"
-        f'<div class="skus">{skus}</div></section>'
-        f"<section><h2>Groups by decision</h2>{_groups(status.get('groups') or [])}</section>"
-        f"<section><h2>Open alerts</h2>{_alerts(status.get('openAlerts') or [])}</section>"
-        "</main></body></html>"
+    """The page (shared/templates/dashboard.html.j2, autoescaped)."""
+    return render_template(
+        "dashboard.html.j2",
+        generated=str(status.get("generatedAt", ""))[:19].replace("T", " "),
+        source="Graph, now" if status.get("seatsSource") == "graph" else "the latest run",
+        run=_run(status.get("seatsRun") or status.get("latestRun")),
+        latest=_run(status.get("latestRun")),
+        warnings=status.get("warnings") or [],
+        skus=[_sku_card(s) for s in status.get("skus") or []],
+        groups=_groups(status.get("groups") or []),
+        alerts=[
+            {
+                **{k: a.get(k) for k in ("severity", "kind", "subject", "status")},
+                "since": (a.get("since") or "")[:16].replace("T", " "),
+            }
+            for a in status.get("openAlerts") or []
+        ],
+        colours=DECISION_COLOURS,
     )

@@ -1,10 +1,12 @@
-"""When does a SKU run out at its recent growth? Least-squares slope of consumed seats per day."""
+"""When does a SKU run out at its recent growth? Least-squares slope of consumed seats per day
+(`statistics.linear_regression`, ordinary least squares)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import linear_regression
 
 MIN_POINTS = 3
 MIN_SPAN = timedelta(days=1)  # a few minutes of history says nothing about growth
@@ -38,11 +40,7 @@ def forecast(
     t0 = points[0][0]
     xs = [(t - t0).total_seconds() / 86_400 for t, _ in points]
     ys = [float(c) for _, c in points]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if var == 0:
-        return Forecast(0.0, None)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+    slope, _ = linear_regression(xs, ys)  # xs span MIN_SPAN, so they are never all equal
     if slope <= 0:
         return Forecast(slope, None)
     return Forecast(slope, at + timedelta(days=max(0.0, remaining / slope)))

@@ -9,8 +9,10 @@ that table lives in ``shared/licensing/`` (source and date in its README). Graph
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 _DATA = Path(__file__).with_name("licensing")
 
@@ -57,8 +59,23 @@ def product_name(sku_id: str | None = None, part_number: str | None = None) -> s
 
 def sku_label(sku_id: str | None = None, part_number: str | None = None) -> str:
     """E.g. "Office 365 E5 (ENTERPRISEPREMIUM)"; the part number (or id) alone if unlisted."""
-    name = product_name(sku_id, part_number)
-    code = part_number or sku_id or "?"
+    return _joined(product_name(sku_id, part_number), part_number or sku_id or "?")
+
+
+def sku_product_name(sku_id: str | None, part_number: str | None) -> str:
+    """The `productName` of an API SKU row: Microsoft's name, else the part number (or id)."""
+    return product_name(sku_id, part_number) or part_number or sku_id or "?"
+
+
+def sku_row_label(row: Mapping[str, Any]) -> str:
+    """The label of a SKU row (run summary, status): its `productName` with its part number.
+    Rows recorded before `productName` existed are named from the table."""
+    part = row.get("skuPartNumber") or row.get("skuId") or "?"
+    name = row.get("productName") or product_name(row.get("skuId"), row.get("skuPartNumber"))
+    return _joined(name, str(part))
+
+
+def _joined(name: str | None, code: str) -> str:
     if name and name.upper() != code.upper():
         return f"{name} ({code})"
     return code

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from shared.model import Group, Membership, Snapshot
-from shared.policy import ResolvedPolicy, ResolvedProfile
+from shared.model import Group, Membership, Sku, Snapshot
+from shared.names import plan_label, sku_label
+from shared.policy import ResolvedPolicy, ResolvedProfile, ResolvedSku
 
 if TYPE_CHECKING:
     from shared.removals import RemovalPlan
@@ -377,14 +378,16 @@ def _precheck(
         if current is None:
             needs_write = True
             if group.assigned_licenses:  # a repair: say what is missing
-                plan.notes.append(f"{rs.part_number} is missing from the group")
+                plan.notes.append(
+                    f"{sku_label(rs.sku_id, rs.part_number)} is missing from the group"
+                )
         elif current.disabled_plans != rs.disabled_plan_ids:
             needs_write = True
-            plan.notes.append(f"{rs.part_number} disabled plans drifted from the profile")
+            plan.notes.append(_drift_note(rs, current.disabled_plans, snapshot.sku(rs.sku_id)))
         if rs.implicitly_disabled:
             plan.notes.append(
-                f"{rs.part_number}: plans outside the allow-list stay disabled: "
-                f"{', '.join(rs.implicitly_disabled)}"
+                f"{sku_label(rs.sku_id, rs.part_number)}: plans outside the allow-list stay "
+                f"disabled: {', '.join(plan_label(None, p) for p in rs.implicitly_disabled)}"
             )
         lacking[rs.sku_id] = set()
 
@@ -690,3 +693,19 @@ def _blocked(
 
 
 __all__ = ["Decision", "GroupPlan", "LicenseChange", "Plan", "SkuPlan", "make_plan"]
+
+
+def _drift_note(rs: ResolvedSku, disabled_now: frozenset[str], sku: Sku | None) -> str:
+    """Which plans differ from the profile, by the names people read."""
+    names = {p.id: p.name for p in sku.service_plans} if sku else {}
+
+    def plans(ids: set[str]) -> str:
+        return ", ".join(sorted(plan_label(i, names.get(i)) for i in ids))
+
+    parts = []
+    if on := set(rs.disabled_plan_ids - disabled_now):
+        parts.append(f"enabled in the group, disabled by the profile: {plans(on)}")
+    if off := set(disabled_now - rs.disabled_plan_ids):
+        parts.append(f"disabled in the group, enabled by the profile: {plans(off)}")
+    label = sku_label(rs.sku_id, rs.part_number)
+    return f"{label} disabled plans drifted from the profile ({'; '.join(parts)})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shared.names import sku_row_label
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 70) -> str:
     cells = [[_cell(v, max_width) for v in row] for row in rows]
@@ -83,7 +85,7 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
                 ],
                 [
                     [
-                        s["skuPartNumber"],
+                        sku_row_label(s),
                         s["capabilityStatus"],
                         s["enabled"],
                         s["consumed"],
@@ -202,7 +204,7 @@ def render_status(status: dict[str, Any]) -> str:
             ["sku", "status", "enabled", "consumed", "free", "demand", "forecast"],
             [
                 [
-                    s["skuPartNumber"],
+                    sku_row_label(s),
                     s.get("capabilityStatus"),
                     s["enabled"],
                     s["consumed"],

@@ -25,6 +25,7 @@ from shared.errors import ConfigurationError, GraphReadError, PolicyError
 from shared.executor import Outcome, apply_plan, apply_removals, budget_problem
 from shared.graph import GraphClient, required_roles
 from shared.model import Sku
+from shared.names import sku_product_name
 from shared.planner import Decision, Plan, make_plan
 from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
 from shared.removals import Baseline, RemovalKind, plan_removals, removal_summary
@@ -124,6 +125,7 @@ class RunReport:
                 {
                     "skuId": s.sku_id,
                     "skuPartNumber": s.part_number,
+                    "productName": sku_product_name(s.sku_id, s.part_number),
                     "capabilityStatus": s.capability_status,
                     "enabled": s.enabled,
                     "consumed": s.consumed,
@@ -508,6 +510,7 @@ async def execute_run(
                 group_ids=group_ids,
                 progress=progress,
                 guard=guard,
+                tracer_provider=tracer_provider,
             )
         finally:
             await guard.stop()
@@ -560,6 +563,7 @@ async def _execute_leased(
     credential: TokenCredential | None,
     group_ids: list[str] | None,
     progress: ProgressCallback | None,
+    tracer_provider: TracerProvider | None = None,
     guard: LeaseGuard,
 ) -> RunReport:
     """The run proper, while it holds the lease: read, plan, (apply), alert, record."""
@@ -576,6 +580,7 @@ async def _execute_leased(
                 cred,
                 settings.graph_base_url,
                 tracer=tracer,
+                tracer_provider=tracer_provider,
                 run_metrics=run_metrics,
                 progress=progress,
             )
@@ -736,6 +741,8 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
+    for s in skus:  # runs recorded before productName existed
+        s.setdefault("productName", sku_product_name(s.get("skuId"), s.get("skuPartNumber")))
     return {**run_from_entity(entity), "groups": groups, "skus": skus, "removals": removals}
 
 

@@ -26,8 +26,13 @@ import httpx
 from azure.core.credentials import TokenCredential
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.httpx import (
+    AsyncOpenTelemetryTransport,
+    RequestInfo,
+    ResponseInfo,
+)
 from opentelemetry.metrics import Meter, MeterProvider
-from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.trace import Span, Tracer, TracerProvider
 
 from shared.graph import RESOURCE_UNIT_HEADER, USAGE_HEADER, GraphClient
 from shared.model import Membership
@@ -131,44 +136,44 @@ class RunMetrics:
 # -- Graph instrumentation ----------------------------------------------------------------------
 
 
-class _TracedTransport(httpx.AsyncBaseTransport):
-    """Wraps the transport under msgraph's middleware, so every attempt (retries too) is seen."""
+class _GraphHooks:
+    """Request and response hooks for opentelemetry-instrumentation-httpx's transport: the span
+    is the library's (one per HTTP attempt, retries too, since it sits under msgraph's retry
+    middleware); these name it `graph <METHOD>` and add what Graph's pacing and the run's metrics
+    need (resource units, the throttle percentage, 429s)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, graph: InstrumentedGraphClient) -> None:
-        self.inner = inner
+    def __init__(self, graph: InstrumentedGraphClient) -> None:
         self.graph = graph
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        g = self.graph
-        path = request.url.path
-        with g.tracer.start_as_current_span(
-            SPAN_GRAPH_PREFIX + request.method,
-            kind=SpanKind.CLIENT,
-            attributes={"http.request.method": request.method, "url.path": path},
-        ) as span:
-            response = await self.inner.handle_async_request(request)
-            span.set_attribute("http.response.status_code", response.status_code)
-            attrs: dict[str, str | int] = {"method": request.method, "status": response.status_code}
-            if g.metrics:
-                g.metrics.graph_requests.add(1, attrs)
-            ru = response.headers.get(RESOURCE_UNIT_HEADER)
-            if ru and ru.isdigit():
-                span.set_attribute("graph.resource_units", int(ru))
-                if g.metrics:
-                    g.metrics.resource_units.add(int(ru), {"method": request.method})
-            usage = response.headers.get(USAGE_HEADER)
-            if usage:  # over 0.8 of a limit: the pacer slows down (shared/graph.py GraphPacer)
-                span.set_attribute("graph.throttle_limit_percentage", usage)
-            if response.status_code == 429:
-                g.throttled += 1
-                span.set_attribute("graph.throttled", True)
-                if g.metrics:
-                    g.metrics.throttled.add(1, {"method": request.method})
-                log.warning("Graph throttled %s %s", request.method, path)
-            return response
+    async def request(self, span: Span, request: RequestInfo) -> None:
+        method = request.method.decode()
+        span.update_name(SPAN_GRAPH_PREFIX + method)
+        # The stable HTTP names, whichever semantic-convention mode the library runs in.
+        span.set_attribute("http.request.method", method)
+        span.set_attribute("url.path", httpx.URL(request.url).path)
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    async def response(self, span: Span, request: RequestInfo, response: ResponseInfo) -> None:
+        g = self.graph
+        method = request.method.decode()
+        status = response.status_code
+        headers = httpx.Headers(response.headers)
+        span.set_attribute("http.response.status_code", status)
+        if g.metrics:
+            g.metrics.graph_requests.add(1, {"method": method, "status": status})
+        ru = headers.get(RESOURCE_UNIT_HEADER)
+        if ru and ru.isdigit():
+            span.set_attribute("graph.resource_units", int(ru))
+            if g.metrics:
+                g.metrics.resource_units.add(int(ru), {"method": method})
+        usage = headers.get(USAGE_HEADER)
+        if usage:  # over 0.8 of a limit: the pacer slows down (shared/graph.py GraphPacer)
+            span.set_attribute("graph.throttle_limit_percentage", usage)
+        if status == 429:
+            g.throttled += 1
+            span.set_attribute("graph.throttled", True)
+            if g.metrics:
+                g.metrics.throttled.add(1, {"method": method})
+            log.warning("Graph throttled %s %s", method, httpx.URL(request.url).path)
 
 
 class InstrumentedGraphClient(GraphClient):
@@ -181,6 +186,7 @@ class InstrumentedGraphClient(GraphClient):
         base_url: str,
         *,
         tracer: Tracer,
+        tracer_provider: TracerProvider | None = None,
         run_metrics: RunMetrics | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
@@ -189,9 +195,14 @@ class InstrumentedGraphClient(GraphClient):
         self.progress = progress
         self.throttled = 0
         # Under the SDK's middleware, so every attempt (retries too) gets a span and is counted.
-        super().__init__(
-            credential, base_url, transport=_TracedTransport(httpx.AsyncHTTPTransport(), self)
+        hooks = _GraphHooks(self)
+        transport = AsyncOpenTelemetryTransport(
+            httpx.AsyncHTTPTransport(),
+            tracer_provider=tracer_provider,
+            request_hook=hooks.request,
+            response_hook=hooks.response,
         )
+        super().__init__(credential, base_url, transport=transport)
         self._members_read = 0
         self._writes_done = 0
         self._writes_total = 0

@@ -24,7 +24,9 @@ def test_exhaustion_mails_once_again_when_worse_and_when_resolved(world_factory:
     world = world_factory(t.build(), POLICY)
 
     apply(world)  # 4 wanted, 2 free: short by 2
-    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+    assert subjects(world) == [
+        "[Licensing] Power BI Pro (POWER_BI_PRO) has run out: 2 more seat(s) needed"
+    ]
     apply(world)  # unchanged: no second mail
     assert len(subjects(world)) == 1
 
@@ -33,14 +35,14 @@ def test_exhaustion_mails_once_again_when_worse_and_when_resolved(world_factory:
     world.sim.admin("POST", f"/_sim/groups/{bi}/members", {"id": newcomer})
     apply(world)  # worse: short by 3
     assert subjects(world)[1:] == [
-        "[Licensing] Worse: POWER_BI_PRO has run out: 3 more seat(s) needed"
+        "[Licensing] Worse: Power BI Pro (POWER_BI_PRO) has run out: 3 more seat(s) needed"
     ]
 
     world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 10})  # seats bought
     summary = apply(world)
     assert {g["displayName"]: g["decision"] for g in summary["groups"]} == {"LIC-BI": "assign"}
     assert subjects(world)[2:] == [
-        "[Licensing] Resolved: POWER_BI_PRO has run out: 3 more seat(s) needed"
+        "[Licensing] Resolved: Power BI Pro (POWER_BI_PRO) has run out: 3 more seat(s) needed"
     ]
     apply(world)
     assert len(subjects(world)) == 3
@@ -102,7 +104,9 @@ def test_a_failing_mailbox_leaves_enforcement_and_records_intact_and_retries(wor
 
     world.sim.admin("DELETE", "/_sim/faults")
     apply(world)  # the unsent alert goes out on the next run
-    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+    assert subjects(world) == [
+        "[Licensing] Power BI Pro (POWER_BI_PRO) has run out: 2 more seat(s) needed"
+    ]
 
 
 def test_an_operator_snoozes_a_condition_from_the_command_line(
@@ -186,7 +190,9 @@ def test_a_failed_run_sends_the_run_problem_and_resolves_nothing(world_factory: 
     t.group("LIC-BI", "powerbi", t.users_named("bi", 4))
     world = world_factory(t.build(), POLICY)
     apply(world)
-    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+    assert subjects(world) == [
+        "[Licensing] Power BI Pro (POWER_BI_PRO) has run out: 2 more seat(s) needed"
+    ]
     world.sim.admin("POST", "/_sim/faults", {"path": "/subscribedSkus", "status": 403, "count": 9})
     summary = apply(world)
     assert summary["status"] == "failed"
@@ -267,7 +273,8 @@ def test_seats_are_measured_once_graph_finished_processing_and_the_low_alert_fir
     assert sku["freeAfter"] == 3  # what Graph counts once it processed the group
     assert world.state()["skus"][2]["consumedUnits"] == 7
     assert subjects(world) == [
-        "[Licensing] POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+        "[Licensing] Power BI Pro (POWER_BI_PRO) is running low: 3 free seat(s), "
+        "under the warning level of 5"
     ]
 
 
@@ -280,7 +287,8 @@ def test_seats_still_processing_at_the_wait_cap_are_labelled_planned_and_still_a
     assert world.state()["skus"][2]["consumedUnits"] == 0  # Graph has not processed it yet
     assert sku["freeAfterSource"] == "planned" and sku["freeAfter"] == 3
     assert subjects(world) == [
-        "[Licensing] POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+        "[Licensing] Power BI Pro (POWER_BI_PRO) is running low: 3 free seat(s), "
+        "under the warning level of 5"
     ]
 
 
@@ -292,7 +300,9 @@ def test_a_limited_run_or_a_profile_sku_the_tenant_lacks_leaves_a_seat_alert_ope
     team = t.group("LIC-Team", "e5-full", t.users_named("team", 2))
     world = world_factory(t.build(), POLICY)
     apply(world)
-    assert subjects(world) == ["[Licensing] POWER_BI_PRO has run out: 2 more seat(s) needed"]
+    assert subjects(world) == [
+        "[Licensing] Power BI Pro (POWER_BI_PRO) has run out: 2 more seat(s) needed"
+    ]
 
     # Limited to LIC-Team: LIC-BI's demand for Power BI was not read.
     asyncio.run(execute_run(world.settings, "apply", "test", group_ids=[team]))

@@ -91,7 +91,7 @@ def test_status_progress_and_dashboard_on_the_demo_tenant(
 
     assert main(["status"]) == 0
     status = capsys.readouterr().out
-    assert "ENTERPRISEPREMIUM" in status and "not enough history yet" in status
+    assert "Office 365 E5 (ENTERPRISEPREMIUM)" in status and "not enough history yet" in status
     assert f"Latest run: {run_id}" in status and "Open alerts: 2" in status
     assert main(["status", "--json"]) == 0
     assert '"seatsSource": "graph"' in capsys.readouterr().out
@@ -99,7 +99,24 @@ def test_status_progress_and_dashboard_on_the_demo_tenant(
     out = tmp_path / "seats.html"
     assert main(["dashboard", "--out", str(out)]) == 0
     html = out.read_text()
-    assert "ENTERPRISEPREMIUM" in html and "LIC-Partners-E5" in html
+    assert "<h3>Office 365 E5 (ENTERPRISEPREMIUM)</h3>" in html and "LIC-Partners-E5" in html
+
+
+def test_seats_table_and_mail_name_skus_as_microsoft_does(
+    cli_world: World, capsys: pytest.CaptureFixture[str]
+):
+    # The demo tenant carries Microsoft's real skuIds; the table and the mail name each product.
+    assert main(["apply"]) == 0
+    out = capsys.readouterr().out
+    seats = out[out.index("\nSeats\n") :]
+    rows = {line.split("  ")[0] for line in seats.splitlines()[3:] if line.strip()}
+    assert "Office 365 E5 (ENTERPRISEPREMIUM)" in rows
+    assert "Enterprise Mobility + Security E5 (EMSPREMIUM)" in rows
+    mails = cli_world.sim.admin("GET", "/_sim/outbox")["value"]
+    [mail] = [m["message"] for m in mails if "has run out" in m["message"]["subject"]]
+    assert mail["subject"].startswith("[Licensing] Power BI Pro (POWER_BI_PRO) has run out")
+    assert ">Licence</td><td" in mail["body"]["content"]
+    assert ">Power BI Pro (POWER_BI_PRO)</td>" in mail["body"]["content"]
 
 
 def test_exit_codes_a_script_can_use(cli_world: World, capsys: pytest.CaptureFixture[str]):

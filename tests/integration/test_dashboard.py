@@ -114,8 +114,10 @@ def test_dashboard_in_chromium_shows_the_demo_tenants_seats(app_world: World, se
     html = dom.stdout
     assert "Group licensing: seats" in html
     assert status["skus"], "the demo tenant's SKUs are shown"
+    # The demo tenant carries Microsoft's skuIds: each card is titled with the product name.
+    assert "<h3>Office 365 E5 (ENTERPRISEPREMIUM)</h3>" in html
     for sku in status["skus"]:
-        assert f"<h3>{sku['skuPartNumber']}</h3>" in html
+        assert sku["productName"] and f"({sku['skuPartNumber']})</h3>" in html
         for figure in ("enabled", "consumed", "free", "demand"):
             assert f"<title>{figure}: {sku[figure]}</title>" in html, (sku["skuPartNumber"], figure)
     growing = {s["skuPartNumber"]: s["forecast"] for s in status["skus"]}

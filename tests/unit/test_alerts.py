@@ -106,8 +106,8 @@ def test_exhausted_sku_opens_one_alert_with_numbers_and_what_to_do():
     [action] = transitions(conditions(shortfall=3), {}, NOW, scope=FULL)
     assert action.transition == "opened"
     subject, body = render(action, "run-1")
-    assert subject == "[Licensing] POWER_BI_PRO has run out: 3 more seat(s) needed"
-    assert "Buy 3 seat(s) of POWER_BI_PRO" in body and "run-1" in body
+    assert subject == "[Licensing] Power BI Pro (POWER_BI_PRO) has run out: 3 more seat(s) needed"
+    assert "Buy 3 seat(s) of Power BI Pro (POWER_BI_PRO)" in body and "run-1" in body
     assert ">Demand<" in body and ">50<" in body
 
 
@@ -121,7 +121,7 @@ def test_lifecycle_open_continue_worsen_resolve_reopen():
     assert mailed(run_once(conditions(shortfall=0), states, NOW + 5 * HOUR)) == []
     assert mailed(run_once(conditions(shortfall=1), states, NOW + 6 * HOUR)) == ["reopened"]
     assert render(transitions(conditions(shortfall=1), {}, NOW, scope=FULL)[0], "r")[0].startswith(
-        "[Licensing] POWER_BI_PRO"
+        "[Licensing] Power BI Pro (POWER_BI_PRO)"
     )
 
 
@@ -184,7 +184,7 @@ def test_warning_threshold_and_growth_forecast_open_a_low_seats_alert():
     )
     low = open_conditions(summary(shortfall=0, free_after=3), "succeeded", policy, now=NOW)
     assert low["sku-low-" + PBI].subject == (
-        "POWER_BI_PRO is running low: 3 free seat(s), under the warning level of 5"
+        "Power BI Pro (POWER_BI_PRO) is running low: 3 free seat(s), under the warning level of 5"
     )
     assert open_conditions(summary(shortfall=0, free_after=8), "succeeded", policy, now=NOW) == {}
     # 2 seats a day for 10 days, 20 free: runs out in about 10 days, inside the 30-day window
@@ -219,6 +219,34 @@ def test_failed_and_partial_runs_alert_and_a_failure_after_partial_is_worse():
         "worsened"
     ]
     assert mailed(run_once(conditions(shortfall=0), states, NOW + 2 * HOUR)) == ["resolved"]
+
+
+def sku_mail(**row: Any) -> tuple[str, str]:
+    data = summary(shortfall=2)
+    data["skus"][0].update(row)
+    [action] = [
+        a
+        for a in transitions(open_conditions(data, "succeeded", now=NOW), {}, NOW, scope=FULL)
+        if a.kind == "sku-exhausted"
+    ]
+    return render(action, "r")
+
+
+def test_mail_names_the_sku_as_microsoft_does_and_an_unlisted_one_by_its_part_number():
+    e5 = "c7df2760-2c81-4ef7-b578-5b5392b571df"
+    subject, body = sku_mail(skuId=e5, skuPartNumber="ENTERPRISEPREMIUM")
+    assert subject.startswith("[Licensing] Office 365 E5 (ENTERPRISEPREMIUM) has run out")
+    assert ">Office 365 E5 (ENTERPRISEPREMIUM)</td>" in body
+    unlisted = "00000000-0000-0000-0000-0000000000aa"
+    subject, body = sku_mail(skuId=unlisted, skuPartNumber="CONTOSO_SPECIAL")
+    assert subject.startswith("[Licensing] CONTOSO_SPECIAL has run out")
+    assert ">CONTOSO_SPECIAL</td>" in body
+
+
+def test_a_hostile_product_name_is_escaped_in_the_mail():
+    subject, body = sku_mail(productName="<script>alert(1)</script>")
+    assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt; (POWER_BI_PRO)" in body
+    assert "\n" not in subject
 
 
 def test_licence_errors_that_seats_will_not_fix_name_the_error_and_the_fix():

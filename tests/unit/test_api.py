@@ -125,6 +125,40 @@ def test_dashboard_escapes_every_directory_value():
     assert "<script" not in html and "&lt;script&gt;" in html
 
 
+def dashboard_of(**sku: object) -> str:
+    row = {"skuPartNumber": "POWER_BI_PRO", "enabled": 5, "consumed": 1, "free": 4, "demand": 0}
+    return render_dashboard({"generatedAt": NOW.isoformat(), "skus": [{**row, **sku}]})
+
+
+def test_dashboard_names_skus_as_microsoft_does_and_unlisted_ones_by_part_number():
+    e5 = "c7df2760-2c81-4ef7-b578-5b5392b571df"
+    assert "<h3>Office 365 E5 (ENTERPRISEPREMIUM)</h3>" in dashboard_of(
+        skuId=e5, skuPartNumber="ENTERPRISEPREMIUM", productName="Office 365 E5"
+    )
+    # A run recorded before productName existed is named from Microsoft's table.
+    assert "<h3>Office 365 E5 (ENTERPRISEPREMIUM)</h3>" in dashboard_of(
+        skuId=e5, skuPartNumber="ENTERPRISEPREMIUM"
+    )
+    unlisted = "00000000-0000-0000-0000-0000000000aa"
+    assert "<h3>CONTOSO_SPECIAL</h3>" in dashboard_of(
+        skuId=unlisted, skuPartNumber="CONTOSO_SPECIAL"
+    )
+
+
+def test_status_table_falls_back_to_the_part_number_of_an_unlisted_sku():
+    from shared.report import render_status
+
+    row = {"skuPartNumber": "CONTOSO_SPECIAL", "enabled": 5, "consumed": 1, "free": 4}
+    out = render_status({"skus": [{**row, "skuId": "00000000-0000-0000-0000-0000000000aa"}]})
+    assert out.splitlines()[3].startswith("CONTOSO_SPECIAL  ")
+
+
+def test_dashboard_escapes_a_hostile_product_name():
+    html = dashboard_of(skuId="x", productName="<script>alert(1)</script>")
+    assert "<script" not in html
+    assert "<h3>&lt;script&gt;alert(1)&lt;/script&gt; (POWER_BI_PRO)</h3>" in html
+
+
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 

@@ -8,6 +8,7 @@ from tests.factories import (
     E5,
     EMS,
     PBI,
+    TEAMS,
     YAMMER,
     default_skus,
     e5_full,
@@ -55,6 +56,18 @@ def test_drifted_disabled_plans_are_repaired_without_new_seats():
     assert gp.decision is Decision.REPAIR
     assert gp.demand == {}
     assert {c.sku_id: c.disabled_plan_ids for c in gp.add_licenses} == {E5: (), EMS: ()}
+
+
+def test_plan_drift_note_names_the_sku_and_plans_as_people_know_them():
+    g = group("LIC-Ops", "e5-full", (AssignedLicense(E5, frozenset({TEAMS})), AssignedLicense(EMS)))
+    plan = make_plan(
+        snapshot(default_skus(e5=1, consumed_e5=1), (g, [user(holds=(E5, EMS))])), resolved()
+    )
+    [gp] = plan.groups
+    [note] = [n for n in gp.notes if "drifted" in n]
+    # The factories' E5 id is Microsoft's id of Office 365 E3; the id wins over the part number.
+    assert note.startswith("Office 365 E3 (ENTERPRISEPREMIUM) disabled plans drifted")
+    assert "disabled in the group, enabled by the profile: Microsoft Teams (TEAMS1)" in note
 
 
 def test_group_missing_one_profile_sku_is_repaired():
