@@ -789,8 +789,15 @@ def _user(item: dict[str, Any]) -> User:
             held.add(sku_id)
         if state != "Active" or error not in (None, "None"):
             group = s.get("assignedByGroup")
+            stamp = s.get("lastUpdatedDateTime")
             states.append(
-                LicenseState(sku_id, str(group).lower() if group else None, str(state or ""), error)
+                LicenseState(
+                    sku_id,
+                    str(group).lower() if group else None,
+                    str(state or ""),
+                    error,
+                    stamp if isinstance(stamp, str) else None,
+                )
             )
     if not raw_states:
         held = {str(a["skuId"]).lower() for a in _list(item, "assignedLicenses")}

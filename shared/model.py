@@ -69,6 +69,7 @@ class LicenseState:
     assigned_by_group: str | None
     state: str
     error: str | None
+    last_updated: str | None = None  # lastUpdatedDateTime as Graph gave it (the waiting list)
 
 
 @dataclass(frozen=True)
