@@ -7,6 +7,7 @@
 - HTTP `GET /api/runs`, `GET /api/runs/{runId}`: recorded runs (paged), one run
 - HTTP `GET /api/status`: seats per SKU now, latest run, open alerts
 - HTTP `GET /api/dashboard`: the same as one HTML page with seat history and forecasts
+- HTTP `GET /api/waiting`: who waits for a seat (the latest run's waiting list, paged)
 
 Who may call which route (App Service Authentication, app roles): shared/api.py `authorize`,
 docs/operations.md.
@@ -192,3 +193,14 @@ async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+@app.route(route="waiting", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@_guarded
+async def list_waiting(req: func.HttpRequest) -> func.HttpResponse:
+    _authorize(req, "read")
+    store = TableStore.from_settings(settings())
+    status, body, headers = await asyncio.to_thread(
+        api.waiting_page, store, dict(req.params), _base_url(req)
+    )
+    return _json(body, status, headers)

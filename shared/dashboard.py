@@ -8,6 +8,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from shared.waiting import waiting_sentence
+
 DECISION_ORDER = [
     "blocked-seats",
     "blocked-guests",
@@ -203,6 +205,39 @@ def _alerts(alerts: list[dict[str, Any]]) -> str:
     )
 
 
+def waiting_section(waiting: dict[str, Any] | None) -> str:
+    """ "Waiting for a seat": people per SKU and the longest wait, from the latest run's list."""
+    if not waiting:
+        return "<p class=muted>No run has recorded a waiting list yet.</p>"
+    complete = bool(waiting.get("complete"))
+    unread = [g.get("displayName") or g.get("groupId") for g in waiting.get("unreadGroups") or []]
+    note = ""
+    if unread:
+        note = (
+            f'<p class="warn">Not complete: the members of {_e(", ".join(unread))} could not be '
+            "read, so who waits there is unknown.</p>"
+        )
+    counts = waiting.get("skus") or []
+    if not counts:
+        return note + (
+            "<p class=muted>Nobody waits for a seat.</p>"
+            if complete
+            else "<p class=muted>Nobody waits in the groups that were read.</p>"
+        )
+    rows = "".join(
+        f"<tr><td>{_e(c.get('productName'))}</td><td>{_e(c.get('waiting'))}</td>"
+        f"<td>{_e((c.get('longestSince') or '')[:10])}</td>"
+        f"<td>{_e(waiting_sentence(c, complete))}</td></tr>"
+        for c in counts
+    )
+    return note + (
+        "<table><tr><th>licence</th><th>people waiting</th><th>longest since</th>"
+        f"<th></th></tr>{rows}</table>"
+        f'<p class="muted">From run {_e(waiting.get("runId"))}; the names: GET /api/waiting '
+        "or python -m shared waiting.</p>"
+    )
+
+
 def render_dashboard(status: dict[str, Any]) -> str:
     run = status.get("seatsRun") or status.get("latestRun")
     latest = status.get("latestRun")
@@ -234,6 +269,7 @@ def render_dashboard(status: dict[str, Any]) -> str:
         "(dashed). Forecast: when consumed reaches enabled at the least-squares growth of "
         "the last 30 days.</p>"
         f'<div class="skus">{skus}</div></section>'
+        f"<section><h2>Waiting for a seat</h2>{waiting_section(status.get('waiting'))}</section>"
         f"<section><h2>Groups by decision</h2>{_groups(status.get('groups') or [])}</section>"
         f"<section><h2>Open alerts</h2>{_alerts(status.get('openAlerts') or [])}</section>"
         "</main></body></html>"

@@ -16,6 +16,7 @@ so the list is not complete (never an empty group).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -278,3 +279,47 @@ def entry_json(w: Waiter) -> dict[str, Any]:
         "since": w.since.isoformat() if w.since else None,
         "sinceSource": w.since_source,
     }
+
+
+def summary_json(wl: WaitingList, now: datetime) -> dict[str, Any]:
+    """What a run's summary (and its run row) says about the list: counts, never the names."""
+    items = [entry_json(w) for w in wl.entries]
+    return {
+        "complete": wl.complete,
+        "unreadGroups": [{"groupId": gid, "displayName": name} for gid, name in wl.unread_groups],
+        "limitedTo": list(wl.limited_to),
+        "people": len({w.user_id for w in wl.entries if w.waiting}),
+        "entries": len(items),
+        "skus": sku_counts(items, now),
+    }
+
+
+_ROW_FIELDS = (
+    "userId",
+    "userPrincipalName",
+    "groupId",
+    "group",
+    "reason",
+    "decision",
+    "place",
+    "seat",
+    "since",
+    "sinceSource",
+)
+
+
+def to_row(item: dict[str, Any]) -> dict[str, Any]:
+    """An entry_json item as Table properties (names are values, never keys)."""
+    row = {f[0].upper() + f[1:]: item[f] for f in _ROW_FIELDS}
+    row["SkusJson"] = json.dumps(item["skus"], sort_keys=True)
+    return row
+
+
+def from_row(row: dict[str, Any]) -> dict[str, Any]:
+    item = {f: row.get(f[0].upper() + f[1:]) for f in _ROW_FIELDS}
+    item["skus"] = json.loads(row.get("SkusJson") or "[]")
+    return {k: item[k] for k in (*_ROW_FIELDS[:4], "skus", *_ROW_FIELDS[4:])}
+
+
+def waiting_item_position(row_key: str) -> int:
+    return int(row_key.rsplit("-", 1)[-1])
