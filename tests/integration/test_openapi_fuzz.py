@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Any]] = [
     ("GET", re.compile(r"^/api/runs/(?P<runId>[^/]+)$"), function_app.get_run),
     ("GET", re.compile(r"^/api/status$"), function_app.get_status),
     ("GET", re.compile(r"^/api/dashboard$"), function_app.dashboard),
+    ("GET", re.compile(r"^/api/waiting$"), function_app.list_waiting),
 ]
 
 
