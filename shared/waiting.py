@@ -189,7 +189,8 @@ def with_since(
 
     Returns the list with dates, and the first-seen rows to keep: every listed person, plus the
     rows of groups this run did not read (unread, or outside a limited run): those people may
-    still wait. Everyone else has left the list (they hold the licence, or left the group).
+    still wait. Everyone else has left the list (they hold the licence, left the group, or the
+    group is no longer tagged).
     """
     out = []
     keep: dict[str, datetime] = {}
@@ -200,9 +201,13 @@ def with_since(
         source = "graph" if w.graph_since is not None and since == w.graph_since else "first-seen"
         out.append(replace(w, since=since, since_source=source))
         keep[w.key] = since
+    unread = {gid for gid, _ in wl.unread_groups}
     for key, seen in first_seen.items():
         group_id = key.rsplit("_", 1)[-1]
-        if key not in keep and group_id not in wl.read_group_ids:
+        # Not read this run: its members may still wait. In a run over every group, a group
+        # neither read nor unread is no longer tagged: nobody waits there for us any more.
+        not_read = group_id in unread or (bool(wl.limited_to) and group_id not in wl.read_group_ids)
+        if key not in keep and not_read:
             keep[key] = seen
     return replace(wl, entries=tuple(out)), keep
 

@@ -187,3 +187,15 @@ def test_seats_given_this_run_are_not_counted_as_waiting():
         "skus": [{"skuId": E5, "skuPartNumber": "ENTERPRISEPREMIUM"}],
     }
     assert sku_counts([item], NOW) == []
+
+
+def test_first_seen_rows_of_an_untagged_group_go_in_a_full_run_and_stay_in_a_limited_one():
+    g = group("LIC-BI", "powerbi", (AssignedLicense(PBI),))
+    snap = snapshot(default_skus(), (g, [user(holds=(PBI,))]))
+    plan = make_plan(snap, _policy())
+    seen = {"someone_untagged-group": NOW}
+    _, keep = with_since(waiting_list(snap, plan, _policy()), seen, NOW)
+    assert keep == {}
+    limited = waiting_list(snap, plan, _policy(), limited_to=(g.id,))
+    _, keep = with_since(limited, seen, NOW)
+    assert keep == seen
