@@ -25,6 +25,7 @@ from shared.names import sku_row_label
 from shared.policy import AlertSettings, ResolvedPolicy
 from shared.store import parse_time
 from shared.templating import clean, render_template
+from shared.waiting import waiting_sentence
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -158,7 +159,11 @@ def open_conditions(
                 "sku-exhausted",
                 f"{name} has run out: {sku['shortfall']} more seat(s) needed",
                 int(sku["shortfall"]),
-                (*numbers, ("Groups blocked", ", ".join(blocked) or "none")),
+                (
+                    *numbers,
+                    ("Groups blocked", ", ".join(blocked) or "none"),
+                    *_waiting_fact(summary, sid),
+                ),
                 f"Buy {sku['shortfall']} seat(s) of {name} or remove members; the next run "
                 "assigns the blocked groups and reprocesses users stuck in CountViolation.",
             )
@@ -279,6 +284,16 @@ def sudden_loss_conditions(summary: Mapping[str, Any]) -> dict[str, Condition]:
             "nor unlisted licences.",
         )
     return found
+
+
+def _waiting_fact(summary: Mapping[str, Any], sku_id: str) -> tuple[tuple[str, str], ...]:
+    """("Waiting", "12 people wait for Office 365 E5 (ENTERPRISEPREMIUM), the longest for 6
+    days") from the run's waiting list; nothing when the run recorded none."""
+    waiting = summary.get("waiting") or {}
+    for count in waiting.get("skus") or ():
+        if count.get("skuId") == sku_id:
+            return (("Waiting", waiting_sentence(count, bool(waiting.get("complete")))),)
+    return ()
 
 
 def _low_reason(

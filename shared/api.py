@@ -41,7 +41,15 @@ from shared.queue import (
 )
 from shared.run import RunReport, execute_run, read_run
 from shared.settings import Mode, Settings
-from shared.store import TableStore, iso, new_run_id, parse_time, run_from_entity, run_to_entity
+from shared.store import (
+    TableStore,
+    iso,
+    new_run_id,
+    parse_time,
+    run_from_entity,
+    run_to_entity,
+)
+from shared.waiting import from_row, waiting_item_position
 
 log = logging.getLogger("licensing")
 
@@ -593,6 +601,7 @@ async def build_status(
     }
     if with_details:
         status["groups"] = (last or {}).get("groups", [])
+        status["waiting"] = await asyncio.to_thread(latest_waiting_summary, store)
     return status
 
 
@@ -676,3 +685,108 @@ async def get_dashboard(request: Request, s: Settings) -> Response:
     status = await build_status(s, TableStore.from_settings(s), with_details=True)
     html = render_dashboard(status)
     return Response(200, html.encode("utf-8"), "text/html", DASHBOARD_HEADERS)
+
+
+# -- the waiting list ---------------------------------------------------------------------------
+
+WAITING_PARAMS = ("limit", "after", "runId", "code")
+
+
+def parse_waiting_page(params: Mapping[str, str]) -> tuple[int, int, str | None]:
+    """limit, after (the position of the previous page's last person), runId (default latest)."""
+    unknown = sorted(set(params) - set(WAITING_PARAMS))
+    if unknown:
+        raise bad_request(
+            f"unknown query parameter(s): {', '.join(unknown)} (allowed: limit, after, runId)"
+        )
+    limit = DEFAULT_PAGE
+    raw = params.get("limit")
+    if raw is not None:
+        if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_PAGE:
+            raise bad_request(f"limit must be an integer 1..{MAX_PAGE}, got {raw!r}")
+        limit = int(raw)
+    after = 0
+    raw = params.get("after")
+    if raw is not None:
+        if not re.fullmatch(r"[0-9]{1,7}", raw):
+            raise bad_request(
+                f"after must be the position of the previous page's last person (0..9999999), "
+                f"got {raw!r}"
+            )
+        after = int(raw)
+    run_id = params.get("runId")
+    if run_id is not None:
+        check_run_id(run_id)
+    return limit, after, run_id
+
+
+def waiting_page(
+    store: TableStore, params: Mapping[str, str], base_url: str
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """GET /api/waiting: (status, JSON body, headers). The latest unrestricted run's waiting
+    list (or runId's), paged; every page carries whether the list is complete and which groups
+    were not read, so a partial list never reads as the whole tenant."""
+    try:
+        limit, after, run_id = parse_waiting_page(params)
+        store.ensure_tables()
+        run_id = run_id or store.latest_waiting_run()
+        if run_id is None:
+            body: dict[str, Any] = {
+                "runId": None,
+                "generatedAt": None,
+                "complete": False,
+                "unreadGroups": [],
+                "limitedTo": [],
+                "people": 0,
+                "skus": [],
+                "value": [],
+                "nextLink": None,
+                "note": "no run has recorded a waiting list yet",
+            }
+            return 200, body, {}
+        head = store.waiting_head(run_id)
+        if head is None:
+            raise ApiError(404, "NotFound", f"run {run_id} recorded no waiting list")
+        summary = json.loads(head.get("SummaryJson") or "{}")
+        rows, more = store.waiting_items(run_id, limit, after)
+        items = [{"position": waiting_item_position(r["RowKey"]), **from_row(r)} for r in rows]
+        next_link = None
+        if more and items:
+            next_link = f"{base_url}/waiting?" + urlencode(
+                {"limit": limit, "after": items[-1]["position"], "runId": run_id}
+            )
+        body = {
+            "runId": run_id,
+            "generatedAt": head.get("GeneratedAt"),
+            "complete": bool(summary.get("complete")),
+            "unreadGroups": summary.get("unreadGroups") or [],
+            "limitedTo": summary.get("limitedTo") or [],
+            "people": int(summary.get("people") or 0),
+            "skus": summary.get("skus") or [],
+            "value": items,
+            "nextLink": next_link,
+        }
+        return 200, body, {}
+    except ApiError as exc:
+        return exc.status, exc.body(), {}
+
+
+def latest_waiting_summary(store: TableStore) -> dict[str, Any] | None:
+    """The latest unrestricted run's waiting counts (dashboard), or None."""
+    run_id = store.latest_waiting_run()
+    head = store.waiting_head(run_id) if run_id else None
+    if head is None:
+        return None
+    summary: dict[str, Any] = json.loads(head.get("SummaryJson") or "{}")
+    return {"runId": run_id, "generatedAt": head.get("GeneratedAt"), **summary}
+
+
+@endpoint
+async def get_waiting(request: Request, s: Settings) -> Response:
+    """GET /api/waiting: who waits for a seat (the latest unrestricted run's list, paged)."""
+    authorize_request(s, request, "read")
+    store = TableStore.from_settings(s)
+    status, body, headers = await asyncio.to_thread(
+        waiting_page, store, dict(request.params), request.base_url
+    )
+    return json_response(body, status, headers)

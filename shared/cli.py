@@ -1,6 +1,6 @@
 """Command line for operators: the same engine entry point the timer and HTTP API use.
 
-Verbs: plan, apply, runs, show RUN_ID, status, dashboard, validate [POLICY].
+Verbs: plan, apply, runs, show RUN_ID, status, dashboard, waiting, validate [POLICY].
 Exit codes: 0 succeeded, 1 failed (or no such run), 2 bad settings/usage/policy, 3 partial,
 4 refused (change budget).
 """
@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from shared.alerts import snooze
 from shared.api import build_status
@@ -29,6 +29,7 @@ from shared.run import execute_run, read_run
 from shared.settings import Settings
 from shared.store import TableStore
 from shared.telemetry import ProgressEvent
+from shared.waiting import days_waiting, from_row, waiting_sentence
 
 EXIT = {"succeeded": 0, "failed": 1, "partial": 3, "refused": 4}
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("dashboard", help="write the seat dashboard (HTML) to a file")
     p.add_argument("--out", type=Path, default=Path("dashboard.html"))
+    p = sub.add_parser("waiting", help="who waits for a seat (the latest run's waiting list)")
+    p.add_argument("--run", metavar="RUN_ID", help="that run's list (default: the latest)")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("alerts", help="list alert conditions, or snooze one")
     p.add_argument("--snooze", metavar="CONDITION", help="the condition key to silence")
     p.add_argument("--hours", type=float, default=24.0, help="how long to snooze (default 24)")
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "alerts":
             return _alerts(store, args.snooze, args.hours)
+        if args.command == "waiting":
+            return _waiting(store, args.run, args.json)
         if args.command == "runs":
             rows = store.list_runs(args.limit)
             print(
@@ -240,3 +246,67 @@ def _alerts(store: TableStore, snooze_key: str | None, hours: float) -> int:
         )
     )
     return 0
+
+
+def _waiting(store: TableStore, run_id: str | None, as_json: bool) -> int:
+    run_id = run_id or store.latest_waiting_run()
+    head = store.waiting_head(run_id) if run_id else None
+    if run_id is None or head is None:
+        print(
+            f"run {run_id} recorded no waiting list"
+            if run_id
+            else "no run has recorded a waiting list yet",
+            file=sys.stderr,
+        )
+        return 1
+    summary = json.loads(head.get("SummaryJson") or "{}")
+    rows, _ = store.waiting_items(run_id)
+    items = [from_row(r) for r in rows]
+    if as_json:
+        print(json.dumps({"runId": run_id, **summary, "value": items}, indent=2))
+        return 0
+    print(render_waiting(run_id, str(head.get("GeneratedAt") or ""), summary, items))
+    return 0
+
+
+def render_waiting(
+    run_id: str, generated: str, summary: dict[str, Any], items: list[dict[str, Any]]
+) -> str:
+    """The waiting list as text: completeness first, counts per SKU, then everyone in order."""
+    now = datetime.now(UTC)
+    complete = bool(summary.get("complete"))
+    lines = [f"Waiting list of run {run_id} ({generated[:16].replace('T', ' ')} UTC)"]
+    unread = [g.get("displayName") or g.get("groupId") for g in summary.get("unreadGroups") or []]
+    if unread:
+        lines.append(
+            f"NOT COMPLETE: the members of {', '.join(unread)} could not be read; "
+            "who waits there is unknown"
+        )
+    if summary.get("limitedTo"):
+        lines.append(f"NOT COMPLETE: the run read only {', '.join(summary['limitedTo'])}")
+    counts = summary.get("skus") or []
+    lines += [waiting_sentence(c, complete) for c in counts] or ["Nobody waits for a seat."]
+    if items:
+        lines.append("")
+        lines.append(
+            table(
+                ["place", "user", "licences", "group", "since (UTC)", "days", "seat"],
+                [
+                    [
+                        i["place"] if i["place"] is not None else f"- ({i['decision']})",
+                        i["userPrincipalName"],
+                        ", ".join(s["productName"] for s in i["skus"]),
+                        i["group"],
+                        (i["since"] or "")[:16].replace("T", " "),
+                        days_waiting(_since(i["since"]), now),
+                        i["seat"],
+                    ]
+                    for i in items
+                ],
+            )
+        )
+    return "\n".join(lines)
+
+
+def _since(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

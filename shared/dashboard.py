@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.names import sku_row_label
 from shared.templating import render_template
+from shared.waiting import waiting_sentence
 
 DECISION_ORDER = [
     "blocked-seats",
@@ -145,6 +146,28 @@ def _run(run: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: run.get(k) for k in ("runId", "mode", "status")} if run else None
 
 
+def waiting_section(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ "Waiting for a seat": people per SKU and the longest wait, from the latest run's list."""
+    if not waiting:
+        return None
+    complete = bool(waiting.get("complete"))
+    unread = [g.get("displayName") or g.get("groupId") for g in waiting.get("unreadGroups") or []]
+    return {
+        "complete": complete,
+        "unread": ", ".join(str(u) for u in unread),
+        "runId": waiting.get("runId") or "",
+        "rows": [
+            {
+                "product": c.get("productName") or "",
+                "waiting": c.get("waiting"),
+                "since": (c.get("longestSince") or "")[:10],
+                "sentence": waiting_sentence(c, complete),
+            }
+            for c in waiting.get("skus") or []
+        ],
+    }
+
+
 def render_dashboard(status: dict[str, Any]) -> str:
     """The page (shared/templates/dashboard.html.j2, autoescaped)."""
     return render_template(
@@ -164,4 +187,5 @@ def render_dashboard(status: dict[str, Any]) -> str:
             for a in status.get("openAlerts") or []
         ],
         colours=DECISION_COLOURS,
+        waiting=waiting_section(status.get("waiting")),
     )

@@ -874,13 +874,15 @@ def _user(item: dict[str, Any]) -> User:
             held.add(sku_id)
         if keep_all or state != "Active" or error not in (None, "None"):
             group = s.get("assignedByGroup")
+            stamp = s.get("lastUpdatedDateTime")
             states.append(
                 LicenseState(
                     sku_id,
                     str(group).lower() if group else None,
                     str(state or ""),
                     error,
-                    frozenset(str(p).lower() for p in s.get("disabledPlans") or ()),
+                    disabled_plans=frozenset(str(p).lower() for p in s.get("disabledPlans") or ()),
+                    last_updated=stamp if isinstance(stamp, str) else None,
                 )
             )
     if not raw_states:

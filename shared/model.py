@@ -72,6 +72,7 @@ class LicenseState:
     # Plans this assignment disables; kept (with Active states) only for users the removal
     # reports look at: a direct assignment, or a disabled account (shared/graph._user).
     disabled_plans: frozenset[str] = frozenset()
+    last_updated: str | None = None  # lastUpdatedDateTime as Graph gave it (the waiting list)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,10 @@ class Plan:
     requested_not_tagged: list[str] = field(default_factory=list)
     # Removal reports and typed removals (shared.removals.plan_removals fills it)
     removals: RemovalPlan | None = None
+    # Group ids in the order the ledger served them (processing, priority, demand): the waiting
+    # list's places (shared/waiting.py). Groups decided before the ledger (unknown, blocked by
+    # policy or guests) are not in it: they are not served until their problem is fixed.
+    service_order: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> list[GroupPlan]:
@@ -287,16 +291,7 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
     for sku_id, users in wanted.items():
         sku_plans[sku_id].demand = len(users)
 
-    # Groups Entra is already processing first: that is happening regardless.
-    candidates.sort(
-        key=lambda c: (
-            not c.processing,
-            c.plan.priority,
-            sum(len(u) for u in c.lacking.values()),
-            c.plan.display_name.lower(),
-            c.plan.group_id,
-        )
-    )
+    candidates.sort(key=_service_key)
     for cand in candidates:
         _decide(cand, ledger)
         finished.append(cand.plan)
@@ -308,6 +303,19 @@ def make_plan(snapshot: Snapshot, policy: ResolvedPolicy) -> Plan:
         list(sku_plans.values()),
         list(snapshot.warnings),
         list(snapshot.requested_not_tagged),
+        service_order=[c.plan.group_id for c in candidates],
+    )
+
+
+def _service_key(c: _Candidate) -> tuple[bool, int, int, str, str]:
+    """The order groups are served in: groups Entra is already processing first (that is
+    happening regardless), then policy priority (lower first), then smaller demand."""
+    return (
+        not c.processing,
+        c.plan.priority,
+        sum(len(u) for u in c.lacking.values()),
+        c.plan.display_name.lower(),
+        c.plan.group_id,
     )
 
 

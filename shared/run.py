@@ -19,12 +19,13 @@ from opentelemetry.trace import Span, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace import Status as SpanStatus
 
 from shared import alerts as alerts_mod
+from shared import waiting as waiting_mod
 from shared.collect import IN_CLAUSE_LIMIT, collect
 from shared.credentials import credential_for
 from shared.errors import ConfigurationError, GraphReadError, PolicyError
 from shared.executor import Outcome, apply_plan, apply_removals, budget_problem
 from shared.graph import GraphClient, required_roles
-from shared.model import Sku
+from shared.model import Sku, Snapshot
 from shared.names import sku_product_name
 from shared.planner import Decision, Plan, make_plan
 from shared.policy import Policy, ResolvedPolicy, load_policy, resolve
@@ -35,6 +36,7 @@ from shared.store import (
     LIVENESS_PREFIX,
     RunRowChanged,
     TableStore,
+    as_json,
     from_properties,
     iso,
     new_run_id,
@@ -85,6 +87,7 @@ class RunReport:
     limited_to: tuple[str, ...] = ()  # the groupIds the run was limited to; () = every group
     requested_by: str = ""
     row_etag: str | None = None  # of the run row as this run last wrote it (conditional writes)
+    waiting: dict[str, Any] | None = None  # the waiting list's counts (shared/waiting.py)
 
     def group_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -167,6 +170,7 @@ class RunReport:
             "warnings": plan.warnings if plan else [],
             "requestedNotTagged": plan.requested_not_tagged if plan else [],
             "removals": removal_summary(plan.removals if plan else None, self.removal_outcomes),
+            "waiting": self.waiting,
         }
 
 
@@ -620,6 +624,7 @@ async def _execute_leased(
                     report.skus_after = await measure_after_writes(
                         graph, report, settings.measure_wait_s
                     )
+            report.waiting = await record_waiting(store, report, snapshot, resolved)
         except (PolicyError, ConfigurationError, GraphReadError) as exc:
             report.error = str(exc)
         # Also for a failed run, once Graph was reachable; a bad policy file stops before any
@@ -658,6 +663,43 @@ async def _execute_leased(
     # Inside the run span: the log record carries the run's trace id.
     log.info("run %s (%s, %s) ended %s", report.run_id, mode, report.trigger, report.status)
     return report
+
+
+async def record_waiting(
+    store: TableStore, report: RunReport, snapshot: Snapshot, resolved: ResolvedPolicy
+) -> dict[str, Any] | None:
+    """Derive this run's waiting list, date it from the first-seen rows, record it; its counts.
+
+    A storage failure here is a warning on the run, not a failed enforcement."""
+    assert report.plan is not None
+    applied = (
+        frozenset(g for g, o in report.outcomes.items() if o.status == "applied")
+        if report.mode == "apply"
+        else None
+    )
+    listed = waiting_mod.waiting_list(snapshot, report.plan, resolved, applied, report.limited_to)
+    now = datetime.now(UTC)
+    try:
+        seen = await asyncio.to_thread(store.waiting_since)
+        dated, keep = waiting_mod.with_since(listed, seen, now)
+        summary = waiting_mod.summary_json(dated, now)
+        items = [waiting_mod.to_row(waiting_mod.entry_json(w)) for w in dated.entries]
+        head = {
+            "RunId": report.run_id,
+            "Mode": report.mode,
+            "StartedAt": report.started_at.isoformat(),
+            "GeneratedAt": now.isoformat(),
+            "SummaryJson": as_json(summary),
+        }
+        await asyncio.to_thread(store.replace_waiting_since, keep)
+        await asyncio.to_thread(
+            store.put_waiting_list, report.run_id, head, items, not report.limited_to
+        )
+    except Exception as exc:  # the enforcement stands; the list is recorded next run
+        log.warning("run %s: the waiting list could not be recorded: %s", report.run_id, exc)
+        report.plan.warnings.append(f"the waiting list could not be recorded: {exc}")
+        return None
+    return summary
 
 
 async def _record(store: TableStore, report: RunReport, graph: GraphClient | None) -> None:
@@ -721,6 +763,7 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
             "alerts": report.alerts,
             "warnings": report.plan.warnings if report.plan else [],
             "requestedNotTagged": report.plan.requested_not_tagged if report.plan else [],
+            "waiting": report.waiting,
         }
     )
 

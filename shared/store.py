@@ -7,6 +7,9 @@ Tables (prefix from LICENSING_TABLE_PREFIX):
   <p>alerts        PartitionKey "alert", RowKey <condition key>: alert lifecycle
   <p>removals      PartitionKey <run id>, RowKey <kind>-<user>-<group>-<skus>: a row per removal
   <p>disabledseen  PartitionKey "disabled", RowKey <user id>: when a run first saw it disabled
+  <p>waiting       PartitionKey "since", RowKey <user id>_<group id>: first run that saw them wait;
+                   PartitionKey <run id>, RowKey "head" / "item-<n>": each run's waiting list;
+                   PartitionKey "latest", RowKey "list": the newest unrestricted run's list
 Long values are truncated to Table limits with a marker; lists keep a count.
 """
 
@@ -35,6 +38,7 @@ ALERT_PARTITION = "alert"
 LEASE_PARTITION = "lease"  # in the runs table; list_runs reads only the "run" partition
 DISABLED_PARTITION = "disabled"
 LEASE_ROW = "enforcement"  # the apply lease: one apply run per tenant at a time
+WAITING_SINCE_PARTITION = "since"
 LIVENESS_PREFIX = "alive-"  # + run id: every run's own heartbeat row, in the lease partition
 _EPOCH_MAX = 99_999_999_999
 
@@ -145,6 +149,7 @@ RUN_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("alerts", "AlertsJson", "json", []),
     ("warnings", "WarningsJson", "json", []),
     ("requestedNotTagged", "RequestedNotTaggedJson", "json", []),
+    ("waiting", "WaitingJson", "json", None),
 )
 
 
@@ -201,6 +206,7 @@ class TableStore:
             "alerts": f"{prefix}alerts",
             "removals": f"{prefix}removals",
             "disabled": f"{prefix}disabledseen",
+            "waiting": f"{prefix}waiting",
         }
 
     @classmethod
@@ -565,6 +571,98 @@ class TableStore:
             if row.get("RunId") != before_run_id:
                 return dict(row)
         return None
+
+    # -- the waiting list (shared/waiting.py) ---------------------------------------------------
+
+    def waiting_since(self) -> dict[str, datetime]:
+        """Waiter key -> the first run that saw them waiting (or Graph's earlier date)."""
+        rows = self.table("waiting").query_entities(
+            "PartitionKey eq @pk", parameters={"pk": WAITING_SINCE_PARTITION}
+        )
+        out: dict[str, datetime] = {}
+        for r in rows:
+            since = r.get("Since")
+            if isinstance(since, datetime):
+                out[str(r["RowKey"])] = since if since.tzinfo else since.replace(tzinfo=UTC)
+        return out
+
+    def replace_waiting_since(self, keep: dict[str, datetime]) -> None:
+        """Keep exactly these first-seen rows: people who left the list lose theirs."""
+        table = self.table("waiting")
+        existing = self.waiting_since()
+        ops: list[tuple[TransactionOperation, dict[str, Any], dict[str, Any]]] = []
+        for key in existing.keys() - keep.keys():
+            ops.append(
+                (
+                    TransactionOperation.DELETE,
+                    {"PartitionKey": WAITING_SINCE_PARTITION, "RowKey": key},
+                    {},
+                )
+            )
+        for key, since in keep.items():
+            if existing.get(key) != since:
+                row = {"PartitionKey": WAITING_SINCE_PARTITION, "RowKey": key, "Since": since}
+                ops.append((TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE}))
+        for i in range(0, len(ops), BATCH_LIMIT):
+            table.submit_transaction(ops[i : i + BATCH_LIMIT])
+
+    def put_waiting_list(
+        self, run_id: str, head: dict[str, Any], items: list[dict[str, Any]], latest: bool
+    ) -> None:
+        """A run's list: the items in their order, then the head row; `latest` points the API at
+        it (unless a newer run's list is already the latest)."""
+        entities = [
+            {"PartitionKey": run_id, "RowKey": waiting_item_key(i + 1), **item}
+            for i, item in enumerate(items)
+        ]
+        table = self.table("waiting")
+        self._submit_batches(table, entities)
+        table.upsert_entity(
+            {"PartitionKey": run_id, "RowKey": "head", **head}, mode=UpdateMode.REPLACE
+        )
+        if not latest:
+            return
+        current = self.latest_waiting_run()
+        if current is None or current <= run_id:  # run ids start with their UTC start time
+            table.upsert_entity(
+                {"PartitionKey": "latest", "RowKey": "list", "RunId": run_id},
+                mode=UpdateMode.REPLACE,
+            )
+
+    def latest_waiting_run(self) -> str | None:
+        try:
+            row = self.table("waiting").get_entity("latest", "list")
+        except ResourceNotFoundError:
+            return None
+        return str(row.get("RunId") or "") or None
+
+    def waiting_head(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table("waiting").get_entity(run_id, "head"))
+        except ResourceNotFoundError:
+            return None
+
+    def waiting_items(
+        self, run_id: str, limit: int | None = None, after: int = 0
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Items after position `after` (keyset paging), at most `limit`; True if more."""
+        rows = self.table("waiting").query_entities(
+            "PartitionKey eq @pk and RowKey gt @after and RowKey lt @end",
+            parameters={"pk": run_id, "after": waiting_item_key(after), "end": "item-~"},
+            results_per_page=(limit + 1) if limit else None,
+        )
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            out.append(dict(row))
+            if limit is not None and len(out) > limit:
+                break
+        if limit is None:
+            return out, False
+        return out[:limit], len(out) > limit
+
+
+def waiting_item_key(position: int) -> str:
+    return f"item-{position:07d}"
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

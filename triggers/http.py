@@ -64,3 +64,8 @@ async def get_status(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(api.get_dashboard, req)
+
+
+@bp.route(route="waiting", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def list_waiting(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(api.get_waiting, req)

@@ -92,6 +92,7 @@ def get(
         "runs": function_app.list_runs,
         "status": function_app.get_status,
         "dashboard": function_app.dashboard,
+        "waiting": function_app.list_waiting,
     }.get(route, function_app.get_run)
     return asyncio.run(fn(req))
 
@@ -115,10 +116,11 @@ def test_every_function_is_registered_with_its_trigger():
         "get_run",
         "get_status",
         "dashboard",
+        "list_waiting",
     }
     timer = functions["nightly_enforcement"].get_bindings()[0]
     assert timer.schedule == "%LICENSING_TIMER_SCHEDULE%"
-    for name in ("start_run", "list_runs", "get_run", "get_status", "dashboard"):
+    for name in ("start_run", "list_runs", "get_run", "get_status", "dashboard", "list_waiting"):
         assert functions[name].get_trigger().auth_level == func.AuthLevel.FUNCTION, name
     queue = functions["run_worker"].get_trigger()
     assert queue.queue_name == "%LICENSING_RUN_QUEUE%"
@@ -307,6 +309,7 @@ def test_with_authentication_on_every_route_needs_a_signed_in_caller_with_a_role
         "GET runs/{id}": lambda h: get(f"runs/{run_id}", runId=run_id, headers=h),
         "GET status": lambda h: get("status", headers=h),
         "GET dashboard": lambda h: get("dashboard", headers=h),
+        "GET waiting": lambda h: get("waiting", headers=h),
     }
     for name, call in routes.items():
         anonymous = call({})

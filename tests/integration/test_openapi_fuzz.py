@@ -28,7 +28,7 @@ from tests.integration.test_function_app import app_world
 
 __all__ = ["app_world"]
 SPEC = ROOT / "docs" / "openapi.yaml"
-EXAMPLES = 40  # per operation and mode: 5 operations, a few hundred requests in all
+EXAMPLES = 40  # per operation and mode: 6 operations, a few hundred requests in all
 PORT, KEY = free_port(), secrets.token_urlsafe(24)
 
 
