@@ -14,6 +14,7 @@ import pytest
 
 import function_app
 from localdev.services import Azurite
+from shared import api
 from shared.api import build_status
 from shared.cli import main
 from shared.dashboard import render_dashboard
@@ -31,7 +32,7 @@ def run(world: World, mode: str = "apply") -> dict[str, Any]:
 
 
 def waiting(world: World, **params: str) -> dict[str, Any]:
-    status, answer, _ = function_app.api.waiting_page(world.store, params, "http://x/api")
+    status, answer, _ = api.waiting_page(world.store, params, "http://x/api")
     assert status == 200, answer
     return answer
 
@@ -156,7 +157,6 @@ def test_waiting_api_pages_and_refuses_bad_queries(world_factory: Any):
     assert {i["userPrincipalName"] for i in seen} == {f"bi{n}@contoso.example" for n in range(5)}
     assert {i["seat"] for i in seen} == {"waits"}
 
-    api = function_app.api
     for params, words in [
         ({"limit": "0"}, "limit must be an integer 1..100"),
         ({"limit": "x"}, "limit"),
@@ -224,7 +224,9 @@ def test_the_exhaustion_mail_says_how_many_wait_and_for_how_long(world_factory: 
     )
     run(world)
     mails = world.sim.admin("GET", "/_sim/outbox")["value"]
-    [mail] = [m for m in mails if "POWER_BI_PRO has run out" in m["message"]["subject"]]
+    [mail] = [
+        m for m in mails if "Power BI Pro (POWER_BI_PRO) has run out" in m["message"]["subject"]
+    ]
     assert (
         "3 people wait for Power BI Pro (POWER_BI_PRO), the longest for 6 days"
         in mail["message"]["body"]["content"]

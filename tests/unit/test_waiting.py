@@ -26,7 +26,7 @@ def _policy():  # the shared factory policy: e5-full, e5-no-yammer, powerbi
 
 
 def cv(sku_id: str, group_id: str, stamp: str | None = "2026-11-26T08:00:00Z") -> LicenseState:
-    return LicenseState(sku_id, group_id, "Error", "CountViolation", stamp)
+    return LicenseState(sku_id, group_id, "Error", "CountViolation", last_updated=stamp)
 
 
 def test_count_violation_members_wait_with_graph_since_and_seated_members_do_not():
