@@ -38,6 +38,8 @@ from shared.store import (
     clip,
     new_run_id,
 )
+from shared.subscriptions import Subscription
+from shared.subscriptions import from_row as subscription_from_row
 from shared.telemetry import (
     SPAN_ALERT,
     SPAN_APPLY,
@@ -78,6 +80,9 @@ class RunReport:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     limited_to: tuple[str, ...] = ()  # the groupIds the run was limited to; () = every group
     requested_by: str = ""
+    # GET /directory/subscriptions; None: not read (unknown, never "no subscriptions")
+    subscriptions: list[Subscription] | None = None
+    subscriptions_error: str = ""
     row_etag: str | None = None  # of the run row as this run last wrote it (conditional writes)
 
     def group_rows(self) -> list[dict[str, Any]]:
@@ -135,6 +140,15 @@ class RunReport:
             )
         return rows
 
+    def warnings(self) -> list[str]:
+        out = list(self.plan.warnings) if self.plan else []
+        if self.subscriptions_error:
+            out.append(
+                f"{self.subscriptions_error}; subscription alerts keep their state and the "
+                "forecast leaves subscription end dates out this run"
+            )
+        return out
+
     def summary(self) -> dict[str, Any]:
         plan = self.plan
         return {
@@ -157,7 +171,11 @@ class RunReport:
             "groups": self.group_rows(),
             "skus": self.sku_rows(),
             "alerts": self.alerts,
-            "warnings": plan.warnings if plan else [],
+            "subscriptions": (
+                None if self.subscriptions is None else [s.row() for s in self.subscriptions]
+            ),
+            "subscriptionsError": self.subscriptions_error or None,
+            "warnings": self.warnings(),
             "requestedNotTagged": plan.requested_not_tagged if plan else [],
         }
 
@@ -375,6 +393,16 @@ async def _processed_groups(graph: GraphClient, group_ids: list[str]) -> set[str
     return done
 
 
+async def _read_subscriptions(graph: GraphClient, report: RunReport) -> None:
+    """Where the seats come from; a failed read leaves them unknown and the run goes on (seats
+    and demand are read from subscribedSkus and the groups, not from here)."""
+    try:
+        report.subscriptions = await graph.list_subscriptions()
+    except GraphReadError as exc:
+        report.subscriptions, report.subscriptions_error = None, str(exc)
+        log.warning("run %s: %s", report.run_id, exc)
+
+
 def run_scope(report: RunReport, resolved: ResolvedPolicy | None) -> alerts_mod.RunScope:
     """What this run read completely, for the alert layer: only that can be resolved."""
     plan = report.plan
@@ -394,6 +422,8 @@ def run_scope(report: RunReport, resolved: ResolvedPolicy | None) -> alerts_mod.
     policy_blocked = (Decision.UNKNOWN, Decision.BLOCKED_POLICY)
     scope = alerts_mod.RunScope(
         complete=_finish_status(report) == "succeeded",
+        # Read whole or not at all (GraphClient.list_subscriptions), whatever groupIds say.
+        subscriptions_read=report.subscriptions is not None,
         limited=limited,
         # A run limited to some groups does not know the others' demand for any SKU.
         sku_ids_known=frozenset() if limited else frozenset(s.sku_id for s in plan.skus),
@@ -578,6 +608,7 @@ async def _execute_leased(
             )
             with tracer.start_as_current_span(SPAN_COLLECT):
                 skus = await graph.list_skus()
+                await _read_subscriptions(graph, report)
                 resolved = resolve(policy, skus)
                 wanted = {g.lower() for g in group_ids} if group_ids else None
                 snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
@@ -668,6 +699,12 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
         for s in report.sku_rows()
     ]
     await asyncio.to_thread(store.put_sku_snapshots, report.run_id, snapshot_rows)
+    if report.subscriptions is not None:
+        subscription_rows = [
+            {"At": report.started_at.isoformat(), "RunId": report.run_id, **_flatten(s.row())}
+            for s in report.subscriptions
+        ]
+        await asyncio.to_thread(store.put_subscriptions, report.run_id, subscription_rows)
     # The run row last: a run marked finished has all its rows. Conditional on the row this run
     # wrote: if another run closed it meanwhile (this one lost its lease), that closure stands.
     try:
@@ -716,7 +753,9 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
         "GraphRequests": report.graph_requests,
         "GraphWrites": report.graph_writes,
         "AlertsJson": as_json(report.alerts),
-        "WarningsJson": as_json(report.plan.warnings if report.plan else []),
+        "WarningsJson": as_json(report.warnings()),
+        "SubscriptionsRead": report.subscriptions is not None,
+        "SubscriptionsError": clip(report.subscriptions_error),
         "RequestedNotTaggedJson": as_json(report.plan.requested_not_tagged if report.plan else []),
     }
 
@@ -732,6 +771,12 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         item = _unflatten(row)
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
+    subscriptions: list[dict[str, Any]] | None = None
+    if entity.get("SubscriptionsRead"):  # runs before subscriptions were read: unknown
+        subscriptions = sorted(
+            (subscription_from_row(r).row() for r in store.run_subscriptions(run_id)),
+            key=lambda s: (str(s["skuPartNumber"]), str(s["subscriptionId"])),
+        )
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
     return {
         "runId": entity["RunId"],
@@ -753,6 +798,8 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
         "groups": groups,
         "skus": skus,
         "alerts": json.loads(entity.get("AlertsJson") or "[]"),
+        "subscriptions": subscriptions,
+        "subscriptionsError": entity.get("SubscriptionsError") or None,
         "warnings": json.loads(entity.get("WarningsJson") or "[]"),
         "requestedNotTagged": json.loads(entity.get("RequestedNotTaggedJson") or "[]"),
     }
