@@ -21,7 +21,7 @@ from azure.core.credentials import TokenCredential
 
 from shared.credentials import credential_for
 from shared.errors import GraphReadError
-from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
+from shared.forecast import MIN_POINTS, MIN_SPAN, SupplyChange, forecast, runs_out
 from shared.graph import GraphClient, required_roles
 from shared.queue import (
     GUID_RE,
@@ -34,6 +34,7 @@ from shared.queue import (
 from shared.run import RunReport, execute_run, read_run
 from shared.settings import Mode, Settings
 from shared.store import TableStore, clip, new_run_id
+from shared.subscriptions import of_summary, supply_changes
 
 log = logging.getLogger("licensing")
 
@@ -396,9 +397,36 @@ def _time(value: Any) -> datetime | None:
 
 
 def sku_forecast(
+    history: list[tuple[datetime, int]],
+    enabled: int,
+    consumed: int,
+    now: datetime,
+    changes: list[SupplyChange] | None = None,
+) -> dict[str, Any]:
+    """When consumed seats reach enabled at the recent growth (least squares over 30 days), or
+    earlier when a subscription ends first (`changes`: known supply changes)."""
+    growth = _growth_forecast(history, enabled, consumed, now)
+    free = enabled - consumed
+    if free <= 0 or not changes:
+        return growth
+    slope = growth["slopePerDay"] if growth["state"] == "growing" else 0.0
+    outlook = runs_out(free, slope, changes, now)
+    if outlook.cause != "supply" or outlook.runs_out_on is None or outlook.change is None:
+        return growth
+    day = outlook.runs_out_on.date().isoformat()
+    if growth["runsOutOn"] is not None and growth["runsOutOn"] <= day:
+        return growth
+    return {
+        "state": "ending",
+        "slopePerDay": growth["slopePerDay"],
+        "runsOutOn": day,
+        "text": f"runs out {day}: {outlook.change.why}",
+    }
+
+
+def _growth_forecast(
     history: list[tuple[datetime, int]], enabled: int, consumed: int, now: datetime
 ) -> dict[str, Any]:
-    """When consumed seats reach enabled at the recent growth (least squares over 30 days)."""
     free = enabled - consumed
     points = sorted(history)
     if free <= 0:
@@ -463,6 +491,13 @@ async def build_status(
             await graph.close()
     skus: list[dict[str, Any]] = []
     run_skus = {s["skuId"]: s for s in (last or {}).get("skus", [])}
+    # Where the seats come from, as the latest finished run read them (None: not read).
+    subscriptions = of_summary(last or {})
+    if last and subscriptions is None:
+        warnings.append(
+            f"run {last['runId']} could not read the subscriptions: the forecast leaves "
+            "subscription end dates out"
+        )
     sku_ids = list(run_skus) or sorted(live, key=lambda i: live[i].part_number)
     for sid in sku_ids:
         recorded, now_sku = run_skus.get(sid, {}), live.get(sid)
@@ -486,7 +521,13 @@ async def build_status(
             "reserve": recorded.get("reserve", 0),
             "demand": recorded.get("demand", 0),
             "shortfall": recorded.get("shortfall", 0),
-            "forecast": sku_forecast([(t, c) for t, c, _ in history], enabled, consumed, now),
+            "forecast": sku_forecast(
+                [(t, c) for t, c, _ in history],
+                enabled,
+                consumed,
+                now,
+                supply_changes(subscriptions or (), sid),
+            ),
         }
         if with_details:
             item["history"] = [

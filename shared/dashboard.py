@@ -47,7 +47,7 @@ h2{margin:0 0 12px;font-size:17px}
 .sku{border:1px solid #dde3e8;border-radius:6px;padding:12px 14px}
 .sku h3{margin:0 0 6px;font-size:15px} .muted{color:#5d6d7e;font-size:12px}
 .fc{margin-top:6px;font-weight:600} .fc.growing{color:#d84315} .fc.flat{color:#2e7d32}
-.fc.exhausted{color:#c62828} .fc.unknown{color:#5d6d7e}
+.fc.exhausted{color:#c62828} .fc.unknown{color:#5d6d7e} .fc.ending{color:#c62828}
 .row{display:flex;gap:14px;align-items:flex-start} .row svg{flex:none}
 table{border-collapse:collapse;width:100%} th,td{text-align:left;padding:5px 8px;
 border-bottom:1px solid #eef1f4;vertical-align:top} th{font-size:12px;color:#5d6d7e}
@@ -232,7 +232,8 @@ def render_dashboard(status: dict[str, Any]) -> str:
         '<p class="muted">Bars: enabled, consumed, free (enabled &minus; consumed) and demand '
         "of the tagged groups. Chart: consumed seats per run (line) against enabled "
         "(dashed). Forecast: when consumed reaches enabled at the least-squares growth of "
-        "the last 30 days.</p>"
+        "the last 30 days, or earlier when a subscription's seats end first (its next lifecycle "
+        "date, unless renewed).</p>"
         f'<div class="skus">{skus}</div></section>'
         f"<section><h2>Groups by decision</h2>{_groups(status.get('groups') or [])}</section>"
         f"<section><h2>Open alerts</h2>{_alerts(status.get('openAlerts') or [])}</section>"
