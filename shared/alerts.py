@@ -100,8 +100,11 @@ class RunScope:
         """May this run resolve a condition of `kind` about `subject_id` (a SKU or group id)?"""
         if kind == "run-problem":
             return self.complete and not self.limited
-        if kind in ("sku-exhausted", "sku-low"):
+        if kind == "sku-exhausted":
             return subject_id in self.sku_ids_known
+        if kind == "sku-low":
+            # Its forecast counts subscription ends: without them it may only look fine.
+            return subject_id in self.sku_ids_known and self.subscriptions_read
         if kind in SUBSCRIPTION_KINDS:
             # The list is read whole or not at all: a subscription no longer listed is gone.
             return self.subscriptions_read

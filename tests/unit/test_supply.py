@@ -180,3 +180,13 @@ def test_an_unread_subscription_list_opens_nothing_and_resolves_nothing():
     renewed = conds([_sub(nextLifecycleDateTime=(NOW + 365 * DAY).isoformat())])
     [action] = transitions(renewed, states, NOW, scope=read)
     assert action.transition == "resolved"
+
+
+def test_a_low_seat_forecast_is_not_resolved_by_a_run_that_did_not_read_the_subscriptions():
+    states = {
+        f"sku-low-{PBI}": {"Status": "open", "Kind": "sku-low", "Notified": True, "Subject": "low"}
+    }
+    unread = RunScope(complete=True, sku_ids_known=frozenset({PBI}), subscriptions_read=False)
+    assert transitions({}, states, NOW, scope=unread) == []
+    read = RunScope(complete=True, sku_ids_known=frozenset({PBI}), subscriptions_read=True)
+    assert [a.transition for a in transitions({}, states, NOW, scope=read)] == ["resolved"]
