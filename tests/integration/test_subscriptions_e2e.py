@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.api import build_status
+from shared.report import render_run
 from shared.run import execute_run, read_run
 from shared.store import new_run_id
 from tests.integration.conftest import World
@@ -55,7 +56,9 @@ def test_an_ending_subscription_is_mailed_once_and_resolved_when_it_renews(world
     [sub] = summary["subscriptions"]
     assert sub["subscriptionId"] == SUB and sub["totalLicenses"] == 10
     # Kept per run in Table Storage, read back with the run.
-    assert read_run(world.store, summary["runId"])["subscriptions"] == summary["subscriptions"]
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None and recorded["subscriptions"] == summary["subscriptions"]
+    assert "Subscriptions\nsku " in render_run(recorded)  # `python -m shared show RUN_ID`
 
     end = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%d")
     mails = world.sim.admin("GET", "/_sim/outbox")["value"]
@@ -105,7 +108,8 @@ def test_a_failed_subscriptions_read_is_unknown_and_keeps_the_alert_open(world_f
     assert "Organization.Read.All" in summary["subscriptionsError"]
     assert any("subscription alerts keep their state" in w for w in summary["warnings"])
     recorded = read_run(world.store, summary["runId"])
-    assert recorded["subscriptions"] is None
+    assert recorded is not None and recorded["subscriptions"] is None
+    assert "Subscriptions: not read" in render_run(recorded)
     assert _alert(world, key)["Status"] == "open"
     assert len(subjects(world)) == mailed  # nothing resolved, nothing reopened
 
