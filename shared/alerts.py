@@ -330,8 +330,13 @@ def subscription_conditions(
     for sub in subs:
         sku = skus.get(sub.sku_id)
         label = sku_label(sub.sku_id, sub.part_number or (sku or {}).get("skuPartNumber"))
-        consumed = int(sku["consumed"]) if sku else None
         enabled = int(sku["enabled"]) if sku else None
+        # Seats held once the run's own writes are processed (freeAfter, measured or planned):
+        # the next run reads the same figure, so it does not look "worse" for this run's work.
+        consumed = None
+        if sku is not None and enabled is not None:
+            after = sku.get("freeAfter")
+            consumed = enabled - int(after) if after is not None else int(sku["consumed"])
         date = f"{sub.next_lifecycle:%Y-%m-%d}" if sub.next_lifecycle else "no date given"
         held = "unknown" if consumed is None else str(consumed)
         base = (

@@ -164,3 +164,25 @@ def test_the_runs_out_date_moves_earlier_when_a_subscription_ends_before_growth(
     assert ending_day < growth_day
     assert 8 <= (ending_day - today).days <= 11
     assert "a subscription of 10 seat(s) ends on" in after["text"]
+
+
+def test_a_renewal_with_fewer_licences_names_the_seats_lost(world_factory: Any):
+    world = world_factory(_tenant([_ending(10)]), POLICY)
+    run(world)
+    first = len(subjects(world))
+    # Renewed for a year, but with 7 licences instead of 10.
+    world.sim.admin(
+        "PATCH", f"/_sim/subscriptions/{SUB}", {"nextLifecycleInDays": 365, "totalLicenses": 7}
+    )
+    run(world)
+    new = subjects(world)[first:]
+    assert (
+        "[Licensing] Power BI Pro (POWER_BI_PRO): a subscription holds 3 licence(s) fewer than "
+        "before (7 of 10)"
+    ) in new
+    assert any(
+        s.startswith("[Licensing] Resolved: Power BI Pro (POWER_BI_PRO): 10 seat(s) end")
+        for s in new
+    )
+    run(world)  # still cut: no second mail
+    assert len(subjects(world)) == first + len(new)

@@ -190,3 +190,14 @@ def test_a_low_seat_forecast_is_not_resolved_by_a_run_that_did_not_read_the_subs
     assert transitions({}, states, NOW, scope=unread) == []
     read = RunScope(complete=True, sku_ids_known=frozenset({PBI}), subscriptions_read=True)
     assert [a.transition for a in transitions({}, states, NOW, scope=read)] == ["resolved"]
+
+
+def test_seats_this_run_grants_count_as_held_so_the_next_run_is_not_worse():
+    # 45 held before, the run grants 3 more (freeAfter 2): 48 hold it once Entra has processed.
+    s = summary([_sub()])
+    s["skus"][0]["freeAfter"] = 2
+    cfg = AlertSettings(subscription_days=30)
+    c = open_conditions(s, "succeeded", None, cfg, {}, NOW)[f"subscription-ending-{SUB}"]
+    assert dict(c.facts)["Users holding the licence now"] == "48"
+    assert dict(c.facts)["Users left without a seat"] == "8"
+    assert c.severity == 8
