@@ -556,6 +556,9 @@ async def process_alerts(
         for sku in summary["skus"]:
             rows = await asyncio.to_thread(store.sku_history, sku["skuId"])
             history[sku["skuId"]] = [(_time(r.get("At")), int(r.get("Consumed", 0))) for r in rows]
+    if not scope.subscriptions_read:
+        # Not read (unknown), or a run limited to groupIds: no supply condition opens or closes.
+        summary = {**summary, "subscriptions": None}
     peaks: dict[str, int] = {}
     since = now - timedelta(days=cfg.subscription_days)
     for sub in subs_mod.of_summary(summary) or ():

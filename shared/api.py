@@ -493,7 +493,7 @@ async def build_status(
     run_skus = {s["skuId"]: s for s in (last or {}).get("skus", [])}
     # Where the seats come from, as the latest finished run read them (None: not read).
     subscriptions = of_summary(last or {})
-    if last and subscriptions is None:
+    if last and subscriptions is None and last.get("subscriptionsError"):
         warnings.append(
             f"run {last['runId']} could not read the subscriptions: the forecast leaves "
             "subscription end dates out"

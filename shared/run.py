@@ -422,8 +422,9 @@ def run_scope(report: RunReport, resolved: ResolvedPolicy | None) -> alerts_mod.
     policy_blocked = (Decision.UNKNOWN, Decision.BLOCKED_POLICY)
     scope = alerts_mod.RunScope(
         complete=_finish_status(report) == "succeeded",
-        # Read whole or not at all (GraphClient.list_subscriptions), whatever groupIds say.
-        subscriptions_read=report.subscriptions is not None,
+        # Read whole or not at all (GraphClient.list_subscriptions). A run limited to groupIds
+        # keeps them but leaves the tenant-wide supply alerts to the full runs.
+        subscriptions_read=report.subscriptions is not None and not limited,
         limited=limited,
         # A run limited to some groups does not know the others' demand for any SKU.
         sku_ids_known=frozenset() if limited else frozenset(s.sku_id for s in plan.skus),

@@ -186,3 +186,18 @@ def test_a_renewal_with_fewer_licences_names_the_seats_lost(world_factory: Any):
     )
     run(world)  # still cut: no second mail
     assert len(subjects(world)) == first + len(new)
+
+
+def test_a_run_limited_to_some_groups_leaves_the_supply_alerts_to_full_runs(world_factory: Any):
+    world = world_factory(_tenant([_ending(10)]), POLICY)
+    first = run(world)
+    key = f"subscription-ending-{SUB}"
+    assert _alert(world, key)["Status"] == "open"
+    mailed = len(subjects(world))
+    world.sim.admin("PATCH", f"/_sim/subscriptions/{SUB}", {"nextLifecycleInDays": 365})
+    group = first["groups"][0]["groupId"]
+    limited = asyncio.run(execute_run(world.settings, "apply", "test", group_ids=[group])).summary()
+    assert limited["subscriptions"] is not None  # read and kept all the same
+    assert _alert(world, key)["Status"] == "open" and len(subjects(world)) == mailed
+    run(world)
+    assert _alert(world, key)["Status"] == "resolved"
