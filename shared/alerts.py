@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.forecast import forecast
+from shared import subscriptions as subs_mod
+from shared.forecast import forecast, runs_out
 from shared.graph import GraphClient, describe_graph_error
-from shared.names import sku_row_label
+from shared.names import sku_label, sku_row_label
 from shared.policy import AlertSettings, ResolvedPolicy
 from shared.store import parse_time
 from shared.templating import clean, render_template
@@ -34,8 +35,19 @@ if TYPE_CHECKING:
     from shared.store import TableStore
 
 # Kinds whose severity can grow in a way worth a new mail.
+SUBSCRIPTION_KINDS = frozenset(
+    {"subscription-ending", "subscription-status", "subscription-reduced", "subscription-trial"}
+)
 WORSENING_KINDS = frozenset(
-    {"sku-exhausted", "group-guests", "group-errors", "run-problem", "group-shrank", "sku-dropped"}
+    {
+        "sku-exhausted",
+        "group-guests",
+        "group-errors",
+        "run-problem",
+        "group-shrank",
+        "sku-dropped",
+        *SUBSCRIPTION_KINDS,
+    }
 )
 MAILED = frozenset({"opened", "reopened", "worsened", "reminder", "resolved"})
 
@@ -87,6 +99,7 @@ class RunScope:
     groups_listed: frozenset[str] | None = None  # every tagged group; None: listing incomplete
     guests_checked: frozenset[str] = frozenset()  # groups checked for B2B guests
     errors_checked: frozenset[str] = frozenset()  # groups whose members' licence errors were read
+    subscriptions_read: bool = False  # GET /directory/subscriptions read completely this run
 
     def without_skus(self, sku_ids: Iterable[str]) -> RunScope:
         """This scope with these SKUs not known completely (e.g. an unread group carries one)."""
@@ -98,8 +111,14 @@ class RunScope:
             # A sudden loss is measured against the whole last successful run: only a complete,
             # unrestricted run can say it no longer holds.
             return self.complete and not self.limited
-        if kind in ("sku-exhausted", "sku-low"):
+        if kind == "sku-exhausted":
             return subject_id in self.sku_ids_known
+        if kind == "sku-low":
+            # Its forecast counts subscription ends: without them it may only look fine.
+            return subject_id in self.sku_ids_known and self.subscriptions_read
+        if kind in SUBSCRIPTION_KINDS:
+            # The list is read whole or not at all: a subscription no longer listed is gone.
+            return self.subscriptions_read
         checked = {
             "group-guests": self.guests_checked,
             "group-errors": self.errors_checked,
@@ -134,8 +153,11 @@ def open_conditions(
     alert_settings: AlertSettings | None = None,
     history: Mapping[str, Sequence[tuple[datetime, int]]] | None = None,
     now: datetime | None = None,
+    subscription_peaks: Mapping[str, int] | None = None,
 ) -> dict[str, Condition]:
-    """The conditions a run's summary shows. `history` is (time, consumed) per SKU id."""
+    """The conditions a run's summary shows. `history` is (time, consumed) per SKU id;
+    `subscription_peaks` the most licences each subscription held in earlier runs within
+    `subscriptionDays`."""
     cfg = alert_settings or AlertSettings()
     now = now or datetime.now(UTC)
     found: dict[str, Condition] = {}
@@ -168,7 +190,7 @@ def open_conditions(
                 "assigns the blocked groups and reprocesses users stuck in CountViolation.",
             )
             continue
-        low = _low_reason(sku, resolved, cfg, history, now)
+        low = _low_reason(sku, resolved, cfg, history, now, subs_mod.of_summary(summary))
         if low:
             found[f"sku-low-{sid}"] = Condition(
                 f"sku-low-{sid}",
@@ -222,6 +244,7 @@ def open_conditions(
             )
 
     found.update(sudden_loss_conditions(summary))
+    found.update(subscription_conditions(summary, cfg, subscription_peaks or {}, now))
 
     # A refused nightly apply did not enforce anything: a run problem too (an HTTP caller sees
     # the refusal in the answer).
@@ -302,6 +325,7 @@ def _low_reason(
     cfg: AlertSettings,
     history: Mapping[str, Sequence[tuple[datetime, int]]] | None,
     now: datetime,
+    subscriptions: Sequence[subs_mod.Subscription] | None = None,
 ) -> str | None:
     sid = sku["skuId"]
     free = int(sku["freeAfter"])
@@ -313,15 +337,145 @@ def _low_reason(
         percent = resolved.warn_below_percent.get(sid)
         if percent is not None and enabled > 0 and free * 100 < percent * enabled:
             return f"{free} free seat(s) of {enabled}, under {percent} %"
-    if history and cfg.forecast_days and sid in history:
-        fc = forecast(history[sid], free, now)
+    if not cfg.forecast_days:
+        return None
+    fc = forecast(history[sid], free, now) if history and sid in history else None
+    growth: str | None = None
+    if fc is not None and fc.runs_out_on is not None:
         days = fc.days_left(now)
-        if fc.runs_out_on is not None and days is not None and days <= cfg.forecast_days:
-            return (
+        if days is not None and days <= cfg.forecast_days:
+            growth = (
                 f"at {fc.slope_per_day:.1f} seat(s) a day it runs out in about {days:.0f} day(s) "
                 f"(around {fc.runs_out_on:%Y-%m-%d})"
             )
-    return None
+    # Seats free over time: a subscription ending before growth would use the seats up.
+    changes = subs_mod.supply_changes(subscriptions or (), sid)
+    if changes and free > 0:
+        slope = fc.slope_per_day if fc is not None and fc.runs_out_on is not None else 0.0
+        outlook = runs_out(free, slope, changes, now)
+        days = outlook.days_left(now)
+        if (
+            outlook.cause == "supply"
+            and outlook.change is not None
+            and outlook.runs_out_on is not None
+            and days is not None
+            and days <= cfg.forecast_days
+            and (fc is None or fc.runs_out_on is None or outlook.runs_out_on < fc.runs_out_on)
+        ):
+            return (
+                f"{outlook.change.why}: it runs out in about {days:.0f} day(s) "
+                f"(around {outlook.runs_out_on:%Y-%m-%d})"
+            )
+    return growth
+
+
+def subscription_conditions(
+    summary: Mapping[str, Any],
+    cfg: AlertSettings,
+    peaks: Mapping[str, int],
+    now: datetime,
+) -> dict[str, Condition]:
+    """Supply conditions from the run's subscriptions; none when they were not read (unknown:
+    the open ones keep their state, RunScope.covers)."""
+    subs = subs_mod.of_summary(summary)
+    if not subs:
+        return {}
+    skus = {str(s["skuId"]).lower(): s for s in summary.get("skus") or []}
+    horizon = now + timedelta(days=cfg.subscription_days)
+    found: dict[str, Condition] = {}
+    for sub in subs:
+        sku = skus.get(sub.sku_id)
+        label = sku_label(sub.sku_id, sub.part_number or (sku or {}).get("skuPartNumber"))
+        enabled = int(sku["enabled"]) if sku else None
+        # Seats held once the run's own writes are processed (freeAfter, measured or planned):
+        # the next run reads the same figure, so it does not look "worse" for this run's work.
+        consumed = None
+        if sku is not None and enabled is not None:
+            after = sku.get("freeAfter")
+            consumed = enabled - int(after) if after is not None else int(sku["consumed"])
+        date = f"{sub.next_lifecycle:%Y-%m-%d}" if sub.next_lifecycle else "no date given"
+        held = "unknown" if consumed is None else str(consumed)
+        base = (
+            ("Licence", label),
+            ("Subscription", sub.commerce_id or sub.id),
+            ("Status", sub.status),
+            ("Seats in it", str(sub.total)),
+            ("Users holding the licence now", held),
+            ("Seats enabled now", "unknown" if enabled is None else str(enabled)),
+        )
+        ending = sub.next_lifecycle is not None and sub.next_lifecycle <= horizon
+        if sub.is_trial and sub.status in ("Enabled", "Warning"):
+            # Users on trial seats: those beyond what the other (paid) seats cover.
+            paid = (
+                None if enabled is None else enabled - (sub.total if sub.status == "Enabled" else 0)
+            )
+            on_trial = (
+                0 if consumed is None or paid is None else min(sub.total, max(0, consumed - paid))
+            )
+            if on_trial > 0:
+                key = f"subscription-trial-{sub.id}"
+                found[key] = Condition(
+                    key,
+                    "subscription-trial",
+                    f"{label}: {on_trial} user(s) rely on a trial that ends on {date}",
+                    on_trial,
+                    (*base, ("Trial ends", date), ("Users on trial seats", str(on_trial))),
+                    f"Buy {label} seats before {date} (or move these users to another licence): "
+                    "when the trial ends its users lose the licence's services.",
+                )
+            continue
+        if sub.status in ("Warning", "Suspended", "LockedOut"):
+            nxt = subs_mod.NEXT_STATUS.get(sub.status)
+            key = f"subscription-status-{sub.id}"
+            found[key] = Condition(
+                key,
+                "subscription-status",
+                f"{label}: a subscription of {sub.total} seat(s) is {sub.status}",
+                1 if sub.status == "Warning" else 2,
+                (*base, *((("Next", f"{nxt} on {date}"),) if nxt else ())),
+                (
+                    f"Renew it in the Microsoft 365 admin center before {date}: its seats no "
+                    "longer count as free, and after that date its users lose access."
+                    if sub.status == "Warning"
+                    else "Its users have lost the licence's services: reactivate or replace "
+                    "the subscription in the Microsoft 365 admin center, or move them to "
+                    "another licence."
+                ),
+            )
+        elif sub.status == subs_mod.ENABLED and ending and sub.total > 0:
+            after = None if enabled is None else enabled - sub.total
+            short = 0 if consumed is None or after is None else max(0, consumed - after)
+            key = f"subscription-ending-{sub.id}"
+            found[key] = Condition(
+                key,
+                "subscription-ending",
+                f"{label}: {sub.total} seat(s) end on {date} unless renewed",
+                short,
+                (
+                    *base,
+                    ("Ends on", date),
+                    ("Seats that would be lost", str(sub.total)),
+                    ("Seats enabled after", "unknown" if after is None else str(after)),
+                    ("Users left without a seat", "unknown" if consumed is None else str(short)),
+                ),
+                f"Renew the subscription before {date}, or buy seats elsewhere; otherwise "
+                "group licensing has no seats for users beyond what is left.",
+            )
+        peak = peaks.get(sub.id)
+        if peak is not None and sub.total < peak:
+            key = f"subscription-reduced-{sub.id}"
+            lost = peak - sub.total
+            found[key] = Condition(
+                key,
+                "subscription-reduced",
+                f"{label}: a subscription holds {lost} licence(s) fewer than before "
+                f"({sub.total} of {peak})",
+                lost,
+                (*base, ("Licences before", str(peak)), ("Seats lost", str(lost))),
+                "Check the renewal quantity in the Microsoft 365 admin center; if the cut was "
+                "not meant, add the seats back before users in its groups go without.",
+            )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +584,17 @@ async def process_alerts(
         for sku in summary["skus"]:
             rows = await asyncio.to_thread(store.sku_history, sku["skuId"])
             history[sku["skuId"]] = [(_time(r.get("At")), int(r.get("Consumed", 0))) for r in rows]
-    conditions = open_conditions(summary, status, resolved, cfg, history, now)
+    if not scope.subscriptions_read:
+        # Not read (unknown), or a run limited to groupIds: no supply condition opens or closes.
+        summary = {**summary, "subscriptions": None}
+    peaks: dict[str, int] = {}
+    since = now - timedelta(days=cfg.subscription_days)
+    for sub in subs_mod.of_summary(summary) or ():
+        rows = await asyncio.to_thread(store.subscription_history, sub.id, since)
+        totals = [int(r["TotalLicenses"]) for r in rows if r.get("TotalLicenses") is not None]
+        if totals:
+            peaks[sub.id] = max(totals)
+    conditions = open_conditions(summary, status, resolved, cfg, history, now, peaks)
     states = await asyncio.to_thread(store.alert_states)
     results: list[dict[str, Any]] = []
     cooldown = timedelta(hours=cfg.cooldown_hours)

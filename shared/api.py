@@ -29,7 +29,7 @@ from shared.common import GUID_RE
 from shared.credentials import credential_for
 from shared.dashboard import render_dashboard
 from shared.errors import ConfigurationError, GraphReadError
-from shared.forecast import MIN_POINTS, MIN_SPAN, forecast
+from shared.forecast import MIN_POINTS, MIN_SPAN, SupplyChange, forecast, runs_out
 from shared.graph import GraphClient, required_roles
 from shared.names import sku_product_name
 from shared.queue import (
@@ -49,6 +49,7 @@ from shared.store import (
     run_from_entity,
     run_to_entity,
 )
+from shared.subscriptions import of_summary, supply_changes
 from shared.waiting import from_row, waiting_item_position
 
 log = logging.getLogger("licensing")
@@ -480,9 +481,36 @@ def _close_if_abandoned(store: TableStore, run_id: str, attempt: int) -> None:
 
 
 def sku_forecast(
+    history: list[tuple[datetime, int]],
+    enabled: int,
+    consumed: int,
+    now: datetime,
+    changes: list[SupplyChange] | None = None,
+) -> dict[str, Any]:
+    """When consumed seats reach enabled at the recent growth (least squares over 30 days), or
+    earlier when a subscription ends first (`changes`: known supply changes)."""
+    growth = _growth_forecast(history, enabled, consumed, now)
+    free = enabled - consumed
+    if free <= 0 or not changes:
+        return growth
+    slope = growth["slopePerDay"] if growth["state"] == "growing" else 0.0
+    outlook = runs_out(free, slope, changes, now)
+    if outlook.cause != "supply" or outlook.runs_out_on is None or outlook.change is None:
+        return growth
+    day = outlook.runs_out_on.date().isoformat()
+    if growth["runsOutOn"] is not None and growth["runsOutOn"] <= day:
+        return growth
+    return {
+        "state": "ending",
+        "slopePerDay": growth["slopePerDay"],
+        "runsOutOn": day,
+        "text": f"runs out {day}: {outlook.change.why}",
+    }
+
+
+def _growth_forecast(
     history: list[tuple[datetime, int]], enabled: int, consumed: int, now: datetime
 ) -> dict[str, Any]:
-    """When consumed seats reach enabled at the recent growth (least squares over 30 days)."""
     free = enabled - consumed
     points = sorted(history)
     if free <= 0:
@@ -547,6 +575,13 @@ async def build_status(
             await graph.close()
     skus: list[dict[str, Any]] = []
     run_skus = {s["skuId"]: s for s in (last or {}).get("skus", [])}
+    # Where the seats come from, as the latest finished run read them (None: not read).
+    subscriptions = of_summary(last or {})
+    if last and subscriptions is None and last.get("subscriptionsError"):
+        warnings.append(
+            f"run {last['runId']} could not read the subscriptions: the forecast leaves "
+            "subscription end dates out"
+        )
     sku_ids = list(run_skus) or sorted(live, key=lambda i: live[i].part_number)
     for sid in sku_ids:
         recorded, now_sku = run_skus.get(sid, {}), live.get(sid)
@@ -572,7 +607,13 @@ async def build_status(
             "reserve": recorded.get("reserve", 0),
             "demand": recorded.get("demand", 0),
             "shortfall": recorded.get("shortfall", 0),
-            "forecast": sku_forecast([(t, c) for t, c, _ in history], enabled, consumed, now),
+            "forecast": sku_forecast(
+                [(t, c) for t, c, _ in history],
+                enabled,
+                consumed,
+                now,
+                supply_changes(subscriptions or (), sid),
+            ),
         }
         if with_details:
             item["history"] = [

@@ -50,6 +50,7 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
 )
 from msgraph_core import GraphClientFactory
 
+from shared import subscriptions as subscriptions_mod
 from shared.credentials import GraphOriginTransport
 from shared.errors import GraphReadError
 from shared.model import (
@@ -565,6 +566,30 @@ class GraphClient:
             return [_sku(item) for item in value]
         except (KeyError, TypeError, ValueError) as exc:
             raise GraphReadError("subscribed SKUs", None, None, f"malformed SKU: {exc!r}") from exc
+
+    # List subscriptions names Organization.Read.All as least privileged (docs/graph-facts.md);
+    # LicenseAssignment.Read.All, enough for subscribedSkus, is not listed for it.
+    @requires("Organization.Read.All")
+    async def list_subscriptions(self) -> list[subscriptions_mod.Subscription]:
+        """The tenant's companySubscriptions, complete, or GraphReadError (never a partial list)."""
+        url = f"{self._base}/directory/subscriptions?$select={','.join(subscriptions_mod.SELECT)}"
+        what = "subscriptions"
+        try:
+            items = await self._pages(url, what, "list_subscriptions")
+        except GraphReadError as exc:
+            if exc.status != 403:
+                raise
+            raise GraphReadError(
+                what,
+                403,
+                exc.code,
+                "permission denied: grant the app Organization.Read.All (List subscriptions; "
+                "LicenseAssignment.Read.All does not include it)",
+            ) from exc
+        try:
+            return [subscriptions_mod.parse(item) for item in items]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GraphReadError(what, None, None, f"malformed subscription: {exc}") from exc
 
     @requires("GroupMember.Read.All")
     async def find_groups(

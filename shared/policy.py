@@ -76,6 +76,11 @@ ALERT_KINDS = (
     "run-problem",  # a run failed or was partial
     "group-shrank",  # a tagged group lost more direct members than suddenLoss allows
     "sku-dropped",  # a SKU's consumed seats fell more than suddenLoss allows
+    # Supply (GET /directory/subscriptions), within subscriptionDays:
+    "subscription-ending",  # an Enabled subscription's seats leave at nextLifecycleDateTime
+    "subscription-status",  # a subscription in Warning, Suspended or LockedOut
+    "subscription-reduced",  # a subscription now holds fewer licences than it did
+    "subscription-trial",  # a trial subscription whose seats users hold
 )
 
 
@@ -84,6 +89,7 @@ class AlertSettings:
     cooldown_hours: int = 72  # a continuing condition is mailed again after this long
     forecast_days: int = 30  # warn when a SKU runs out within this many days at its growth
     stuck_processing_hours: int = 24
+    subscription_days: int = 30  # warn of subscription ends and cuts this many days ahead
     recipients: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> addresses
 
 
@@ -554,6 +560,7 @@ def _validate(data: Any, source: str, digest: str) -> Policy:
         cooldown_hours=a.get("cooldownHours", default_alerts.cooldown_hours),
         forecast_days=a.get("forecastDays", default_alerts.forecast_days),
         stuck_processing_hours=a.get("stuckProcessingHours", default_alerts.stuck_processing_hours),
+        subscription_days=a.get("subscriptionDays", default_alerts.subscription_days),
         recipients=recipients,
     )
 

@@ -99,6 +99,7 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
             ),
         ]
     out += render_removals(summary.get("removals") or {}, width)
+    out += _subscriptions(summary)
     counts = summary.get("counts") or {}
     if counts:
         out += ["", "Decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
@@ -193,6 +194,30 @@ def render_removals(rem: dict[str, Any], width: int = 70) -> list[str]:
             ),
         ]
     return out
+
+
+def _subscriptions(summary: dict[str, Any]) -> list[str]:
+    """Where the seats come from, as the run read them; says so when it could not."""
+    subs = summary.get("subscriptions")
+    if subs is None:
+        return [] if "subscriptions" not in summary else ["", "Subscriptions: not read"]
+    if not subs:
+        return ["", "Subscriptions: none listed"]
+    rows = [
+        [
+            s.get("skuPartNumber"),
+            s.get("status"),
+            s.get("totalLicenses"),
+            "yes" if s.get("isTrial") else "",
+            str(s.get("nextLifecycleDateTime") or "")[:10],
+        ]
+        for s in subs
+    ]
+    return [
+        "",
+        "Subscriptions",
+        table(["sku", "status", "seats", "trial", "next lifecycle (unless renewed)"], rows),
+    ]
 
 
 def render_status(status: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ from shared.store import (
     RunRowChanged,
     TableStore,
     as_json,
+    clip,
     from_properties,
     iso,
     new_run_id,
@@ -45,6 +46,8 @@ from shared.store import (
     run_to_entity,
     to_properties,
 )
+from shared.subscriptions import Subscription
+from shared.subscriptions import from_row as subscription_from_row
 from shared.telemetry import (
     SPAN_ALERT,
     SPAN_APPLY,
@@ -86,6 +89,9 @@ class RunReport:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     limited_to: tuple[str, ...] = ()  # the groupIds the run was limited to; () = every group
     requested_by: str = ""
+    # GET /directory/subscriptions; None: not read (unknown, never "no subscriptions")
+    subscriptions: list[Subscription] | None = None
+    subscriptions_error: str = ""
     row_etag: str | None = None  # of the run row as this run last wrote it (conditional writes)
     waiting: dict[str, Any] | None = None  # the waiting list's counts (shared/waiting.py)
 
@@ -145,6 +151,15 @@ class RunReport:
             )
         return rows
 
+    def warnings(self) -> list[str]:
+        out = list(self.plan.warnings) if self.plan else []
+        if self.subscriptions_error:
+            out.append(
+                f"{self.subscriptions_error}; subscription alerts keep their state and the "
+                "forecast leaves subscription end dates out this run"
+            )
+        return out
+
     def summary(self) -> dict[str, Any]:
         plan = self.plan
         return {
@@ -167,7 +182,11 @@ class RunReport:
             "groups": self.group_rows(),
             "skus": self.sku_rows(),
             "alerts": self.alerts,
-            "warnings": plan.warnings if plan else [],
+            "subscriptions": (
+                None if self.subscriptions is None else [s.row() for s in self.subscriptions]
+            ),
+            "subscriptionsError": self.subscriptions_error or None,
+            "warnings": self.warnings(),
             "requestedNotTagged": plan.requested_not_tagged if plan else [],
             "removals": removal_summary(plan.removals if plan else None, self.removal_outcomes),
             "waiting": self.waiting,
@@ -381,6 +400,16 @@ async def _processed_groups(graph: GraphClient, group_ids: list[str]) -> set[str
     return done
 
 
+async def _read_subscriptions(graph: GraphClient, report: RunReport) -> None:
+    """Where the seats come from; a failed read leaves them unknown and the run goes on (seats
+    and demand are read from subscribedSkus and the groups, not from here)."""
+    try:
+        report.subscriptions = await graph.list_subscriptions()
+    except GraphReadError as exc:
+        report.subscriptions, report.subscriptions_error = None, str(exc)
+        log.warning("run %s: %s", report.run_id, exc)
+
+
 def run_scope(report: RunReport, resolved: ResolvedPolicy | None) -> alerts_mod.RunScope:
     """What this run read completely, for the alert layer: only that can be resolved."""
     plan = report.plan
@@ -400,6 +429,9 @@ def run_scope(report: RunReport, resolved: ResolvedPolicy | None) -> alerts_mod.
     policy_blocked = (Decision.UNKNOWN, Decision.BLOCKED_POLICY)
     scope = alerts_mod.RunScope(
         complete=_finish_status(report) == "succeeded",
+        # Read whole or not at all (GraphClient.list_subscriptions). A run limited to groupIds
+        # keeps them but leaves the tenant-wide supply alerts to the full runs.
+        subscriptions_read=report.subscriptions is not None and not limited,
         limited=limited,
         # A run limited to some groups does not know the others' demand for any SKU.
         sku_ids_known=frozenset() if limited else frozenset(s.sku_id for s in plan.skus),
@@ -590,6 +622,7 @@ async def _execute_leased(
             )
             with tracer.start_as_current_span(SPAN_COLLECT):
                 skus = await graph.list_skus()
+                await _read_subscriptions(graph, report)
                 resolved = resolve(policy, skus)
                 wanted = {g.lower() for g in group_ids} if group_ids else None
                 snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
@@ -726,6 +759,12 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
     ]
     await asyncio.to_thread(store.put_sku_snapshots, report.run_id, snapshot_rows)
     await _record_removals(store, report)
+    if report.subscriptions is not None:
+        subscription_rows = [
+            {"At": report.started_at.isoformat(), "RunId": report.run_id, **to_properties(s.row())}
+            for s in report.subscriptions
+        ]
+        await asyncio.to_thread(store.put_subscriptions, report.run_id, subscription_rows)
     # The run row last: a run marked finished has all its rows. Conditional on the row this run
     # wrote: if another run closed it meanwhile (this one lost its lease), that closure stands.
     try:
@@ -742,30 +781,35 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
 
 def _run_entity(report: RunReport) -> dict[str, Any]:
     s = report.summary()
-    return run_to_entity(
-        {
-            "runId": report.run_id,
-            "mode": report.mode,
-            "trigger": report.trigger,
-            "requestedBy": report.requested_by,
-            "status": report.status,
-            "startedAt": s["startedAt"],
-            "finishedAt": s["finishedAt"],
-            "policyFile": report.policy_file,
-            "policyDigest": report.policy_digest,
-            "error": report.error,
-            "refusedReason": report.refused_reason,
-            "counts": s["counts"],
-            "groupsChanged": s["groupsChanged"],
-            "usersAffected": s["usersAffected"],
-            "graphRequests": report.graph_requests,
-            "graphWrites": report.graph_writes,
-            "alerts": report.alerts,
-            "warnings": report.plan.warnings if report.plan else [],
-            "requestedNotTagged": report.plan.requested_not_tagged if report.plan else [],
-            "waiting": report.waiting,
-        }
-    )
+    return {
+        **run_to_entity(
+            {
+                "runId": report.run_id,
+                "mode": report.mode,
+                "trigger": report.trigger,
+                "requestedBy": report.requested_by,
+                "status": report.status,
+                "startedAt": s["startedAt"],
+                "finishedAt": s["finishedAt"],
+                "policyFile": report.policy_file,
+                "policyDigest": report.policy_digest,
+                "error": report.error,
+                "refusedReason": report.refused_reason,
+                "counts": s["counts"],
+                "groupsChanged": s["groupsChanged"],
+                "usersAffected": s["usersAffected"],
+                "graphRequests": report.graph_requests,
+                "graphWrites": report.graph_writes,
+                "alerts": report.alerts,
+                "warnings": report.warnings(),
+                "requestedNotTagged": report.plan.requested_not_tagged if report.plan else [],
+                "waiting": report.waiting,
+            }
+        ),
+        # Whether this run read the subscriptions (absent on older runs: unknown)
+        "SubscriptionsRead": report.subscriptions is not None,
+        "SubscriptionsError": clip(report.subscriptions_error),
+    }
 
 
 def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
@@ -783,10 +827,23 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
             continue
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
+    subscriptions: list[dict[str, Any]] | None = None
+    if entity.get("SubscriptionsRead"):  # runs before subscriptions were read: unknown
+        subscriptions = sorted(
+            (subscription_from_row(r).row() for r in store.run_subscriptions(run_id)),
+            key=lambda s: (str(s["skuPartNumber"]), str(s["subscriptionId"])),
+        )
     skus.sort(key=lambda s: str(s.get("skuPartNumber", "")))
     for s in skus:  # runs recorded before productName existed
         s.setdefault("productName", sku_product_name(s.get("skuId"), s.get("skuPartNumber")))
-    return {**run_from_entity(entity), "groups": groups, "skus": skus, "removals": removals}
+    return {
+        **run_from_entity(entity),
+        "groups": groups,
+        "skus": skus,
+        "removals": removals,
+        "subscriptions": subscriptions,
+        "subscriptionsError": entity.get("SubscriptionsError") or None,
+    }
 
 
 # -- removals (shared/removals.py): inputs from the store, records per user -----------------------

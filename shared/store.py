@@ -10,6 +10,7 @@ Tables (prefix from LICENSING_TABLE_PREFIX):
   <p>waiting       PartitionKey "since", RowKey <user id>_<group id>: first run that saw them wait;
                    PartitionKey <run id>, RowKey "head" / "item-<n>": each run's waiting list;
                    PartitionKey "latest", RowKey "list": the newest unrestricted run's list
+  <p>subscriptions PartitionKey <subscription id>, RowKey <run id>: each run's subscriptions
 Long values are truncated to Table limits with a marker; lists keep a count.
 """
 
@@ -207,6 +208,7 @@ class TableStore:
             "removals": f"{prefix}removals",
             "disabled": f"{prefix}disabledseen",
             "waiting": f"{prefix}waiting",
+            "subscriptions": f"{prefix}subscriptions",
         }
 
     @classmethod
@@ -293,6 +295,33 @@ class TableStore:
         rows = self.table("skus").query_entities("PartitionKey eq @pk", parameters={"pk": sku_id})
         out = [dict(r) for r in rows]
         return out[-limit:]
+
+    # -- subscriptions (GET /directory/subscriptions, per run) ---------------------------------
+
+    def put_subscriptions(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        """One row per subscription the run read, in the subscription's partition (its history)."""
+        table = self.table("subscriptions")
+        for row in rows:
+            table.upsert_entity(
+                {"PartitionKey": row["SubscriptionId"], "RowKey": run_id, **row},
+                mode=UpdateMode.REPLACE,
+            )
+
+    def run_subscriptions(self, run_id: str) -> list[dict[str, Any]]:
+        """The subscriptions one run read (a query across partitions: the table is small, a few
+        rows per subscription per run)."""
+        rows = self.table("subscriptions").query_entities(
+            "RowKey eq @rk", parameters={"rk": run_id}
+        )
+        return [dict(r) for r in rows]
+
+    def subscription_history(self, subscription_id: str, since: datetime) -> list[dict[str, Any]]:
+        """What earlier runs read of one subscription, since a time."""
+        rows = self.table("subscriptions").query_entities(
+            "PartitionKey eq @pk and At ge @since",
+            parameters={"pk": subscription_id, "since": since.isoformat()},
+        )
+        return [dict(r) for r in rows]
 
     # -- alerts -------------------------------------------------------------------------------
 

@@ -57,6 +57,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         {"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
     ),
     "mail.send": frozenset({"Mail.Send"}),
+    # List subscriptions (directory-list-subscriptions.md): Organization.Read.All least
+    # privileged; Directory.Read.All and Organization.ReadWrite.All higher.
+    "subscriptions.read": frozenset(
+        {"Organization.Read.All", "Organization.ReadWrite.All", "Directory.Read.All"}
+    ),
 }
 
 # Without one of these a user in a members list comes back with only @odata.type and id
@@ -277,6 +282,38 @@ class GraphApi:
             **_project(self.tenant.sku_json(sku), q.select),
         }
         return Response(200, body)
+
+    # ---- directory/subscriptions ---------------------------------------------------------
+
+    def list_subscriptions(self, req: Request, m: re.Match[str]) -> Response:
+        q = odata.parse_query(
+            req.query,
+            req.headers,
+            allowed={"$select"},
+            select_props=list(schema.SUBSCRIPTION_PROPERTIES),
+            type_name="microsoft.graph.companySubscription",
+            resource="subscriptions",
+        )
+        value = [_project(s, q.select) for s in self.tenant.subscription_list()]
+        context = self._context(req, "directory/subscriptions", q.select)
+        return Response(200, {"@odata.context": context, "value": value})
+
+    def get_subscription(self, req: Request, m: re.Match[str]) -> Response:
+        q = odata.parse_query(
+            req.query,
+            req.headers,
+            allowed={"$select"},
+            select_props=list(schema.SUBSCRIPTION_PROPERTIES),
+            type_name="microsoft.graph.companySubscription",
+        )
+        key = m["id"].lower()
+        sub = next((s for s in self.tenant.subscription_list() if s["id"] == key), None)
+        if sub is None:
+            raise GraphError(
+                404, "Request_ResourceNotFound", f"Resource '{m['id']}' does not exist."
+            )
+        context = self._context(req, "directory/subscriptions", q.select) + "/$entity"
+        return Response(200, {"@odata.context": context, **_project(sub, q.select)})
 
     # ---- groups --------------------------------------------------------------------------
 
@@ -612,6 +649,16 @@ def _route(
 ROUTES: list[Route] = [
     _route("GET", r"/subscribedSkus", GraphApi.list_skus, "skus.read", 3),
     _route("GET", rf"/subscribedSkus/{_ID}", GraphApi.get_sku, "skus.read", 1),
+    _route(
+        "GET", r"/directory/subscriptions", GraphApi.list_subscriptions, "subscriptions.read", 1
+    ),
+    _route(
+        "GET",
+        rf"/directory/subscriptions/{_ID}",
+        GraphApi.get_subscription,
+        "subscriptions.read",
+        1,
+    ),
     _route("GET", r"/groups", GraphApi.list_groups, "groups.read", 1),
     _route("GET", r"/groups/\$count", GraphApi.count_groups, "groups.read", 1),
     _route("GET", rf"/groups/{_ID}", GraphApi.get_group, "groups.read", 1),

@@ -107,6 +107,22 @@ GROUP_SELECT_ONLY: tuple[str, ...] = (
     "hasMembersWithLicenseErrors",
 )
 
+# companySubscription (companySubscription resource type), all returned by default.
+SUBSCRIPTION_PROPERTIES: tuple[str, ...] = (
+    "commerceSubscriptionId",
+    "createdDateTime",
+    "id",
+    "isTrial",
+    "nextLifecycleDateTime",
+    "ownerId",
+    "ownerTenantId",
+    "ownerType",
+    "serviceStatus",
+    "skuId",
+    "skuPartNumber",
+    "status",
+    "totalLicenses",
+)
 SKU_PROPERTIES: tuple[str, ...] = (
     "accountName",
     "accountId",

@@ -539,6 +539,12 @@ class SimServer:
                 sku = self.tenant.set_capability(parts[1], data["capabilityStatus"])
             with self.tenant.lock:
                 return Response(200, self.tenant.sku_json(sku))
+        if key == ("GET", "subscriptions") and len(parts) == 1:
+            return Response(200, {"value": self.tenant.subscription_list()})
+        if key == ("POST", "subscriptions") and len(parts) == 1:
+            return Response(201, self.tenant.add_subscription(data))
+        if method == "PATCH" and parts[:1] == ["subscriptions"] and len(parts) == 2:
+            return Response(200, self.tenant.update_subscription(parts[1], data))
         if key == ("POST", "faults"):
             fault = _parse_fault(data)
             with self.lock:

@@ -13,10 +13,11 @@ import hashlib
 import json
 import re
 import threading
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,31 @@ _SKU_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prohibitedUsageLocations"}
 # prerequisite plans ("Identify and resolve license assignment problems for a group").
 _PLAN_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prerequisitePlans"})
 _SKU_KEYS = frozenset(schema.SKU_PROPERTIES) | {"enabledAtLoad"} | _SKU_RULE_KEYS
-_TENANT_KEYS = {"tenantId", "skus", "users", "groups", "defaultUsageLocation"}
+_TENANT_KEYS = {"tenantId", "skus", "users", "groups", "defaultUsageLocation", "subscriptions"}
+# companySubscription properties (companySubscription resource type); `nextLifecycleInDays` is
+# simulator-only: the lifecycle date as days from when the tenant is loaded (demo files stay
+# current).
+SUBSCRIPTION_STATUSES = ("Enabled", "Warning", "Suspended", "Deleted", "LockedOut")
+_SUBSCRIPTION_KEYS = frozenset(
+    {
+        "commerceSubscriptionId",
+        "createdDateTime",
+        "id",
+        "isTrial",
+        "nextLifecycleDateTime",
+        "ownerId",
+        "ownerTenantId",
+        "ownerType",
+        "serviceStatus",
+        "skuId",
+        "skuPartNumber",
+        "status",
+        "totalLicenses",
+    }
+)
+_SUBSCRIPTION_SIM_KEYS = frozenset({"nextLifecycleInDays"})
+# A tenant file without subscriptions gets one per SKU, renewing this long after loading.
+DERIVED_SUBSCRIPTION_DAYS = 365
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _PREPAID_KEYS = ("enabled", "warning", "suspended", "lockedOut")
 
@@ -289,6 +314,9 @@ class Tenant:
         # plan -> prerequisite plans (one enabled is enough).
         self._plan_conflicts: dict[str, set[str]] = {}
         self._prerequisites: dict[str, set[str]] = {}
+        # companySubscription objects by id; None: derived from the SKUs (one each) when read.
+        self.subscriptions: dict[str, dict[str, Any]] | None = None
+        self.loaded_at = datetime.now(UTC).replace(microsecond=0)
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -319,6 +347,13 @@ class Tenant:
         for i, raw in enumerate(_list(data.get("skus", []), "$.skus")):
             tenant._load_sku(raw, f"$.skus[{i}]")
         tenant._check_sku_rules()
+        if "subscriptions" in data:
+            tenant.subscriptions = {}
+            for i, raw in enumerate(_list(data["subscriptions"], "$.subscriptions")):
+                sub = tenant._subscription(raw, f"$.subscriptions[{i}]")
+                if sub["id"] in tenant.subscriptions:
+                    raise TenantError(f"$.subscriptions[{i}].id: duplicate id '{sub['id']}'")
+                tenant.subscriptions[sub["id"]] = sub
         for i, raw in enumerate(_list(data.get("users", []), "$.users")):
             tenant._load_user(raw, f"$.users[{i}]")
         raw_groups = _list(data.get("groups", []), "$.groups")
@@ -1202,6 +1237,134 @@ class Tenant:
                 )
             return sku
 
+    # ---- subscriptions (GET /directory/subscriptions) --------------------------------------
+
+    def _subscription(
+        self, raw: Any, where: str, base: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One companySubscription from a tenant file or the admin API, checked; `base` is the
+        subscription being changed (then every key is optional)."""
+        raw = _obj(raw, where)
+        _check_keys(raw, _SUBSCRIPTION_KEYS | _SUBSCRIPTION_SIM_KEYS, where)
+        sub = dict(base or {})
+        if base is None:
+            sku = self.skus.get(_guid(raw.get("skuId"), f"{where}.skuId"))
+            if sku is None:
+                raise TenantError(
+                    f"{where}.skuId: unknown skuId '{raw.get('skuId')}' (not in $.skus)"
+                )
+            sub_id = _guid(raw.get("id", str(uuid.uuid4())), f"{where}.id")
+            sub = {
+                "commerceSubscriptionId": str(uuid.uuid5(uuid.NAMESPACE_URL, sub_id)),
+                "createdDateTime": _stamp(self.loaded_at - timedelta(days=30)),
+                "id": sub_id,
+                "isTrial": False,
+                "nextLifecycleDateTime": _stamp(
+                    self.loaded_at + timedelta(days=DERIVED_SUBSCRIPTION_DAYS)
+                ),
+                "ownerId": None,
+                "ownerTenantId": None,
+                "ownerType": None,
+                "serviceStatus": [
+                    {
+                        k: p[k]
+                        for k in (
+                            "appliesTo",
+                            "provisioningStatus",
+                            "servicePlanId",
+                            "servicePlanName",
+                        )
+                    }
+                    for p in sku.service_plans
+                ],
+                "skuId": sku.sku_id,
+                "skuPartNumber": sku.part_number,
+                "status": "Enabled",
+                "totalLicenses": 0,
+            }
+        elif "skuId" in raw or "id" in raw:
+            raise TenantError(f"{where}: 'id' and 'skuId' of a subscription cannot change")
+        if "skuPartNumber" in raw and raw["skuPartNumber"] != sub["skuPartNumber"]:
+            raise TenantError(f"{where}.skuPartNumber: not the part number of skuId {sub['skuId']}")
+        if "status" in raw:
+            sub["status"] = _choice(raw["status"], SUBSCRIPTION_STATUSES, f"{where}.status")
+        if "totalLicenses" in raw:
+            sub["totalLicenses"] = _count(raw["totalLicenses"], f"{where}.totalLicenses")
+        if "isTrial" in raw:
+            if not isinstance(raw["isTrial"], bool):
+                raise TenantError(f"{where}.isTrial: must be true or false")
+            sub["isTrial"] = raw["isTrial"]
+        if "nextLifecycleDateTime" in raw and "nextLifecycleInDays" in raw:
+            raise TenantError(
+                f"{where}: give nextLifecycleDateTime or nextLifecycleInDays, not both"
+            )
+        if "nextLifecycleInDays" in raw:
+            days = raw["nextLifecycleInDays"]
+            if not isinstance(days, int | float) or isinstance(days, bool):
+                raise TenantError(f"{where}.nextLifecycleInDays: must be a number of days")
+            sub["nextLifecycleDateTime"] = _stamp(datetime.now(UTC) + timedelta(days=days))
+        for key in ("nextLifecycleDateTime", "createdDateTime"):
+            if key in raw:
+                sub[key] = None if raw[key] is None else _stamp(_when(raw[key], f"{where}.{key}"))
+        for key in ("commerceSubscriptionId", "ownerId", "ownerTenantId", "ownerType"):
+            if key in raw:
+                if raw[key] is not None and not isinstance(raw[key], str):
+                    raise TenantError(f"{where}.{key}: must be a string or null")
+                sub[key] = raw[key]
+        if "serviceStatus" in raw:
+            sub["serviceStatus"] = copy.deepcopy(
+                _list(raw["serviceStatus"], f"{where}.serviceStatus")
+            )
+        return sub
+
+    def subscription_list(self) -> list[dict[str, Any]]:
+        """The tenant's companySubscriptions: the file's, or one per SKU holding its seats."""
+        with self.lock:
+            if self.subscriptions is not None:
+                return [copy.deepcopy(s) for s in self.subscriptions.values()]
+            return [self._derived_subscription(sku) for sku in self.skus.values()]
+
+    def _derived_subscription(self, sku: Sku) -> dict[str, Any]:
+        sub_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.tenant_id}/{sku.sku_id}"))
+        sub = self._subscription({"skuId": sku.sku_id, "id": sub_id}, "$.subscriptions")
+        sub["status"] = sku.capability_status
+        sub["totalLicenses"] = sum(sku.prepaid.values())
+        return sub
+
+    def add_subscription(self, raw: Any) -> dict[str, Any]:
+        with self.lock:
+            self._materialise_subscriptions()
+            assert self.subscriptions is not None
+            try:
+                sub = self._subscription(raw, "$")
+            except TenantError as exc:
+                raise bad_request(str(exc)) from exc
+            if sub["id"] in self.subscriptions:
+                raise bad_request(f"A subscription with id '{sub['id']}' exists.")
+            self.subscriptions[sub["id"]] = sub
+            return copy.deepcopy(sub)
+
+    def update_subscription(self, sub_id: str, raw: Any) -> dict[str, Any]:
+        """A renewal, an expiry, a change of seats: PATCH /_sim/subscriptions/{id}. The SKU's
+        prepaidUnits are not changed with it (set them with PATCH /_sim/skus/{id})."""
+        with self.lock:
+            self._materialise_subscriptions()
+            assert self.subscriptions is not None
+            sub = self.subscriptions.get(sub_id.lower())
+            if sub is None:
+                raise not_found(sub_id)
+            try:
+                self.subscriptions[sub["id"]] = self._subscription(raw, "$", base=sub)
+            except TenantError as exc:
+                raise bad_request(str(exc)) from exc
+            return copy.deepcopy(self.subscriptions[sub["id"]])
+
+    def _materialise_subscriptions(self) -> None:
+        if self.subscriptions is None:
+            self.subscriptions = {
+                s["id"]: s for s in (self._derived_subscription(k) for k in self.skus.values())
+            }
+
     # ---- JSON views ----------------------------------------------------------------------
 
     def sku_json(self, sku: Sku) -> dict[str, Any]:
@@ -1323,6 +1486,8 @@ class Tenant:
             if self.default_usage_location:
                 out["defaultUsageLocation"] = self.default_usage_location
             out.update({"skus": skus, "users": users, "groups": groups})
+            if self.subscriptions is not None:
+                out["subscriptions"] = [copy.deepcopy(s) for s in self.subscriptions.values()]
             return out
 
     def state_digest(self) -> str:
@@ -1348,6 +1513,9 @@ class Tenant:
             for group in self.groups.values():
                 put([group.id, group.props, group.extensions, group.licenses, group.members])
                 put(group.processing_state)
+            if self.subscriptions is not None:
+                for sub in self.subscriptions.values():
+                    put({k: v for k, v in sub.items() if k != "createdDateTime"})
         return h.hexdigest()
 
     def to_dict_sku(self, sku: Sku) -> dict[str, Any]:
@@ -1428,6 +1596,21 @@ def _country(raw: Any, where: str) -> str:
     if not isinstance(raw, str) or not _COUNTRY_RE.match(raw):
         raise TenantError(f"{where}: not an ISO 3166 alpha-2 country code: {raw!r}")
     return raw
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(raw: Any, where: str) -> datetime:
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    raise TenantError(f"{where}: not an ISO 8601 date and time with a zone: {raw!r}")
 
 
 def _choice(raw: Any, allowed: tuple[Any, ...], where: str) -> Any:

@@ -91,8 +91,15 @@ def test_status_progress_and_dashboard_on_the_demo_tenant(
 
     assert main(["status"]) == 0
     status = capsys.readouterr().out
-    assert "Office 365 E5 (ENTERPRISEPREMIUM)" in status and "not enough history yet" in status
-    assert f"Latest run: {run_id}" in status and "Open alerts: 2" in status
+    # No history yet, but the demo's second E5 subscription (10 seats) ends in 12 days: the
+    # forecast gives that date rather than "not enough history yet".
+    assert "Office 365 E5 (ENTERPRISEPREMIUM)" in status
+    assert "a subscription of 10 seat(s) ends on" in status
+    # Guests and Power BI seats, plus the demo's subscriptions: E5's ending one (and the low
+    # forecast it causes), the Power BI trial users rely on, suspended Project.
+    assert f"Latest run: {run_id}" in status and "Open alerts: 6" in status
+    for kind in ("subscription-ending", "subscription-trial", "subscription-status", "sku-low"):
+        assert kind in status
     assert main(["status", "--json"]) == 0
     assert '"seatsSource": "graph"' in capsys.readouterr().out
 

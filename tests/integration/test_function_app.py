@@ -383,7 +383,10 @@ def test_status_shows_seats_now_the_latest_run_and_open_alerts(app_world: World)
         now = by_sku[s["skuPartNumber"]]
         assert now["free"] == now["enabled"] - now["consumed"]
         assert now["demand"] == s["demand"]
-        assert now["forecast"]["text"] in ("not enough history yet", "no seats left")
+        # No history yet; the demo's subscriptions give end dates where one ends first.
+        assert now["forecast"]["text"] in ("not enough history yet", "no seats left") or (
+            now["forecast"]["state"] == "ending" and "unless renewed" in now["forecast"]["text"]
+        )
     assert status["openAlerts"], "the demo tenant has guests and a short SKU"
     assert {a["kind"] for a in status["openAlerts"]} >= {"group-guests"}
 

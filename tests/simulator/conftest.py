@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 DEMO = ROOT / "simulator" / "tenants" / "demo.json"
 
-READ_ALL = ("GroupMember.Read.All", "User.Read.All", "LicenseAssignment.Read.All")
+READ_ALL = (
+    "GroupMember.Read.All",
+    "User.Read.All",
+    "LicenseAssignment.Read.All",
+    "Organization.Read.All",
+)
 WRITE_ALL = (*READ_ALL, "LicenseAssignment.ReadWrite.All", "User.ReadWrite.All", "Mail.Send")
 
 TENANT_ID = "11111111-1111-4111-8111-111111111111"

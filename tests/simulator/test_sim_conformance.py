@@ -24,6 +24,7 @@ ME = "87d349ed-44d7-43e1-9a83-5f2406dee5bd"  # stands in for /me (app-only token
 REPLAYED: dict[str, set[str]] = {
     "subscribedsku-list--list-subscribedskus.json": set(),
     "subscribedsku-get--get-subscribedsku.json": set(),
+    "directory-list-subscriptions--example.json": set(),
     "group-get--example-1-return-all-default-properties.json": set(),
     "group-get--example-2-select-non-default-properties.json": set(),
     "group-list--example-1-list-groups.json": set(),
@@ -209,7 +210,25 @@ def _tenant() -> dict[str, Any]:
         "d9fb0c47-c783-40a1-bce1-53b52ada51fc",
         "e8b753b5-4117-464e-9a08-713e1ff266b3",
     ]
-    return {"tenantId": TENANT, "skus": skus, "users": users, "groups": groups}
+    subscriptions = _load("directory-list-subscriptions--example.json")["response"]["body"]["value"]
+    skus.append(
+        {
+            "skuId": subscriptions[0]["skuId"],
+            "skuPartNumber": subscriptions[0]["skuPartNumber"],
+            "prepaidUnits": {"enabled": subscriptions[0]["totalLicenses"]},
+            "servicePlans": [
+                {k: p[k] for k in ("servicePlanId", "servicePlanName")}
+                for p in subscriptions[0]["serviceStatus"]
+            ],
+        }
+    )
+    return {
+        "tenantId": TENANT,
+        "skus": skus,
+        "users": users,
+        "groups": groups,
+        "subscriptions": subscriptions,
+    }
 
 
 @pytest.fixture(scope="module")

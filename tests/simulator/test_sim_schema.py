@@ -235,6 +235,7 @@ def run_engine(server: SimServer, page_size: int | None = None) -> list[Exchange
         graph = GraphClient(credential, base, transport=recorder)
         try:
             skus = await graph.list_skus()
+            await graph.list_subscriptions()
             await collect(graph, parse_policy(POLICY), skus, max_concurrency=2)
             await graph.assign_group_licenses(gid(2), [(E5, [YAMMER]), (EMS, [])], [])
             await graph.assign_group_licenses(gid(1), [], [EMS])
@@ -264,6 +265,7 @@ def test_the_engine_used_every_path_it_is_checked_on(exchanges: list[Exchange]):
     used = {(x.method, template(x.path)) for x in exchanges}
     assert used >= {
         ("GET", "/subscribedSkus"),
+        ("GET", "/directory/subscriptions"),
         ("GET", "/groups"),
         ("GET", "/groups/{group-id}/members"),
         ("POST", "/groups/{group-id}/assignLicense"),
@@ -405,6 +407,7 @@ def test_schema_paths_are_what_the_request_urls_say():
     "url, path",
     [
         ("/subscribedSkus", "/subscribedSkus"),
+        ("/directory/subscriptions", "/directory/subscriptions"),
         ("/groups", "/groups"),
         (f"/groups/{gid(1)}", "/groups/{group-id}"),
         (f"/groups/{gid(2)}/members", "/groups/{group-id}/members"),

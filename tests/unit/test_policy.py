@@ -284,3 +284,20 @@ def test_every_key_the_code_reads_is_in_the_schema_and_every_schema_key_is_read(
 
 def test_the_schema_file_is_json_an_editor_can_read():
     assert json.loads(SCHEMA_PATH.read_text())["$schema"].startswith("http://json-schema.org/")
+
+
+def test_subscription_days_defaults_to_30_and_is_checked():
+    assert parse_policy(POLICY, "p.yaml").alerts.subscription_days == 30
+    assert (
+        parse_policy(POLICY + "alerts: {subscriptionDays: 45}\n", "p.yaml").alerts.subscription_days
+        == 45
+    )
+    err = error_for(POLICY + "alerts: {subscriptionDays: 0}\n")
+    assert err.key == "alerts.subscriptionDays"
+    err = error_for(POLICY + "alerts: {subscriptionDays: soon}\n")
+    assert err.key == "alerts.subscriptionDays" and "integer" in err.problem
+    # Each subscription kind can have its own recipients.
+    policy = parse_policy(
+        POLICY + "alerts: {recipients: {subscription-ending: [buyer@contoso.com]}}\n", "p.yaml"
+    )
+    assert policy.alerts.recipients["subscription-ending"] == ("buyer@contoso.com",)
