@@ -5,6 +5,7 @@ keeps it open, and the dashboard's runs-out date moving earlier when a subscript
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,7 +71,9 @@ def test_an_ending_subscription_is_mailed_once_and_resolved_when_it_renews(world
     assert "Users holding the licence now</td>" in body and ">6</td>" in body
     # The forecast alert counts the end as well: 4 free now, none once it ends.
     assert any(
-        s.startswith("[Licensing] POWER_BI_PRO is running low: a subscription of 10 seat(s) ends")
+        s.startswith(
+            "[Licensing] Power BI Pro (POWER_BI_PRO) is running low: a subscription of 10 seat(s) ends"
+        )
         for s in by_subject
     ), list(by_subject)
     first = len(mails)
@@ -157,6 +160,8 @@ def test_the_runs_out_date_moves_earlier_when_a_subscription_ends_before_growth(
 
     # The 10-seat subscription now ends in 8 days: 20 - 8 - 10 = 2 free then, gone 2 days later.
     world.sim.admin("PATCH", f"/_sim/subscriptions/{SUB2}", {"nextLifecycleInDays": 8})
+    # Run ids order to the second: two runs in the same second have no "latest" between them.
+    time.sleep(1.1)
     run(world, "plan")
     after = _pbi_forecast(world)
     assert after["state"] == "ending"
