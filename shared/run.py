@@ -580,7 +580,10 @@ async def _execute_leased(
                 skus = await graph.list_skus()
                 resolved = resolve(policy, skus)
                 wanted = {g.lower() for g in group_ids} if group_ids else None
-                snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
+                sizes = await _recorded_sizes(store)
+                snapshot = await collect(
+                    graph, policy, skus, settings.max_concurrency, wanted, sizes
+                )
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
                 decision_events(plan_span, report.plan)
@@ -643,6 +646,16 @@ async def _execute_leased(
     # Inside the run span: the log record carries the run's trace id.
     log.info("run %s (%s, %s) ended %s", report.run_id, mode, report.trigger, report.status)
     return report
+
+
+async def _recorded_sizes(store: TableStore) -> dict[str, int]:
+    """The member counts the last runs recorded, to read the largest groups first; without them
+    (storage hiccup) the run reads in its default order rather than fail."""
+    try:
+        return await asyncio.to_thread(store.last_member_counts)
+    except Exception as exc:  # ordering is an optimisation: never a reason to fail the run
+        log.warning("member counts of the last runs could not be read (%s); default order", exc)
+        return {}
 
 
 async def _record(store: TableStore, report: RunReport, graph: GraphClient | None) -> None:
