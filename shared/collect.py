@@ -12,7 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from shared.errors import GraphReadError
-from shared.graph import PAGE_SIZE, GraphClient, parse_group_licenses, parse_processing_state
+from shared.graph import (
+    PAGE_SIZE,
+    AdaptiveGate,
+    GraphClient,
+    parse_group_licenses,
+    parse_processing_state,
+)
 from shared.model import Group, Membership, Sku, Snapshot
 from shared.policy import Policy, Selector
 
@@ -149,7 +155,8 @@ async def read_members(
     max_concurrency: int,
     sizes: Mapping[str, int] | None = None,
 ) -> dict[str, Membership]:
-    gate = asyncio.Semaphore(max_concurrency)
+    # Adaptive under Graph's signals, up to max_concurrency (AdaptiveGate).
+    gate = AdaptiveGate(graph.pacer, max_concurrency)
 
     async def one(group: Group) -> tuple[str, Membership]:
         async with gate:
