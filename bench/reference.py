@@ -43,7 +43,7 @@ async def read_groups(base_url: str, token_url: str, group_ids: list[str]) -> tu
     return time.perf_counter() - started, members
 
 
-def sample(groups: list[dict[str, Any]], target_members: int) -> list[dict[str, Any]]:
+def sample(groups: list[dict[str, Any]], target_members: float) -> list[dict[str, Any]]:
     """Every k-th group (by id), so the sample spans small and large groups alike."""
     total = sum(g["memberCount"] + g["nestedGroupCount"] for g in groups)
     if total <= target_members:
@@ -54,7 +54,7 @@ def sample(groups: list[dict[str, Any]], target_members: int) -> list[dict[str, 
 
 
 def estimate(
-    base_url: str, token_url: str, groups: list[dict[str, Any]], target_members: int
+    base_url: str, token_url: str, groups: list[dict[str, Any]], target_members: float
 ) -> dict[str, Any]:
     chosen = sample(groups, target_members)
     seconds, read = asyncio.run(read_groups(base_url, token_url, [g["groupId"] for g in chosen]))

@@ -78,7 +78,7 @@ param alertMailbox string = ''
 @description('LICENSING_ALERT_RECIPIENTS: comma-separated addresses that receive alerts (required with a mailbox).')
 param alertRecipients string = ''
 
-@description('LICENSING_MAX_CONCURRENCY: groups read concurrently, 1..64. Empty: 8.')
+@description('LICENSING_MAX_CONCURRENCY: ceiling of groups read at once (adaptive below it), 1..64. Empty: 32.')
 param maxConcurrency string = ''
 
 @description('LICENSING_RUN_QUEUE: storage queue (in the host storage) of runs started over HTTP. Empty: licensing-runs.')
@@ -113,7 +113,7 @@ var licensingAppSettings = {
   LICENSING_TABLE_PREFIX: empty(tablePrefix) ? 'lic' : tablePrefix
   LICENSING_ALERT_MAILBOX: alertMailbox
   LICENSING_ALERT_RECIPIENTS: alertRecipients
-  LICENSING_MAX_CONCURRENCY: empty(maxConcurrency) ? '8' : maxConcurrency
+  LICENSING_MAX_CONCURRENCY: empty(maxConcurrency) ? '32' : maxConcurrency
   LICENSING_RUN_QUEUE: empty(runQueue) ? 'licensing-runs' : runQueue
   LICENSING_MEASURE_WAIT_SECONDS: empty(measureWaitSeconds) ? '120' : measureWaitSeconds
   LICENSING_HTTP_APPLY_WITHOUT_AUTH: empty(httpApplyWithoutAuth) ? 'false' : httpApplyWithoutAuth

@@ -186,7 +186,7 @@ def app_settings(azurite: Azurite, sim: Simulator, **overrides: str) -> dict[str
         "LICENSING_TABLE_PREFIX": "lic",
         "LICENSING_ALERT_MAILBOX": "licensing-alerts@contoso.com",
         "LICENSING_ALERT_RECIPIENTS": "it-ops@contoso.com",
-        "LICENSING_MAX_CONCURRENCY": "8",
+        "LICENSING_MAX_CONCURRENCY": "32",
         "LICENSING_RUN_QUEUE": "licensing-runs",
     }
     env.update(overrides)

@@ -7,12 +7,18 @@ read makes only that group unknown.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from shared.errors import GraphReadError
-from shared.graph import GraphClient, parse_group_licenses, parse_processing_state
+from shared.graph import (
+    PAGE_SIZE,
+    AdaptiveGate,
+    GraphClient,
+    parse_group_licenses,
+    parse_processing_state,
+)
 from shared.model import Group, Membership, Sku, Snapshot
 from shared.policy import Policy, Selector
 
@@ -130,10 +136,27 @@ def _group(raw: dict[str, Any], profile: str) -> Group:
     )
 
 
+def read_order(groups: list[Group], sizes: Mapping[str, int]) -> list[Group]:
+    """Longest chains first: a group's pages follow each other (nextLink), so the largest group
+    started last sets the wall time. Sizes are the member counts the last runs recorded: the known
+    multi-page groups go first, largest first, then the groups without a count (new, or unread
+    last time: any of them may be large), then the known single-page ones. Ties keep the given
+    order."""
+    known = sorted((g for g in groups if g.id in sizes), key=lambda g: -sizes[g.id])
+    unknown = [g for g in groups if g.id not in sizes]
+    large = [g for g in known if sizes[g.id] > PAGE_SIZE]
+    small = [g for g in known if sizes[g.id] <= PAGE_SIZE]
+    return [*large, *unknown, *small]
+
+
 async def read_members(
-    graph: GraphClient, groups: list[Group], max_concurrency: int
+    graph: GraphClient,
+    groups: list[Group],
+    max_concurrency: int,
+    sizes: Mapping[str, int] | None = None,
 ) -> dict[str, Membership]:
-    gate = asyncio.Semaphore(max_concurrency)
+    # Adaptive under Graph's signals, up to max_concurrency (AdaptiveGate).
+    gate = AdaptiveGate(graph.pacer, max_concurrency)
 
     async def one(group: Group) -> tuple[str, Membership]:
         async with gate:
@@ -142,7 +165,10 @@ async def read_members(
             except GraphReadError as exc:
                 return group.id, Membership(error=str(exc))
 
-    return dict(await asyncio.gather(*(one(g) for g in groups)))
+    # gather starts the coroutines in order, so the semaphore admits them in this order.
+    ordered = read_order(groups, sizes or {})
+    read = dict(await asyncio.gather(*(one(g) for g in ordered)))
+    return {g.id: read[g.id] for g in groups}
 
 
 async def collect(
@@ -151,7 +177,9 @@ async def collect(
     skus: list[Sku],
     max_concurrency: int,
     only_group_ids: set[str] | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> Snapshot:
+    """`sizes`: member counts the last runs recorded (ordering only: largest read first)."""
     warnings: list[str] = []
     groups = await find_tagged_groups(graph, policy, warnings)
     missing: list[str] = []
@@ -160,7 +188,7 @@ async def collect(
         if missing:
             warnings.append(f"requested group(s) not tagged by the policy: {', '.join(missing)}")
         groups = [g for g in groups if g.id in only_group_ids]
-    members = await read_members(graph, groups, max_concurrency)
+    members = await read_members(graph, groups, max_concurrency, sizes)
     return Snapshot(
         skus=tuple(skus),
         groups=tuple(groups),

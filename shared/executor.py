@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.graph import REQUIRED_PERMISSIONS, GraphClient, describe_graph_error
+from shared.graph import REQUIRED_PERMISSIONS, AdaptiveGate, GraphClient, describe_graph_error
 from shared.planner import Decision, GroupPlan, Plan
 from shared.policy import ChangeBudget
 from shared.removals import Removal, RemovalKind
@@ -78,7 +78,7 @@ async def apply_plan(
     plan: Plan, graph: GraphClient, max_concurrency: int, guard: WriteGuard | None = None
 ) -> dict[str, Outcome]:
     """Each group's writes; with `guard`, only while it confirms the run still holds the lease."""
-    gate = asyncio.Semaphore(max_concurrency)
+    gate = AdaptiveGate(graph.pacer, max_concurrency)  # up to max_concurrency groups at once
 
     async def one(group: GroupPlan) -> tuple[str, Outcome]:
         async with gate:

@@ -370,6 +370,54 @@ class GraphPacer:
         return self.writes.share() >= self.resource_units.share()
 
 
+ADAPTIVE_START = 4  # concurrent requests an adaptive gate starts with
+
+
+class AdaptiveGate:
+    """How many reads (or groups' writes) run at once, following Graph's own signals through the
+    pacer: one more after each one that finishes while Graph reports no pressure and the
+    resource-unit window holds under 0.8 of the budget; half as many as soon as Graph reports
+    usage above 0.8 (`x-ms-throttle-limit-percentage`) or answers 429. Never above `ceiling`
+    (LICENSING_MAX_CONCURRENCY), never below 1. The pacer still decides when each request may
+    go; the gate keeps the number in flight where the budget can carry it, so a tightening
+    limit meets a few requests, not a burst."""
+
+    def __init__(self, pacer: GraphPacer, ceiling: int, start: int = ADAPTIVE_START) -> None:
+        self.pacer = pacer
+        self.ceiling = max(1, ceiling)
+        self.limit = max(1, min(start, self.ceiling))
+        self.active = 0
+        self.peak = self.limit  # the highest limit reached (reported by the bench and tests)
+        self.backoffs = 0
+        self._seen = (pacer.pressure, pacer.throttled)
+        self._cond = asyncio.Condition()
+
+    def _adjust(self) -> None:
+        seen = (self.pacer.pressure, self.pacer.throttled)
+        if seen != self._seen:
+            self._seen = seen
+            self.limit = max(1, self.limit // 2)
+            self.backoffs += 1
+            return
+        limiter = self.pacer.resource_units
+        calm = limiter.allowed >= limiter.limit and limiter.share() < SLOW_DOWN_ABOVE
+        if calm and self.limit < self.ceiling:
+            self.limit += 1
+            self.peak = max(self.peak, self.limit)
+
+    async def __aenter__(self) -> AdaptiveGate:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.active < self.limit)
+            self.active += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self.active -= 1
+            self._adjust()
+            self._cond.notify_all()
+
+
 def _retry_after_s(value: str | None) -> float:
     try:
         return max(float(value or 1), 0.0)

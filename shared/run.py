@@ -625,7 +625,10 @@ async def _execute_leased(
                 await _read_subscriptions(graph, report)
                 resolved = resolve(policy, skus)
                 wanted = {g.lower() for g in group_ids} if group_ids else None
-                snapshot = await collect(graph, policy, skus, settings.max_concurrency, wanted)
+                sizes = await _recorded_sizes(store)
+                snapshot = await collect(
+                    graph, policy, skus, settings.max_concurrency, wanted, sizes
+                )
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
                 await _plan_removals(report, snapshot, resolved, store)
@@ -733,6 +736,16 @@ async def record_waiting(
         report.plan.warnings.append(f"the waiting list could not be recorded: {exc}")
         return None
     return summary
+
+
+async def _recorded_sizes(store: TableStore) -> dict[str, int]:
+    """The member counts the last runs recorded, to read the largest groups first; without them
+    (storage hiccup) the run reads in its default order rather than fail."""
+    try:
+        return await asyncio.to_thread(store.last_member_counts)
+    except Exception as exc:  # ordering is an optimisation: never a reason to fail the run
+        log.warning("member counts of the last runs could not be read (%s); default order", exc)
+        return {}
 
 
 async def _record(store: TableStore, report: RunReport, graph: GraphClient | None) -> None:

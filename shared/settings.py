@@ -54,7 +54,10 @@ SETTINGS_KEYS: dict[str, str] = {
     "LICENSING_TABLE_PREFIX": "Prefix of the table names (default lic), letters and digits.",
     "LICENSING_ALERT_MAILBOX": "Mailbox (UPN or id) alerts are sent from; empty disables mail.",
     "LICENSING_ALERT_RECIPIENTS": "Comma-separated addresses that receive alerts.",
-    "LICENSING_MAX_CONCURRENCY": "Groups read concurrently (default 8, 1..64).",
+    "LICENSING_MAX_CONCURRENCY": (
+        "Ceiling of the groups read (and written) at once; the engine adapts below it to "
+        "Graph's pacing signals (default 32, 1..64)."
+    ),
     "LICENSING_RUN_QUEUE": "Storage queue of runs started over HTTP (default licensing-runs).",
     "LICENSING_MEASURE_WAIT_SECONDS": (
         "After writes, how long to wait for Graph's licence processing before measuring seats "
@@ -248,9 +251,9 @@ class Settings:
                 "LICENSING_ALERT_RECIPIENTS is required when LICENSING_ALERT_MAILBOX is set"
             )
 
-        concurrency_raw = get("LICENSING_MAX_CONCURRENCY", "8")
+        concurrency_raw = get("LICENSING_MAX_CONCURRENCY", "32")
         try:
-            concurrency = int(concurrency_raw or "8")
+            concurrency = int(concurrency_raw or "32")
             if not 1 <= concurrency <= 64:
                 raise ValueError
         except ValueError:

@@ -286,6 +286,25 @@ class TableStore:
         rows = self.table("groups").query_entities("PartitionKey eq @pk", parameters={"pk": run_id})
         return [dict(r) for r in rows]
 
+    def last_member_counts(self, runs: int = 5) -> dict[str, int]:
+        """Each group's direct member count (users + nested groups) as the latest of the last
+        `runs` runs that read it recorded; a group those runs could not read has no count.
+
+        Used only to order the member reads (largest first), never as a fact about the group."""
+        counts: dict[str, int] = {}
+        for run in self.list_runs(runs):
+            if run.get("Status") in ("running", "queued"):
+                continue
+            for row in self.get_group_results(str(run.get("RunId"))):
+                if row.get("Kind") != "group" or row.get("Decision") == "unknown":
+                    continue  # an unread group's count of 0 is not its size
+                gid = str(row.get("GroupId") or "").lower()
+                if gid and gid not in counts:
+                    counts[gid] = int(row.get("MemberCount") or 0) + int(
+                        row.get("NestedGroupCount") or 0
+                    )
+        return counts
+
     def put_sku_snapshots(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
         table = self.table("skus")
         for row in rows:  # one partition per SKU: no cross-partition transaction

@@ -69,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         help="latency spread: uniform +-X ms (0 = fixed; default +-25 %% of --latency-ms)",
     )
     serve.add_argument(
+        "--latency-per-item-ms",
+        type=float,
+        default=0,
+        help="latency model: add X ms per object in the answer (a page of 999 users: 999 X); "
+        "0 = flat --latency-ms",
+    )
+    serve.add_argument(
         "--write-limit",
         type=int,
         default=WRITE_LIMIT,
@@ -165,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             rejected_requests_debit=args.rejected_requests_debit,
             time_scale=args.time_scale,
             latency_jitter_ms=args.latency_jitter_ms,
+            latency_per_item_ms=args.latency_per_item_ms,
             error_sku_in_assigned_licenses=args.error_sku_in_assigned_licenses,
             multi_sku_error=args.multi_sku_error,
             hidden_members=args.hidden_members,

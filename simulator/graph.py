@@ -117,6 +117,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     # Fault injection: send the headers and part of the body, then close the connection.
     truncate: bool = False
+    # The latency model's delay for this answer (the HTTP front sleeps it before sending).
+    delay_s: float = 0.0
 
 
 Handler = Callable[["GraphApi", Request, "re.Match[str]"], Response]

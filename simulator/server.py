@@ -159,6 +159,7 @@ class SimServer:
         rejected_requests_debit: bool = False,
         time_scale: float = 1.0,
         latency_jitter_ms: float | None = None,
+        latency_per_item_ms: float = 0,
         error_sku_in_assigned_licenses: bool = False,
         multi_sku_error: str = "all",
         hidden_members: str = "forbidden",
@@ -175,6 +176,11 @@ class SimServer:
         self.latency_ms = latency_ms
         # None: +-25 % of latency_ms; 0: fixed; X: uniform +-X ms.
         self.latency_jitter_ms = latency_jitter_ms
+        # Latency model: flat (0) or per page, latency_ms + latency_per_item_ms x objects returned
+        # (a page of 999 users with licence states takes Graph far longer than an empty one).
+        if latency_per_item_ms < 0:
+            raise ValueError("latency_per_item_ms must not be negative")
+        self.latency_per_item_ms = latency_per_item_ms
         self.rng = random.Random(seed)
         self.fault_rng = random.Random(None if seed is None else f"faults:{seed}")
         # RU budget per 10 s by tenant size (docs/graph-facts.md "Throttling"); 0: no throttling.
@@ -294,6 +300,9 @@ class SimServer:
         if ru:
             response.headers["x-ms-resource-unit"] = str(ru)
         response.headers.update(usage)
+        # A batch item's time is part of its envelope's, which counts the objects of every item.
+        items = 0 if in_batch else _objects(response.body, response.status)
+        response.delay_s = 0.0 if in_batch else self.latency_s(items)
         with self.lock:
             self.requests.append(
                 {
@@ -304,6 +313,8 @@ class SimServer:
                     "ru": ru,
                     "at": datetime.now(UTC).isoformat(),
                     "batch": in_batch,
+                    "objects": items,
+                    "latencyMs": round(response.delay_s * 1000, 3),
                 }
             )
         return response
@@ -581,6 +592,7 @@ class SimServer:
     _CONFIG = {
         "latencyMs": "latency_ms",
         "latencyJitterMs": "latency_jitter_ms",
+        "latencyPerItemMs": "latency_per_item_ms",
         "ruLimit": "ru_limit",
         "writeLimit": "write_limit",
         "tenantWriteLimit": "tenant_write_limit",
@@ -643,15 +655,19 @@ class SimServer:
                 else:
                     setattr(self, self._CONFIG[name], value)
 
-    def sleep_latency(self) -> None:
-        if self.latency_ms <= 0:
-            return
-        jitter = self.latency_jitter_ms
-        if jitter is None:
-            delay = self.latency_ms * self.rng.uniform(0.75, 1.25)
-        else:
-            delay = self.latency_ms + self.rng.uniform(-jitter, jitter)
-        time.sleep(max(delay, 0) / 1000)
+    def latency_s(self, objects: int) -> float:
+        """The model's delay for an answer of `objects` objects: `latency_ms` (flat) plus
+        `latency_per_item_ms` per object, spread by the jitter (seeded by the server's seed)."""
+        with self.lock:
+            base = self.latency_ms + self.latency_per_item_ms * objects
+            if base <= 0:
+                return 0.0
+            jitter = self.latency_jitter_ms
+            if jitter is None:
+                delay = base * self.rng.uniform(0.75, 1.25)
+            else:
+                delay = base + self.rng.uniform(-jitter, jitter)
+        return max(delay, 0.0) / 1000
 
 
 class _Drop(Exception):
@@ -683,6 +699,24 @@ def _ru_cost(base: int, write: bool, query: str) -> int:
     if top.isdigit() and int(top) < 20:
         cost -= 1
     return max(cost, 1)
+
+
+def _objects(body: Any, status: int) -> int:
+    """Objects in an answer, for the latency model: a collection page's items, one for an
+    entity, a batch's items summed; none for an error or an empty body."""
+    if status >= 400 or not isinstance(body, dict):
+        return 0
+    value = body.get("value")
+    if isinstance(value, list):
+        return len(value)
+    responses = body.get("responses")
+    if isinstance(responses, list):
+        return sum(
+            _objects(r.get("body"), int(r.get("status") or 0))
+            for r in responses
+            if isinstance(r, dict)
+        )
+    return 1
 
 
 def _too_many(wait_s: float, scope: str, information: str) -> GraphError:
@@ -796,12 +830,13 @@ def _make_handler(sim: SimServer) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             path = urlsplit(self.path).path
             if path == "/v1.0" or path.startswith("/v1.0/"):
-                sim.sleep_latency()
                 try:
                     response = sim.graph(self.command, self.path, headers, body)
                 except _Drop:
                     self._cut()
                     return
+                if response.delay_s > 0:
+                    time.sleep(response.delay_s)
             elif path.startswith("/_sim/"):
                 request_id = sim.new_id()
                 try:

@@ -12,6 +12,7 @@ simulator is given the same windows (`use_pacer`), as it would know Graph's real
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import urllib.request
 from typing import Any
@@ -51,11 +52,14 @@ def scaled_world(
 def test_the_engine_slows_down_when_graph_reports_usage_over_0_8_and_gets_no_429(
     world_factory: Any, debit: bool
 ):
-    # Under both readings of "all requests accrue" (docs/simulator.md, Throttling).
+    # Under both readings of "all requests accrue" (docs/simulator.md, Throttling). At the
+    # default ceiling of 32 groups at once: the adaptive gate (shared/graph.py AdaptiveGate)
+    # starts at 4, grows while Graph is calm and halves at its first usage signal.
     world, pacer = scaled_world(
         world_factory, 50, *(["--rejected-requests-debit"] if debit else [])
     )
-    summary = asyncio.run(execute_run(world.settings, "apply", "test")).summary()
+    settings = dataclasses.replace(world.settings, max_concurrency=32)
+    summary = asyncio.run(execute_run(settings, "apply", "test")).summary()
     log = world.requests()
     assert summary["status"] == "succeeded"
     assert {g["outcome"] for g in summary["groups"]} == {"applied"}

@@ -72,7 +72,8 @@ def test_an_ending_subscription_is_mailed_once_and_resolved_when_it_renews(world
     # The forecast alert counts the end as well: 4 free now, none once it ends.
     assert any(
         s.startswith(
-            "[Licensing] Power BI Pro (POWER_BI_PRO) is running low: a subscription of 10 seat(s) ends"
+            "[Licensing] Power BI Pro (POWER_BI_PRO) is running low: "
+            "a subscription of 10 seat(s) ends"
         )
         for s in by_subject
     ), list(by_subject)
