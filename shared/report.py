@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shared.names import sku_row_label
+from shared.names import sku_label, sku_row_label
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 70) -> str:
@@ -205,7 +205,7 @@ def _subscriptions(summary: dict[str, Any]) -> list[str]:
         return ["", "Subscriptions: none listed"]
     rows = [
         [
-            s.get("skuPartNumber"),
+            sku_label(s.get("skuId"), s.get("skuPartNumber")),
             s.get("status"),
             s.get("totalLicenses"),
             "yes" if s.get("isTrial") else "",

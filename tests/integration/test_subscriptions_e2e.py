@@ -59,7 +59,8 @@ def test_an_ending_subscription_is_mailed_once_and_resolved_when_it_renews(world
     # Kept per run in Table Storage, read back with the run.
     recorded = read_run(world.store, summary["runId"])
     assert recorded is not None and recorded["subscriptions"] == summary["subscriptions"]
-    assert "Subscriptions\nsku " in render_run(recorded)  # `python -m shared show RUN_ID`
+    shown = render_run(recorded)  # `python -m shared show RUN_ID`
+    assert "Subscriptions\nsku " in shown and "Power BI Pro (POWER_BI_PRO)  Enabled" in shown
 
     end = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%d")
     mails = world.sim.admin("GET", "/_sim/outbox")["value"]
