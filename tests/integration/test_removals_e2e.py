@@ -277,3 +277,41 @@ def test_outside_group_licensing_is_an_opt_in_tenant_wide_read(world_factory: An
     default = world_factory(t.build(), POLICY)
     assert run(default, "plan")["removals"]["outsideGroupLicensing"] is None
     assert not [r for r in default.requests() if r["path"] == "/v1.0/users"]
+
+
+def test_seats_reclaimed_from_disabled_accounts_go_to_the_first_waiting_group_next_run(
+    world_factory: Any,
+):
+    # E5 and EMS: 3 seats each, LIC-Staff holds 2 (one of them a long-disabled account), so one is
+    # free; LIC-New needs 2 and waits. Reclaiming the disabled account frees the second seat.
+    t = TenantBuilder(e5=3, ems=3, pbi=5)
+    active, old = t.user("active"), t.user("old")
+    next(x for x in t.users if x["id"] == old)["accountEnabled"] = False
+    t.group("LIC-Staff", "e5-full", [active, old], CARRY)
+    newcomers = t.users_named("new", 2)
+    waiting_group = t.group("LIC-New", "e5-full", newcomers)
+    world = world_factory(t.build(), POLICY + "reclaim:\n  removeDisabledMembersAfterDays: 30\n")
+    world.store.ensure_tables()
+    world.store.note_disabled({old: (datetime.now(UTC) - timedelta(days=40), "old")})
+
+    first = run(world, "apply")
+    assert first["status"] == "succeeded", first
+    decisions = {g["displayName"]: g["decision"] for g in first["groups"]}
+    assert decisions["LIC-New"] == "blocked-seats"  # the freed seat is not promised this run
+    assert [(r["upn"], r["outcome"]) for r in first["removals"]["removals"]] == [
+        ("old@contoso.example", "applied")
+    ]
+    waiting = first["waiting"]
+    assert waiting["people"] == 2
+    world.wait_for_processing()
+    assert consumed(world, E5) == 1  # the seat the disabled account held is free again
+
+    second = run(world, "apply")
+    assert second["status"] == "succeeded", second
+    decisions = {g["displayName"]: g["decision"] for g in second["groups"]}
+    assert decisions["LIC-New"] == "assign"
+    world.wait_for_processing()
+    group = world.group("LIC-New")
+    assert {lic["skuId"] for lic in group["assignedLicenses"]} == {E5, EMS}
+    assert consumed(world, E5) == 3 and waiting_group == group["id"]
+    assert second["waiting"]["people"] == 0  # served: nobody waits any more
