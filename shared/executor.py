@@ -106,15 +106,7 @@ async def _apply_group(group: GroupPlan, graph: GraphClient) -> Outcome:
             await graph.reprocess_user(user_id)
             done += 1
     except Exception as exc:  # isolate the group: record what Graph said and go on
-        detail = f"{step} failed: {describe_graph_error(exc)}"
-        if getattr(exc, "response_status_code", None) == 403:
-            # The app lacks a permission: name what the operation declares, so the admin can
-            # grant it (docs/deploy.md, admin consent).
-            perms = REQUIRED_PERMISSIONS.get(operation, ())
-            if perms:
-                detail += f"; grant {' and '.join(perms)} (application permission)"
-            return Outcome("failed", detail, perms)
-        return Outcome("failed", detail)
+        return _failed(exc, step, operation)
     if group.decision is Decision.REPROCESS:
         return Outcome("applied", f"reprocessed {done} user(s)")
     extra = f"; reprocessed {done} user(s)" if done else ""
@@ -152,14 +144,20 @@ async def _apply_removal(removal: Removal, graph: GraphClient) -> Outcome:
         else:
             await graph.remove_group_member(removal.group_id, removal.user_id)
     except Exception as exc:  # isolate the removal: record what Graph said and go on
-        detail = f"{step} failed: {describe_graph_error(exc)}"
-        if getattr(exc, "response_status_code", None) == 403:
-            perms = REQUIRED_PERMISSIONS.get(operation, ())
-            if perms:
-                detail += f"; grant {' and '.join(perms)} (application permission)"
-            return Outcome("failed", detail, perms)
-        return Outcome("failed", detail)
+        return _failed(exc, step, operation)
     if removal.kind is RemovalKind.DIRECT_LICENSE:
         return Outcome("applied", f"direct {', '.join(removal.part_numbers)} removed")
     freed = ", ".join(removal.frees) or "no seat (another assignment keeps it)"
     return Outcome("applied", f"removed from {removal.group_name}; frees {freed}")
+
+
+def _failed(exc: Exception, step: str, operation: str) -> Outcome:
+    """A failed write as its outcome. A 403 means the app lacks a permission: name what the
+    operation declares (@requires), so the admin knows what to grant (docs/deploy.md)."""
+    detail = f"{step} failed: {describe_graph_error(exc)}"
+    if getattr(exc, "response_status_code", None) == 403:
+        perms = REQUIRED_PERMISSIONS.get(operation, ())
+        if perms:
+            detail += f"; grant {' and '.join(perms)} (application permission)"
+            return Outcome("failed", detail, perms)
+    return Outcome("failed", detail)
