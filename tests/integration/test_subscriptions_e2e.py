@@ -12,6 +12,7 @@ from typing import Any
 from shared.api import build_status
 from shared.report import render_run
 from shared.run import execute_run, read_run
+from shared.settings import Mode
 from shared.store import new_run_id
 from tests.integration.conftest import World
 from tests.integration.tenants import PBI, POLICY, TenantBuilder
@@ -20,8 +21,8 @@ SUB = "30000000-0000-4000-8000-0000000000a1"
 SUB2 = "30000000-0000-4000-8000-0000000000a2"
 
 
-def run(world: World, mode: str = "apply") -> dict[str, Any]:
-    return asyncio.run(execute_run(world.settings, mode, "test")).summary()  # type: ignore[arg-type]
+def run(world: World, mode: Mode = "apply") -> dict[str, Any]:
+    return asyncio.run(execute_run(world.settings, mode, "test")).summary()
 
 
 def subjects(world: World) -> list[str]:

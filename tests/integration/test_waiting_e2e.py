@@ -19,15 +19,16 @@ from shared.api import build_status
 from shared.cli import main
 from shared.dashboard import render_dashboard
 from shared.run import execute_run
+from shared.settings import Mode
 from tests.integration.conftest import World
 from tests.integration.tenants import PBI, POLICY, TenantBuilder
 from tests.integration.test_function_app import body, get
 from tests.integration.test_world_switches import ERROR_SKU_LISTED
 
 
-def run(world: World, mode: str = "apply") -> dict[str, Any]:
+def run(world: World, mode: Mode = "apply") -> dict[str, Any]:
     time.sleep(1.05)  # run ids have one-second resolution; each run is a new "latest"
-    report = asyncio.run(execute_run(world.settings, mode, "test"))  # type: ignore[arg-type]
+    report = asyncio.run(execute_run(world.settings, mode, "test"))
     return report.summary()
 
 
