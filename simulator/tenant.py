@@ -73,23 +73,7 @@ _TENANT_KEYS = {"tenantId", "skus", "users", "groups", "defaultUsageLocation", "
 # simulator-only: the lifecycle date as days from when the tenant is loaded (demo files stay
 # current).
 SUBSCRIPTION_STATUSES = ("Enabled", "Warning", "Suspended", "Deleted", "LockedOut")
-_SUBSCRIPTION_KEYS = frozenset(
-    {
-        "commerceSubscriptionId",
-        "createdDateTime",
-        "id",
-        "isTrial",
-        "nextLifecycleDateTime",
-        "ownerId",
-        "ownerTenantId",
-        "ownerType",
-        "serviceStatus",
-        "skuId",
-        "skuPartNumber",
-        "status",
-        "totalLicenses",
-    }
-)
+_SUBSCRIPTION_KEYS = frozenset(schema.SUBSCRIPTION_PROPERTIES)  # what Graph returns, as is
 _SUBSCRIPTION_SIM_KEYS = frozenset({"nextLifecycleInDays"})
 # A tenant file without subscriptions gets one per SKU, renewing this long after loading.
 DERIVED_SUBSCRIPTION_DAYS = 365
