@@ -103,6 +103,7 @@ var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-$
 //   LICENSING_TABLES_CONNECTION_STRING  a connection string holds an account key; in Azure the app
 //                                       uses LICENSING_TABLES_ENDPOINT with its managed identity, and
 //                                       the storage account refuses shared keys anyway.
+//   LICENSING_TENANTS_FILE              local use; in Azure the tenants table is the registry.
 var licensingAppSettings = {
   LICENSING_POLICY_PATH: empty(policyPath) ? 'policy/licensing-policy.yaml' : policyPath
   LICENSING_TIMER_SCHEDULE: empty(timerSchedule) ? '0 0 2 * * *' : timerSchedule

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,7 +195,7 @@ def policy_schema() -> dict[str, Any]:
 
 
 @functools.cache
-def _schema_validator() -> Any:
+def _schema_validator(path: Path = SCHEMA_PATH) -> Any:
     # Imported here: jsonschema (with referencing, rpds) takes 0.1-0.5 s to import, which only
     # code that reads a policy needs to pay, not the HTTP status and run-listing endpoints.
     import jsonschema
@@ -203,9 +204,19 @@ def _schema_validator() -> Any:
     validator = jsonschema.validators.extend(
         draft7, type_checker=draft7.TYPE_CHECKER.redefine("integer", _strict_integer)
     )
-    schema = policy_schema()
+    schema = policy_schema() if path == SCHEMA_PATH else json.loads(path.read_text("utf-8"))
     validator.check_schema(schema)
     return validator(schema)
+
+
+def schema_problem(data: Any, schema_path: Path) -> tuple[str, str] | None:
+    """The first problem (dotted key, problem) of `data` against a JSON Schema shipped with the
+    app, in the words the policy's errors use; None when it conforms. Also for the tenants file."""
+    errors = list(_schema_validator(schema_path).iter_errors(data))
+    if not errors:
+        return None
+    first = min(errors, key=lambda e: [(str(type(s)), s) for s in e.absolute_path])
+    return _schema_problem(first)
 
 
 class _Checker:
@@ -425,8 +436,12 @@ def _json_duplicate(text: str) -> _DuplicateKey:
     raise AssertionError("json.loads saw a repeated key that the walk did not find")
 
 
-def load_policy(path: Path) -> Policy:
-    """Read and validate a policy file (YAML or JSON). Raises PolicyError."""
+def load_policy(path: Path, overrides: Mapping[str, Any] | None = None) -> Policy:
+    """Read and validate a policy file (YAML or JSON). Raises PolicyError.
+
+    overrides: a tenant's changes to a shared policy, merged over the file before validation
+    (see merge_overrides); the result is validated as a whole, so an override cannot make a
+    policy the schema refuses."""
     name = str(path)
     try:
         raw_text = path.read_text(encoding="utf-8")
@@ -434,10 +449,42 @@ def load_policy(path: Path) -> Policy:
         raise PolicyError(name, "", "file not found (set LICENSING_POLICY_PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(name, "", f"cannot read the file: {exc}") from None
-    return parse_policy(raw_text, name)
+    return parse_policy(raw_text, name, overrides)
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
+def merge_overrides(base: Any, overrides: Mapping[str, Any]) -> Any:
+    """`overrides` over `base`: mappings merge key by key, anything else (lists included)
+    replaces; `null` removes the key. So a tenant can change one profile or one budget figure
+    without restating the policy."""
+    if not isinstance(base, dict):
+        return {k: v for k, v in overrides.items() if v is not None}
+    merged = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_policy(
+    text: str, source: str = "<policy>", overrides: Mapping[str, Any] | None = None
+) -> Policy:
+    data = read_document(text, source)
+    body = text
+    if overrides:
+        data = merge_overrides(data, overrides)
+        source = f"{source} with the tenant's overrides"
+        body += "\n" + json.dumps(overrides, sort_keys=True, default=str)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    return _validate(data, source, digest)
+
+
+def read_document(text: str, source: str) -> Any:
+    """YAML (or JSON, by the file name) into Python data; PolicyError naming the file, the line and
+    the problem, including a key given twice."""
     try:
         data = _load_json(text) if source.endswith(".json") else _load_yaml(text)
     except _DuplicateKey as dup:
@@ -451,8 +498,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(source, "", f"not valid YAML: {problem}{where}") from None
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-    return _validate(data, source, digest)
+    return data
 
 
 def _validate(data: Any, source: str, digest: str) -> Policy:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from shared.common import is_loopback_url
@@ -62,6 +62,10 @@ SETTINGS_KEYS: dict[str, str] = {
     "LICENSING_MEASURE_WAIT_SECONDS": (
         "After writes, how long to wait for Graph's licence processing before measuring seats "
         "(default 120, 0..900)."
+    ),
+    "LICENSING_TENANTS_FILE": (
+        "Tenants file (YAML or JSON) for local use, instead of the tenants table; empty: the "
+        "table (and with no tenants in it, the one implicit tenant)."
     ),
     "LICENSING_HTTP_APPLY_WITHOUT_AUTH": (
         "true lets POST /api/runs start apply runs with App Service Authentication off (the "
@@ -163,6 +167,12 @@ class Settings:
     # App Service Authentication is on (the platform's WEBSITE_AUTH_ENABLED), not an app setting.
     auth_enabled: bool = False
     http_apply_without_auth: bool = False
+    tenants_file: Path | None = None
+    # The tenant a run is for (shared.tenants.settings_for); never read from the environment.
+    # None: the implicit tenant of a single-tenant install (the identity's own tenant).
+    tenant_id: str | None = None
+    tenant_name: str = ""
+    policy_overrides: Mapping[str, Any] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -286,6 +296,10 @@ class Settings:
                 f"LICENSING_HTTP_APPLY_WITHOUT_AUTH={apply_without_auth!r} must be true or false"
             )
         auth_enabled = (get(AUTH_ENABLED_KEY, "") or "").lower() == "true"
+        tenants_raw = get("LICENSING_TENANTS_FILE")
+        tenants_file = Path(tenants_raw) if tenants_raw else None
+        if tenants_file is not None and not tenants_file.is_absolute():
+            tenants_file = APP_ROOT / tenants_file
 
         if problems:
             raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
@@ -306,4 +320,5 @@ class Settings:
             measure_wait_s=measure_wait_s,
             auth_enabled=auth_enabled,
             http_apply_without_auth=apply_without_auth == "true",
+            tenants_file=tenants_file,
         )

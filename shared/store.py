@@ -11,7 +11,13 @@ Tables (prefix from LICENSING_TABLE_PREFIX):
                    PartitionKey <run id>, RowKey "head" / "item-<n>": each run's waiting list;
                    PartitionKey "latest", RowKey "list": the newest unrestricted run's list
   <p>subscriptions PartitionKey <subscription id>, RowKey <run id>: each run's subscriptions
+  <p>tenants       PartitionKey "tenant", RowKey <tenant id>: the tenants one deployment enforces
 Long values are truncated to Table limits with a marker; lists keep a count.
+
+Many tenants share these tables: a store made for a tenant sees them through `TenantTable`, which
+puts "<tenant id>:" before every PartitionKey it writes, reads or queries, so no method of the
+store can read or overwrite another tenant's rows. The implicit tenant of a single-tenant install
+has no prefix: its rows are where they always were.
 """
 
 from __future__ import annotations
@@ -42,6 +48,15 @@ LEASE_ROW = "enforcement"  # the apply lease: one apply run per tenant at a time
 WAITING_SINCE_PARTITION = "since"
 LIVENESS_PREFIX = "alive-"  # + run id: every run's own heartbeat row, in the lease partition
 _EPOCH_MAX = 99_999_999_999
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    if settings.tables_connection_string:
+        return TableServiceClient.from_connection_string(settings.tables_connection_string)
+    from azure.identity import DefaultAzureCredential
+
+    assert settings.tables_endpoint is not None  # Settings enforces one of the two
+    return TableServiceClient(settings.tables_endpoint, credential=DefaultAzureCredential())
 
 
 def new_run_id(now: datetime, suffix: str) -> str:
@@ -197,9 +212,117 @@ class RunRowChanged(Exception):
     """A conditional run-row write found the row changed by someone else (it is not ours now)."""
 
 
-class TableStore:
+class TenantTable:
+    """One tenant's view of a shared table: every partition key gets "<tenant id>:" in front.
+
+    Covers the TableClient calls the store makes; a query must name its partition as @pk (a query
+    without one would read every tenant's rows, so it is refused). Entities read come back with
+    the prefix taken off, so the store's code is the same for one tenant or many."""
+
+    def __init__(self, inner: TableClient, tenant_id: str) -> None:
+        self._inner = inner
+        self._prefix = f"{tenant_id}:"
+
+    def _pk(self, pk: str) -> str:
+        return self._prefix + pk
+
+    def _in(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        return {**entity, "PartitionKey": self._pk(str(entity["PartitionKey"]))}
+
+    def _out(self, entity: Any) -> Any:
+        pk = entity.get("PartitionKey")
+        if isinstance(pk, str) and pk.startswith(self._prefix):
+            entity["PartitionKey"] = pk[len(self._prefix) :]  # keeps the entity's metadata (ETag)
+        return entity
+
+    def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
+        return self._out(self._inner.get_entity(self._pk(partition_key), row_key, **kw))
+
+    def delete_entity(self, partition_key: str, row_key: str, **kw: Any) -> None:
+        self._inner.delete_entity(self._pk(partition_key), row_key, **kw)
+
+    def create_entity(self, entity: Mapping[str, Any], **kw: Any) -> Any:
+        return self._inner.create_entity(self._in(entity), **kw)
+
+    def upsert_entity(self, entity: Mapping[str, Any], **kw: Any) -> Any:
+        return self._inner.upsert_entity(self._in(entity), **kw)
+
+    def update_entity(self, entity: Mapping[str, Any], **kw: Any) -> Any:
+        return self._inner.update_entity(self._in(entity), **kw)
+
+    def submit_transaction(self, operations: Iterable[Any], **kw: Any) -> Any:
+        ops = [(op[0], self._in(op[1]), *op[2:]) for op in operations]
+        return self._inner.submit_transaction(ops, **kw)
+
+    def query_entities(
+        self, query_filter: str, *, parameters: dict[str, Any] | None = None, **kw: Any
+    ) -> Iterator[Any]:
+        if not parameters or "pk" not in parameters or "PartitionKey eq @pk" not in query_filter:
+            raise ValueError(f"a tenant's query must name its partition as @pk: {query_filter!r}")
+        scoped = {**parameters, "pk": self._pk(str(parameters["pk"]))}
+        for entity in self._inner.query_entities(query_filter, parameters=scoped, **kw):
+            yield self._out(entity)
+
+
+class TenantsTable:
+    """`<prefix>tenants`: the records of every tenant the deployment enforces (one row each, the
+    record as JSON in `Record`; shared.tenants reads and validates it). Not tenant-scoped: it is
+    the registry of the tenants themselves."""
+
+    PARTITION = "tenant"
+
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
         self._service = service
+        self.name = f"{prefix}tenants"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TenantsTable:
+        return cls(table_service(settings), settings.table_prefix)
+
+    def _table(self) -> TableClient:
+        return self._service.get_table_client(self.name)
+
+    def ensure(self) -> None:
+        try:
+            self._service.create_table(self.name)
+        except ResourceExistsError:
+            pass
+
+    def list(self) -> list[dict[str, Any]]:
+        try:
+            rows = self._table().query_entities(
+                "PartitionKey eq @pk", parameters={"pk": self.PARTITION}
+            )
+            return [dict(r) for r in rows]
+        except ResourceNotFoundError:
+            return []  # the table is made on the first `tenants add`: no tenants yet
+
+    def get(self, tenant_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._table().get_entity(self.PARTITION, tenant_id))
+        except ResourceNotFoundError:
+            return None
+
+    def put(self, tenant_id: str, properties: Mapping[str, Any]) -> None:
+        self.ensure()
+        row = {"PartitionKey": self.PARTITION, "RowKey": tenant_id, **properties}
+        self._table().upsert_entity(row, mode=UpdateMode.REPLACE)
+
+    def delete(self, tenant_id: str) -> None:
+        try:
+            self._table().delete_entity(self.PARTITION, tenant_id)
+        except ResourceNotFoundError:
+            pass
+
+
+class TableStore:
+    def __init__(
+        self, service: TableServiceClient, prefix: str, tenant_id: str | None = None
+    ) -> None:
+        self._service = service
+        # None: the implicit tenant of a single-tenant install (unprefixed partitions).
+        self.tenant_id = tenant_id.lower() if tenant_id else None
+        self._prefix = prefix
         self.names = {
             "runs": f"{prefix}runs",
             "groups": f"{prefix}groupresults",
@@ -213,19 +336,15 @@ class TableStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableStore:
-        if settings.tables_connection_string:
-            service = TableServiceClient.from_connection_string(settings.tables_connection_string)
-        else:
-            from azure.identity import DefaultAzureCredential
+        return cls(table_service(settings), settings.table_prefix, settings.tenant_id)
 
-            assert settings.tables_endpoint is not None  # Settings enforces one of the two
-            service = TableServiceClient(
-                settings.tables_endpoint, credential=DefaultAzureCredential()
-            )
-        return cls(service, settings.table_prefix)
+    def for_tenant(self, tenant_id: str | None) -> TableStore:
+        """The same tables seen as another tenant's (None: the implicit tenant)."""
+        return TableStore(self._service, self._prefix, tenant_id)
 
-    def table(self, kind: str) -> TableClient:
-        return self._service.get_table_client(self.names[kind])
+    def table(self, kind: str) -> Any:
+        client = self._service.get_table_client(self.names[kind])
+        return TenantTable(client, self.tenant_id) if self.tenant_id else client
 
     def ensure_tables(self) -> None:
         for name in self.names.values():

@@ -1,9 +1,11 @@
 """The app settings infra sets are those local.settings.sample.json documents (and the app reads).
 
-Two sample keys are local-only by design and must not be set in Azure:
+Three sample keys are local-only by design and must not be set in Azure:
 - LICENSING_SIM_TOKEN_URL: the local Graph simulator's token endpoint.
 - LICENSING_TABLES_CONNECTION_STRING: a connection string carries an account key; in Azure the app
   uses LICENSING_TABLES_ENDPOINT with its managed identity, and the storage account refuses keys.
+- LICENSING_TENANTS_FILE: a tenants file is for local use; in Azure the tenants table is the
+  registry (`python -m shared tenants ...`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from shared.queue import GUID_RE
 from shared.settings import SETTINGS_KEYS, Settings
 from tests.static.bicep import INFRA, ROOT, block_after, object_entries, param_defaults, read
 
-LOCAL_ONLY = {"LICENSING_SIM_TOKEN_URL", "LICENSING_TABLES_CONNECTION_STRING"}
+LOCAL_ONLY = {
+    "LICENSING_SIM_TOKEN_URL",
+    "LICENSING_TABLES_CONNECTION_STRING",
+    "LICENSING_TENANTS_FILE",
+}
 
 
 def _sample_keys() -> set[str]:
