@@ -59,7 +59,9 @@ class GraphOriginTransport(httpx.AsyncBaseTransport):
 class LocalSimulatorCredential:
     """A TokenCredential for the local Graph simulator only (loopback, development)."""
 
-    def __init__(self, token_url: str, graph_base_url: str, roles: list[str]) -> None:
+    def __init__(
+        self, token_url: str, graph_base_url: str, roles: list[str], tenant_id: str | None = None
+    ) -> None:
         for name, url in (("Graph URL", graph_base_url), ("simulator token URL", token_url)):
             if not is_loopback_url(url):
                 raise NonLoopbackGraphError(
@@ -68,36 +70,58 @@ class LocalSimulatorCredential:
                 )
         self._token_url = token_url
         self._roles = list(roles)
+        self._tenant_id = tenant_id  # None: the simulator's default (home) tenant
         self._token: AccessToken | None = None
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         # kiota passes enable_cae and similar keywords; they mean nothing to the simulator.
         if self._token and self._token.expires_on - 60 > time.time():
             return self._token
+        body: dict[str, Any] = {"roles": self._roles}
+        if self._tenant_id:
+            body["tenantId"] = self._tenant_id
         request = urllib.request.Request(
             self._token_url,
-            data=json.dumps({"roles": self._roles}).encode(),
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:  # loopback, checked above
-                body = json.loads(response.read())
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            # Entra's token errors (unknown tenant, no consent) come as 400 with a description.
+            raise ConfigurationError(
+                f"the Graph simulator at {self._token_url} refused a token"
+                + (f" for tenant {self._tenant_id}" if self._tenant_id else "")
+                + f": {_token_error(exc)}"
+            ) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise ConfigurationError(
                 f"could not get a token from the Graph simulator at {self._token_url}: {exc}"
             ) from exc
-        token = body.get("access_token")
+        token = answer.get("access_token")
         if not isinstance(token, str):
             raise ConfigurationError(f"the simulator at {self._token_url} answered without a token")
-        self._token = AccessToken(token, int(time.time()) + int(body.get("expires_in", 3600)))
+        self._token = AccessToken(token, int(time.time()) + int(answer.get("expires_in", 3600)))
         return self._token
 
 
+def _token_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read())
+        return str(body.get("error_description") or body.get("error") or f"HTTP {exc.code}")
+    except (ValueError, OSError, AttributeError):
+        return f"HTTP {exc.code}"
+
+
 def credential_for(settings: Settings, roles: list[str]) -> TokenCredential:
+    """The credential for the run's tenant (settings.tenant_id; None: the identity's own)."""
     if settings.graph_credential == "local-simulator":
         assert settings.sim_token_url is not None  # Settings enforces it
-        return LocalSimulatorCredential(settings.sim_token_url, settings.graph_base_url, roles)
+        return LocalSimulatorCredential(
+            settings.sim_token_url, settings.graph_base_url, roles, settings.tenant_id
+        )
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
