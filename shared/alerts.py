@@ -535,8 +535,11 @@ def _time(value: Any) -> datetime:
 _LABELS = {"worsened": "Worse: ", "reopened": "Again: ", "reminder": "Still: "}
 
 
-def render(action: AlertAction, run_id: str) -> tuple[str, str]:
-    """(subject, HTML body) for one alert mail (shared/templates/mail.html.j2, autoescaped)."""
+def render(action: AlertAction, run_id: str, tenant: str = "") -> tuple[str, str]:
+    """(subject, HTML body) for one alert mail (shared/templates/mail.html.j2, autoescaped).
+
+    tenant: the tenant's display name when the deployment enforces several; the subject starts
+    with it, so one mailbox's alerts from many customers are told apart at a glance."""
     c = action.condition
     body = render_template(
         "mail.html.j2",
@@ -545,11 +548,13 @@ def render(action: AlertAction, run_id: str) -> tuple[str, str]:
         facts=c.facts if c else (),
         advice=c.advice if c else "",
         run_id=run_id,
+        tenant=tenant,
     )
+    tag = f"[Licensing] {tenant}: " if tenant else "[Licensing] "
     if c is None:
-        subject = f"[Licensing] Resolved: {action.subject}"
+        subject = f"{tag}Resolved: {action.subject}"
     else:
-        subject = f"[Licensing] {_LABELS.get(action.transition, '')}{c.subject}"
+        subject = f"{tag}{_LABELS.get(action.transition, '')}{c.subject}"
     # A header must stay one line whatever a group name holds.
     return " ".join(clean(subject).split()), body
 
@@ -599,7 +604,7 @@ async def process_alerts(
     results: list[dict[str, Any]] = []
     cooldown = timedelta(hours=cfg.cooldown_hours)
     for action in transitions(conditions, states, now, scope=scope, cooldown=cooldown):
-        subject, body = render(action, report.run_id)
+        subject, body = render(action, report.run_id, report.tenant_name or report.tenant_id or "")
         to = list(cfg.recipients.get(action.kind) or settings.alert_recipients)
         result: dict[str, Any] = {
             "condition": action.key,

@@ -37,6 +37,7 @@ from shared.queue import (
     RUN_ID_RE,
     RunMessage,
     RunQueue,
+    Trigger,
     poison_queue_name,
 )
 from shared.run import RunReport, execute_run, read_run
@@ -50,6 +51,7 @@ from shared.store import (
     run_to_entity,
 )
 from shared.subscriptions import of_summary, supply_changes
+from shared.tenants import settings_for, tenants_source
 from shared.waiting import from_row, waiting_item_position
 
 log = logging.getLogger("licensing")
@@ -382,14 +384,18 @@ def queue_run(
     request: RunRequest,
     requested_by: str = "",
     now: datetime | None = None,
+    *,
+    trigger: Trigger = "http",
 ) -> str:
-    """Record the run as queued, then enqueue it: the id is known before the worker starts."""
+    """Record the run as queued, then enqueue it: the id is known before the worker starts.
+
+    `store` is the run's tenant's (TableStore.for_tenant); the message names that tenant."""
     now = now or datetime.now(UTC)
     run_id = new_run_id(now, secrets.token_hex(3))
     run = {
         "runId": run_id,
         "mode": request.mode,
-        "trigger": "http",
+        "trigger": trigger,
         "status": "queued",
         "startedAt": now.isoformat(),
         "finishedAt": None,
@@ -402,6 +408,8 @@ def queue_run(
         request.mode,
         tuple(request.group_ids) if request.group_ids else None,
         requested_by,
+        store.tenant_id,
+        trigger,
     )
     try:
         queue.send(message)
@@ -409,7 +417,13 @@ def queue_run(
         run.update(status="failed", error=f"could not be queued: {type(exc).__name__}: {exc}")
         store.put_run(run_to_entity(run))
         raise ApiError(503, "QueueUnavailable", f"the run could not be queued: {exc}") from exc
-    log.info("run %s (%s) queued by %s", run_id, request.mode, requested_by or "a function key")
+    log.info(
+        "run %s (%s%s) queued by %s",
+        run_id,
+        request.mode,
+        f", tenant {store.tenant_id}" if store.tenant_id else "",
+        requested_by or ("the nightly timer" if trigger == "timer" else "a function key"),
+    )
     return run_id
 
 
@@ -430,15 +444,33 @@ async def work_queued_run(
         await asyncio.to_thread(RunQueue.from_env(poison).send_text, text)
         return None
     store: TableStore = kwargs.pop("store", None) or TableStore.from_settings(settings)
+    store = store.for_tenant(message.tenant_id)
     claimed = await asyncio.to_thread(store.claim_queued_run, message.run_id)
     if not claimed:
         await asyncio.to_thread(_close_if_abandoned, store, message.run_id, attempt)
         return None
     try:
+        if message.tenant_id:
+            # Read when the run starts: a tenant disabled or removed since it was queued is not
+            # enforced, and its run says why.
+            tenant = await asyncio.to_thread(tenants_source(settings).get, message.tenant_id)
+            if tenant is None or not tenant.enabled:
+                why = "was removed" if tenant is None else "is disabled"
+                await asyncio.to_thread(
+                    store.close_run,
+                    message.run_id,
+                    ("running",),
+                    f"tenant {message.tenant_id} {why} since the run was queued: nothing was read "
+                    "or changed",
+                    "refused",
+                )
+                log.warning("run %s: tenant %s %s", message.run_id, message.tenant_id, why)
+                return None
+            settings = settings_for(settings, tenant)
         return await execute_run(
             settings,
             message.mode,
-            "http",
+            message.trigger,
             group_ids=list(message.group_ids) if message.group_ids else None,
             store=store,
             run_id=message.run_id,

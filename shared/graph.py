@@ -433,12 +433,12 @@ def _tenant_key(base_url: str) -> str:
     return base_url.rstrip("/").lower()
 
 
-def pacer_for(base_url: str, app_id: str = "") -> GraphPacer:
-    """The process's pacer for this Graph endpoint and app. A Function app talks to one tenant as
-    one identity, so the base URL and `app_id` ("" = the process's identity) name the pair Graph
-    budgets."""
+def pacer_for(base_url: str, app_id: str = "", tenant_id: str | None = None) -> GraphPacer:
+    """The process's pacer for this Graph endpoint, app and tenant: Graph budgets each app in each
+    tenant apart, so a throttled tenant never slows another. `app_id` "" = the process's identity;
+    `tenant_id` None = the identity's own tenant (a single-tenant install)."""
     with _pacers_lock:
-        key = (_tenant_key(base_url), app_id)
+        key = (_tenant_key(base_url) + (f"#{tenant_id.lower()}" if tenant_id else ""), app_id)
         pacer = _pacers.get(key)
         if pacer is None:
             pacer = _pacers[key] = GraphPacer()
@@ -499,15 +499,16 @@ class GraphClient:
         base_url: str,
         transport: httpx.AsyncBaseTransport | None = None,
         pacer: GraphPacer | None = None,
+        tenant_id: str | None = None,
     ) -> None:
         """`transport` sits under the SDK's middleware (auth, retry): it sees every attempt.
-        `pacer`: the process's one for this endpoint (`pacer_for`) unless given."""
+        `pacer`: the process's one for this endpoint and tenant (`pacer_for`) unless given."""
         host = urlparse(base_url).hostname or ""
         # Kiota sends no token to hosts outside allowed_hosts, silently: name the one host we call.
         auth = AzureIdentityAuthenticationProvider(
             credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
         )
-        self.pacer = pacer or pacer_for(base_url)
+        self.pacer = pacer or pacer_for(base_url, tenant_id=tenant_id)
         paced = _PacedTransport(transport or httpx.AsyncHTTPTransport(), self.pacer)
         # Only the configured Graph origin is called, redirects included (shared/credentials.py);
         # outside the pacer, so a refused redirect is never paced or charged.

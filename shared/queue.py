@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
@@ -34,6 +34,7 @@ RUN_ID_PATTERN = (
     r"T(?:[01]\d|2[0-3])[0-5]\d[0-5]\dZ-[0-9a-f]{6}$"
 )
 RUN_ID_RE = re.compile(RUN_ID_PATTERN)
+Trigger = Literal["http", "timer"]
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,21 @@ class RunMessage:
     mode: Mode
     group_ids: tuple[str, ...] | None = None
     requested_by: str = ""
+    tenant_id: str | None = None  # None: the implicit tenant of a single-tenant install
+    trigger: Trigger = "http"  # "timer": one tenant's share of the nightly run
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "runId": self.run_id,
-                "mode": self.mode,
-                "groupIds": list(self.group_ids) if self.group_ids is not None else None,
-                "requestedBy": self.requested_by,
-            }
-        )
+        body: dict[str, Any] = {
+            "runId": self.run_id,
+            "mode": self.mode,
+            "groupIds": list(self.group_ids) if self.group_ids is not None else None,
+            "requestedBy": self.requested_by,
+        }
+        if self.tenant_id:
+            body["tenantId"] = self.tenant_id
+        if self.trigger != "http":
+            body["trigger"] = self.trigger
+        return json.dumps(body)
 
     @classmethod
     def from_json(cls, text: str) -> RunMessage:
@@ -72,11 +78,18 @@ class RunMessage:
             or not all(isinstance(i, str) and GUID_RE.match(i) for i in ids)
         ):
             raise ValueError("groupIds must be a list of group ids")
+        tenant_id, trigger = body.get("tenantId"), body.get("trigger", "http")
+        if tenant_id is not None and not (isinstance(tenant_id, str) and GUID_RE.match(tenant_id)):
+            raise ValueError(f"tenantId {tenant_id!r} is not a tenant id")
+        if trigger not in ("http", "timer"):
+            raise ValueError(f"trigger must be 'http' or 'timer', got {trigger!r}")
         return cls(
             run_id,
             cast(Mode, mode),
             tuple(ids) if ids is not None else None,
             str(body.get("requestedBy") or ""),
+            tenant_id.lower() if tenant_id else None,
+            cast(Trigger, trigger),
         )
 
 

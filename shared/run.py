@@ -6,6 +6,7 @@ The single entry point shared by the timer, the HTTP API and the command line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -94,6 +95,8 @@ class RunReport:
     subscriptions_error: str = ""
     row_etag: str | None = None  # of the run row as this run last wrote it (conditional writes)
     waiting: dict[str, Any] | None = None  # the waiting list's counts (shared/waiting.py)
+    tenant_id: str | None = None  # None: the implicit tenant of a single-tenant install
+    tenant_name: str = ""
 
     def group_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -164,6 +167,8 @@ class RunReport:
         plan = self.plan
         return {
             "runId": self.run_id,
+            "tenantId": self.tenant_id,
+            "tenantName": self.tenant_name,
             "mode": self.mode,
             "trigger": self.trigger,
             "requestedBy": self.requested_by,
@@ -495,6 +500,8 @@ async def execute_run(
         policy_file=str(settings.policy_path),
         limited_to=tuple(group_ids or ()),
         requested_by=requested_by,
+        tenant_id=settings.tenant_id,
+        tenant_name=settings.tenant_name,
     )
     with tracer.start_as_current_span(
         SPAN_RUN,
@@ -502,9 +509,14 @@ async def execute_run(
             "licensing.run_id": report.run_id,
             "licensing.mode": mode,
             "licensing.trigger": trigger,
+            "licensing.tenant_id": settings.tenant_id or "",
         },
     ) as span:
         store = store or TableStore.from_settings(settings)
+        if store.tenant_id != settings.tenant_id:
+            raise ValueError(
+                f"the store is tenant {store.tenant_id}'s but the run is for {settings.tenant_id}"
+            )
         await asyncio.to_thread(store.ensure_tables)
         report.row_etag = await asyncio.to_thread(store.put_run, _run_entity(report))
         # Every run keeps a liveness row while it works; only an apply (which writes to Graph)
@@ -552,6 +564,13 @@ async def execute_run(
             await guard.stop()
 
 
+def home_mail_client(settings: Settings) -> GraphClient:
+    """Graph as the deployment's own tenant, for alert mail: a customer tenant's run mails from
+    the deployment's mailbox, so customers consent to reading and licensing, never Mail.Send."""
+    home = dataclasses.replace(settings, tenant_id=None, tenant_name="")
+    return GraphClient(credential_for(home, ["Mail.Send"]), settings.graph_base_url)
+
+
 async def _alert_refused(
     report: RunReport,
     settings: Settings,
@@ -564,8 +583,12 @@ async def _alert_refused(
         return
     graph: GraphClient | None = None
     try:
-        graph = GraphClient(
-            credential or credential_for(settings, required_roles()), settings.graph_base_url
+        graph = (
+            home_mail_client(settings)
+            if settings.tenant_id
+            else GraphClient(
+                credential or credential_for(settings, required_roles()), settings.graph_base_url
+            )
         )
         with tracer.start_as_current_span(SPAN_ALERT):
             report.alerts = await alerts_mod.process_alerts(
@@ -608,7 +631,8 @@ async def _execute_leased(
     resolved: ResolvedPolicy | None = None
     try:
         try:
-            policy = load_policy(settings.policy_path)  # before any Graph call
+            # Before any Graph call; a tenant's overrides are merged and validated with it.
+            policy = load_policy(settings.policy_path, settings.policy_overrides)
             report.policy_digest = policy.digest
             # Opt-in permissions only when the policy turns the opt-in on (graph.OPT_IN_OPERATIONS).
             cred = credential or credential_for(settings, required_roles(policy.opt_in_keys()))
@@ -619,6 +643,7 @@ async def _execute_leased(
                 tracer_provider=tracer_provider,
                 run_metrics=run_metrics,
                 progress=progress,
+                tenant_id=settings.tenant_id,
             )
             with tracer.start_as_current_span(SPAN_COLLECT):
                 skus = await graph.list_skus()
@@ -666,17 +691,22 @@ async def _execute_leased(
         # Also for a failed run, once Graph was reachable; a bad policy file stops before any
         # Graph call, mail included (the run is recorded and the timer reports the failure).
         if settings.alert_mailbox and graph is not None:
-            with tracer.start_as_current_span(SPAN_ALERT):
-                report.alerts = await alerts_mod.process_alerts(
-                    report,
-                    _finish_status(report),
-                    settings,
-                    graph,
-                    store,
-                    policy,
-                    resolved,
-                    run_scope(report, resolved),
-                )
+            mailer = graph if settings.tenant_id is None else home_mail_client(settings)
+            try:
+                with tracer.start_as_current_span(SPAN_ALERT):
+                    report.alerts = await alerts_mod.process_alerts(
+                        report,
+                        _finish_status(report),
+                        settings,
+                        mailer,
+                        store,
+                        policy,
+                        resolved,
+                        run_scope(report, resolved),
+                    )
+            finally:
+                if mailer is not graph:
+                    await mailer.close()
     except Exception as exc:  # record any failure rather than lose the run; re-raised below
         report.error = f"{type(exc).__name__}: {exc}"
         report.status = "failed"
@@ -798,6 +828,8 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
         **run_to_entity(
             {
                 "runId": report.run_id,
+                "tenantId": report.tenant_id,
+                "tenantName": report.tenant_name,
                 "mode": report.mode,
                 "trigger": report.trigger,
                 "requestedBy": report.requested_by,

@@ -147,6 +147,8 @@ def from_properties(row: Mapping[str, Any]) -> dict[str, Any]:
 # and empty text reads back as the default; "json" is JSON text.
 RUN_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("runId", "RunId", "value", None),
+    ("tenantId", "TenantId", "value", None),  # None: the implicit tenant
+    ("tenantName", "TenantName", "text", ""),
     ("mode", "Mode", "value", None),
     ("trigger", "Trigger", "value", None),
     ("requestedBy", "RequestedBy", "text", ""),
@@ -663,9 +665,12 @@ class TableStore:
         expires = state.get("ExpiresAt") if state else None
         return isinstance(expires, datetime) and expires > now
 
-    def close_run(self, run_id: str, expect: tuple[str, ...], error: str) -> bool:
+    def close_run(
+        self, run_id: str, expect: tuple[str, ...], error: str, status: str = "failed"
+    ) -> bool:
         """Mark a run failed with `error` if its status is one of `expect` (ETag-conditional:
-        a run that records itself meanwhile keeps its own record). True if it was closed."""
+        a run that records itself meanwhile keeps its own record). True if it was closed.
+        status "refused": the run was not started, `error` is why (its refusedReason)."""
         table = self.table("runs")
         try:
             entity = table.get_entity(RUN_PARTITION, run_row_key(run_id))
@@ -673,8 +678,8 @@ class TableStore:
             return False
         if entity.get("Status") not in expect:
             return False
-        entity["Status"] = "failed"
-        entity["Error"] = clip(error)
+        entity["Status"] = status
+        entity["RefusedReason" if status == "refused" else "Error"] = clip(error)
         entity["FinishedAt"] = entity.get("FinishedAt") or datetime.now(UTC).isoformat()
         try:
             table.update_entity(

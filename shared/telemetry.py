@@ -189,6 +189,7 @@ class InstrumentedGraphClient(GraphClient):
         tracer_provider: TracerProvider | None = None,
         run_metrics: RunMetrics | None = None,
         progress: ProgressCallback | None = None,
+        tenant_id: str | None = None,
     ) -> None:
         self.tracer = tracer
         self.metrics = run_metrics
@@ -202,7 +203,7 @@ class InstrumentedGraphClient(GraphClient):
             request_hook=hooks.request,
             response_hook=hooks.response,
         )
-        super().__init__(credential, base_url, transport=transport)
+        super().__init__(credential, base_url, transport=transport, tenant_id=tenant_id)
         self._members_read = 0
         self._writes_done = 0
         self._writes_total = 0

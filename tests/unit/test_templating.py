@@ -19,6 +19,8 @@ def test_values_are_escaped_none_prints_nothing_and_control_characters_become_sp
         facts=(("Error", None),),
         advice="x",
         run_id="r",
+        tenant="<Contoso>",
     )
     assert "<b>a &lt;b&gt;</b>" in body and "\x07" not in body
+    assert "for tenant &lt;Contoso&gt;" in body
     assert ">Error</td><td" in body and ">None<" not in body
