@@ -730,7 +730,7 @@ class SimServer:
             return Response(204)
         if rest[:1] == ["tenants"] or rest[:1] == ["health"]:
             raise GraphError(404, "Request_ResourceNotFound", f"No admin route {method} {rest[0]}.")
-        return self._admin_tenant(state, method, rest, data)
+        return self._admin_tenant(state, method, rest, data, scoped=True)
 
     def _token(self, data: Any, tenant_id: str | None = None) -> Response:
         """`POST /_sim/token`: a token for the tenant named (default: the default tenant), or the
@@ -773,14 +773,21 @@ class SimServer:
         )
 
     def _admin_tenant(
-        self, state: TenantState, method: str, parts: list[str], data: Any
+        self,
+        state: TenantState,
+        method: str,
+        parts: list[str],
+        data: Any,
+        *,
+        scoped: bool = False,
     ) -> Response:
-        """The admin routes that act on one tenant (`/_sim/<path>` for the default one)."""
+        """The admin routes that act on one tenant: `/_sim/<path>` for the default one, or
+        `/_sim/tenants/<id>/<path>` (`scoped`)."""
         key = (method, *parts[:1])
         tenant = state.tenant
         if key == ("POST", "token"):
-            on_route = None if state is self.home else state.tenant_id
-            return self._token(data, on_route)
+            # Under /tenants/<id> the route names the tenant; /_sim/token takes it from the body.
+            return self._token(data, state.tenant_id if scoped else None)
         if key == ("POST", "consent") and len(parts) == 1:
             consented = data.get("consented") if isinstance(data, dict) else None
             if not isinstance(consented, bool):

@@ -124,6 +124,14 @@ def test_a_token_without_tenant_id_is_the_default_tenants(
     )
     assert named.status == 200
     assert "user1@contoso.com" in _users_with(home, named.json["access_token"])
+    # Under /_sim/tenants/<id>/token the route names the tenant, and a body naming another is
+    # refused.
+    routed = home.post(f"/_sim/tenants/{OTHER_ID}/token", {"roles": list(READ_ALL)}, auth=None)
+    assert "extra@other.com" in _users_with(home, routed.json["access_token"])
+    mixed = home.post(
+        f"/_sim/tenants/{TENANT_ID}/token", {"roles": [], "tenantId": OTHER_ID}, auth=None
+    )
+    assert mixed.status == 400 and "not the tenant of this route" in mixed.json["error"]["message"]
 
 
 def _users_with(client: Client, token: str) -> set[str]:
