@@ -4,6 +4,8 @@ token names its tenant, and data, request logs, outboxes, faults and throttling 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,3 +358,25 @@ def test_cli_generates_several_tenants(tmp_path: Path) -> None:
         assert sim.admin_for(listed[2]["tenantId"], "GET", "config")["ruLimit"] == 3500
     finally:
         sim.stop()
+
+
+def test_cli_refuses_a_tenant_twice_and_generate_tenants_alone(tmp_path: Path) -> None:
+    serve = [sys.executable, "-m", "simulator", "serve", "--port", "0"]
+    twice = subprocess.run(
+        [*serve, "--tenant", str(DEMO), "--tenant", str(DEMO)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert twice.returncode == 2 and "are the same tenant" in twice.stderr
+    alone = subprocess.run(
+        [*serve, "--tenant", str(DEMO), "--generate-tenants", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert alone.returncode == 2 and "--generate-tenants needs --generate" in alone.stderr
+    with pytest.raises(ValueError, match="generate_tenants needs a `generate` spec"):
+        Simulator(DEMO, generate_tenants=2).start()
