@@ -117,12 +117,27 @@ class Simulator:
     tenant: Path | None = None  # a tenant file, or
     generate: str | None = None  # a generated tenant's spec (users=N,groups=G,skus=S,...)
     extra_args: tuple[str, ...] = ()
+    # Several tenants: more tenant files served after `tenant` (the default one), or with
+    # `generate`, this many generated tenants of that spec.
+    tenants: tuple[Path, ...] = ()
+    generate_tenants: int = 1
     url: str = ""
     proc: subprocess.Popen[str] | None = field(default=None, repr=False)
     _stderr: IO[str] | None = field(default=None, repr=False)
 
     def start(self) -> Simulator:
-        source = ["--generate", self.generate] if self.generate else ["--tenant", str(self.tenant)]
+        if self.generate:
+            source = ["--generate", self.generate]
+            if self.tenants:
+                raise ValueError("Simulator: extra tenant files go with `tenant`, not `generate`")
+            if self.generate_tenants != 1:
+                source += ["--generate-tenants", str(self.generate_tenants)]
+        else:
+            if self.generate_tenants != 1:
+                raise ValueError("Simulator: generate_tenants needs a `generate` spec")
+            source = ["--tenant", str(self.tenant)]
+            for extra in self.tenants:
+                source += ["--tenant", str(extra)]
         args = [
             sys.executable,
             "-m",
@@ -168,6 +183,17 @@ class Simulator:
         with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
             raw = resp.read()
         return json.loads(raw) if raw else None
+
+    def admin_for(self, tenant_id: str, method: str, path: str, body: Any = None) -> Any:
+        """An admin call on one tenant: `path` as for `admin` (`/_sim/requests` or
+        `/requests`), sent to `/_sim/tenants/<tenant_id>/...`."""
+        rest = path.removeprefix("/_sim")
+        rest = rest if rest.startswith("/") else f"/{rest}"
+        return self.admin(method, f"/_sim/tenants/{tenant_id}{rest}", body)
+
+    def tenant_list(self) -> list[dict[str, Any]]:
+        """The served tenants (`GET /_sim/tenants`), the default one first."""
+        return list(self.admin("GET", "/_sim/tenants")["value"])
 
     def stop(self) -> None:
         _stop(self.proc)

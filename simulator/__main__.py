@@ -1,5 +1,8 @@
 """`python -m simulator serve --port PORT (--tenant FILE | --generate SPEC)` (docs/simulator.md).
 
+`--tenant` repeated, or `--generate SPEC --generate-tenants N`, serves several tenants at once; the
+first is the default tenant.
+
 Also `python -m simulator policy --generate SPEC` prints a licensing policy for a generated tenant.
 """
 
@@ -7,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import re
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from shared.common import is_loopback_host as is_loopback
@@ -35,18 +40,51 @@ def _fault_arg(text: str) -> dict[str, object]:
     return fault
 
 
+def generate_tenants(spec: GenerateSpec, count: int, seed: int) -> list[Tenant]:
+    """`count` tenants of one spec, seeds `seed`, `seed + 1`, ...: the first is the tenant a
+    single `--generate` gives; each has its own tenant id and a display name."""
+    tenants = []
+    ids: set[str] = set()
+    for i in range(count):
+        tenant = generate_tenant(spec, seed + i)
+        if tenant.tenant_id in ids:  # a 128-bit collision: not expected, but never served twice
+            raise RuntimeError(f"generated tenant id {tenant.tenant_id} twice")
+        ids.add(tenant.tenant_id)
+        if count > 1:
+            tenant.display_name = f"Generated tenant {i + 1:03d}"
+        tenants.append(tenant)
+    return tenants
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve Microsoft Graph v1.0 on loopback")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
     source = serve.add_mutually_exclusive_group(required=True)
-    source.add_argument("--tenant", help="tenant JSON file")
+    source.add_argument(
+        "--tenant",
+        action="append",
+        help="tenant JSON file; repeat to serve several tenants (the first is the default)",
+    )
     source.add_argument(
         "--generate",
         metavar="SPEC",
         help="generate a tenant: users=N,groups=G,skus=S[,guests=0.01,nested=0.05,"
         "errors=0.01,tagged=T] (deterministic with --seed)",
+    )
+    serve.add_argument(
+        "--generate-tenants",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --generate: N tenants of that spec, seeds --seed, --seed+1, ... (distinct "
+        "tenant ids; named 'Generated tenant 001', ...)",
+    )
+    serve.add_argument(
+        "--tenants-out",
+        metavar="FILE",
+        help="write the served tenants as a JSON list of {tenantId, displayName}",
     )
     serve.add_argument("--host", default="127.0.0.1", help="loopback address only")
     serve.add_argument("--latency-ms", type=float, default=0, help="added to every /v1.0 call")
@@ -144,23 +182,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not is_loopback(args.host):
         parser.error(f"--host {args.host!r} is not a loopback address; use 127.0.0.1")
+    if args.generate_tenants < 1:
+        parser.error("--generate-tenants must be at least 1")
+    if args.generate_tenants > 1 and args.generate is None:
+        parser.error("--generate-tenants needs --generate SPEC")
+    tenants: list[Tenant] = []
     if args.generate is not None:
         try:
             spec: GenerateSpec = parse_spec(args.generate)
         except ValueError as exc:
             parser.error(f"--generate: {exc}")
-        tenant = generate_tenant(spec, args.seed or 0)
+        tenants = generate_tenants(spec, args.generate_tenants, args.seed or 0)
     else:
-        try:
-            tenant = Tenant.from_file(args.tenant)
-        except TenantError as exc:
-            print(f"error: invalid tenant file: {exc}", file=sys.stderr)
-            return 2
+        for path in args.tenant:
+            try:
+                tenants.append(Tenant.from_file(path))
+            except TenantError as exc:
+                print(f"error: invalid tenant file: {exc}", file=sys.stderr)
+                return 2
+        seen: dict[str, str] = {}
+        for path, t in zip(args.tenant, tenants, strict=True):
+            if t.tenant_id in seen:
+                print(
+                    f"error: {path} and {seen[t.tenant_id]} are the same tenant ({t.tenant_id})",
+                    file=sys.stderr,
+                )
+                return 2
+            seen[t.tenant_id] = path
     # Millions of long-lived objects: keep them out of every future garbage collection.
     gc.freeze()
     try:
         server = SimServer(
-            tenant,
+            tenants,
             args.host,
             args.port,
             latency_ms=args.latency_ms,
@@ -179,8 +232,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    for fault in args.fault:
-        server.faults.append(_parse_fault(fault))
+    # A random error rate is chaos for the whole service: every tenant gets it.
+    for state in server.tenants.values():
+        state.faults.extend(_parse_fault(fault) for fault in args.fault)
+    if args.tenants_out:
+        listing = [
+            {"tenantId": s.tenant_id, "displayName": s.display_name}
+            for s in server.tenants.values()
+        ]
+        try:
+            Path(args.tenants_out).write_text(json.dumps(listing, indent=2) + "\n", "utf-8")
+        except OSError as exc:
+            server.httpd.server_close()
+            print(f"error: cannot write --tenants-out {args.tenants_out}: {exc}", file=sys.stderr)
+            return 2
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() blocks until serve_forever returns, so it must run on another thread.
@@ -192,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.serve_forever()
     finally:
-        tenant.cancel_pending()
+        server.cancel_pending()
         server.httpd.server_close()
     return 0
 

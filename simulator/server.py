@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from shared.common import is_loopback_host as is_loopback
 from simulator.errors import GraphError, bad_request
 from simulator.graph import PERMISSIONS, GraphApi, Request, Response
-from simulator.tenant import Tenant
+from simulator.tenant import Tenant, TenantError
 
 TOKEN_PREFIX = "sim."
 TOKEN_LIFETIME_S = 3600
@@ -67,10 +68,16 @@ _STATUS_CODES = {
 
 
 def make_token(
-    roles: list[str], lifetime_s: int = TOKEN_LIFETIME_S, app_id: str = DEFAULT_APP_ID
+    roles: list[str],
+    lifetime_s: int = TOKEN_LIFETIME_S,
+    app_id: str = DEFAULT_APP_ID,
+    tenant_id: str | None = None,
 ) -> str:
-    """A token that simply carries its roles; the simulator trusts only its own prefix."""
-    claims = {"roles": roles, "exp": int(time.time()) + lifetime_s, "appid": app_id}
+    """A token that simply carries its roles, app and tenant (`tid`, as Entra's do); the
+    simulator trusts only its own prefix. No `tid`: the server's default tenant."""
+    claims: dict[str, Any] = {"roles": roles, "exp": int(time.time()) + lifetime_s, "appid": app_id}
+    if tenant_id is not None:
+        claims["tid"] = tenant_id
     payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
     return TOKEN_PREFIX + payload
 
@@ -82,6 +89,22 @@ def read_token(header: str | None) -> frozenset[str]:
 
 def token_claims(header: str | None) -> tuple[frozenset[str], str]:
     """(roles, app id) of a `Bearer sim.…` token; 401 for anything else or an expired token."""
+    roles, app_id, _ = token_identity(header)
+    return roles, app_id
+
+
+def token_tenant(header: str | None) -> str | None:
+    """The `tid` claim of a token, or None (no token, not ours, no claim): never raises, so the
+    tenant is known before the token is checked (faults apply to unauthenticated calls too)."""
+    try:
+        return token_identity(header)[2]
+    except GraphError:
+        return None
+
+
+def token_identity(header: str | None) -> tuple[frozenset[str], str, str | None]:
+    """(roles, app id, tenant id or None) of a `Bearer sim.…` token; 401 for anything else or
+    an expired token."""
     if not header or not header.lower().startswith("bearer "):
         raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
     token = header[7:].strip()
@@ -93,6 +116,9 @@ def token_claims(header: str | None) -> tuple[frozenset[str], str]:
         roles = claims["roles"]
         expires = float(claims["exp"])
         app_id = str(claims.get("appid") or DEFAULT_APP_ID)
+        tid = claims.get("tid")
+        if tid is not None and not isinstance(tid, str):
+            raise ValueError("tid")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise ValueError("roles")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
@@ -103,7 +129,7 @@ def token_claims(header: str | None) -> tuple[frozenset[str], str]:
         raise GraphError(
             401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
         )
-    return frozenset(roles), app_id
+    return frozenset(roles), app_id, tid
 
 
 @dataclass
@@ -141,12 +167,62 @@ class _Bucket:
     attempts: deque[float] = field(default_factory=deque)
 
 
+@dataclass
+class TenantState:
+    """What the simulator keeps per tenant: its directory, Graph surface and outbox (`api`), its
+    request log, its faults and its throttling buckets (Graph's budgets are per app per tenant,
+    and the tenant-wide write limit is the tenant's), and whether the app is consented there."""
+
+    tenant: Tenant
+    api: GraphApi
+    display_name: str
+    ru_limit: int  # RU per 10 s per app; 0 = no RU throttling
+    write_limit: int  # writes per 150 s per app; 0 = none
+    tenant_write_limit: int  # writes per 300 s, all apps; 0 = none
+    fault_rng: random.Random
+    consented: bool = True
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    buckets: dict[str, _Bucket] = field(default_factory=dict)  # by app id
+    tenant_writes: deque[float] = field(default_factory=deque)  # accepted writes, every app
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.tenant_id
+
+    @property
+    def outbox(self) -> list[dict[str, Any]]:
+        return self.api.outbox
+
+    def summary(self, default: bool) -> dict[str, Any]:
+        """One row of `GET /_sim/tenants`."""
+        with self.tenant.lock:
+            users, groups, skus = (
+                len(self.tenant.users),
+                len(self.tenant.groups),
+                len(self.tenant.skus),
+            )
+            outbox = len(self.api.outbox)
+        return {
+            "tenantId": self.tenant_id,
+            "displayName": self.display_name,
+            "default": default,
+            "consented": self.consented,
+            "users": users,
+            "groups": groups,
+            "skus": skus,
+            "requests": len(self.requests),
+            "outbox": outbox,
+        }
+
+
 class SimServer:
-    """One running simulator; `url`, `tenant`, `stop()` are the public contract."""
+    """One running simulator serving one or more tenants; `url`, `tenant` (the default tenant),
+    `tenants`, `add_tenant`, `remove_tenant` and `stop()` are the public contract."""
 
     def __init__(
         self,
-        tenant: Tenant,
+        tenant: Tenant | Sequence[Tenant],
         host: str = "127.0.0.1",
         port: int = 0,
         *,
@@ -166,13 +242,9 @@ class SimServer:
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"refusing to bind to non-loopback host {host!r}: use 127.0.0.1")
-        self.tenant = tenant
-        tenant.processing_delay_s = processing_delay_s
-        # Behaviours Microsoft's docs leave open (docs/simulator.md "Switches").
-        tenant.behaviour.set("error_sku_in_assigned_licenses", error_sku_in_assigned_licenses)
-        tenant.behaviour.set("multi_sku_error", multi_sku_error)
-        tenant.behaviour.set("hidden_members", hidden_members)
-        self.api = GraphApi(tenant)
+        tenants = [tenant] if isinstance(tenant, Tenant) else list(tenant)
+        if not tenants:
+            raise ValueError("at least one tenant is needed")
         self.latency_ms = latency_ms
         # None: +-25 % of latency_ms; 0: fixed; X: uniform +-X ms.
         self.latency_jitter_ms = latency_jitter_ms
@@ -181,12 +253,8 @@ class SimServer:
         if latency_per_item_ms < 0:
             raise ValueError("latency_per_item_ms must not be negative")
         self.latency_per_item_ms = latency_per_item_ms
+        self.seed = seed
         self.rng = random.Random(seed)
-        self.fault_rng = random.Random(None if seed is None else f"faults:{seed}")
-        # RU budget per 10 s by tenant size (docs/graph-facts.md "Throttling"); 0: no throttling.
-        self.ru_limit = default_ru_limit(len(tenant.users)) if ru_limit is None else ru_limit
-        self.write_limit = write_limit  # writes per 150 s per app; 0 = no write limit
-        self.tenant_write_limit = tenant_write_limit  # writes per 300 s, all apps; 0 = none
         # Undocumented whether a throttled request also spends tokens (so retrying at once
         # delays recovery): off, it counts only in the usage reported; on, it debits the bucket
         # down to -0.8 of the limit (the usage's 1.8 ceiling).
@@ -194,17 +262,108 @@ class SimServer:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.time_scale = time_scale  # 10 = throttling windows pass ten times faster
+        # What every tenant starts with (tenants added later too); each can be changed per
+        # tenant through its /config.
+        self._tenant_options: dict[str, Any] = {
+            "processing_delay_s": processing_delay_s,
+            "ru_limit": ru_limit,
+            "write_limit": write_limit,
+            "tenant_write_limit": tenant_write_limit,
+            "error_sku_in_assigned_licenses": error_sku_in_assigned_licenses,
+            "multi_sku_error": multi_sku_error,
+            "hidden_members": hidden_members,
+        }
         self.lock = threading.Lock()
-        self.requests: list[dict[str, Any]] = []
-        self.faults: list[Fault] = []
-        self._buckets: dict[tuple[str, str], _Bucket] = {}  # (tenant id, app id)
-        self._tenant_writes: deque[float] = deque()  # accepted writes of every app
+        # Tenant id -> its state; the first is the default ("home") tenant: tokens without a
+        # tenant and the /_sim routes without /tenants/<id> act on it.
+        self.tenants: dict[str, TenantState] = {}
+        for t in tenants:
+            self.add_tenant(t)
+        self.default_tenant_id = tenants[0].tenant_id
         self.httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self.httpd.daemon_threads = True
         self.host = host
         self.port = int(self.httpd.server_address[1])
         self.url = f"http://{host}:{self.port}"
         self._thread: threading.Thread | None = None
+
+    # ---- tenants -----------------------------------------------------------------------------
+
+    def add_tenant(self, tenant: Tenant, display_name: str | None = None) -> TenantState:
+        """Serve one more tenant (at start-up or while running); its id must be new."""
+        opts = self._tenant_options
+        tenant.processing_delay_s = opts["processing_delay_s"]
+        # Behaviours Microsoft's docs leave open (docs/simulator.md "Switches").
+        for name in ("error_sku_in_assigned_licenses", "multi_sku_error", "hidden_members"):
+            tenant.behaviour.set(name, opts[name])
+        ru_limit = opts["ru_limit"]
+        with self.lock:
+            tid = tenant.tenant_id
+            if tid in self.tenants:
+                raise ValueError(f"tenant {tid} is already served")
+            # The default tenant keeps the single-tenant fault sequence for a given seed.
+            salt = f"faults:{self.seed}" if not self.tenants else f"faults:{self.seed}:{tid}"
+            state = TenantState(
+                tenant=tenant,
+                api=GraphApi(tenant),
+                display_name=display_name or tenant.display_name or tid,
+                # RU budget per 10 s by tenant size (docs/graph-facts.md "Throttling").
+                ru_limit=default_ru_limit(len(tenant.users)) if ru_limit is None else ru_limit,
+                write_limit=opts["write_limit"],
+                tenant_write_limit=opts["tenant_write_limit"],
+                fault_rng=random.Random(None if self.seed is None else salt),
+            )
+            self.tenants[tid] = state
+        return state
+
+    def remove_tenant(self, tenant_id: str) -> None:
+        """Stop serving a tenant: its tokens get 401 from now on. The default one stays."""
+        tid = tenant_id.lower()
+        with self.lock:
+            if tid == self.default_tenant_id:
+                raise ValueError("the default tenant cannot be removed")
+            state = self.tenants.pop(tid, None)
+        if state is None:
+            raise KeyError(tid)
+        state.tenant.cancel_pending()
+
+    @property
+    def home(self) -> TenantState:
+        """The default tenant's state."""
+        return self.tenants[self.default_tenant_id]
+
+    # The single-tenant attributes, kept: they are the default tenant's.
+    @property
+    def tenant(self) -> Tenant:
+        return self.home.tenant
+
+    @property
+    def api(self) -> GraphApi:
+        return self.home.api
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.home.requests
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self.home.faults
+
+    @property
+    def ru_limit(self) -> int:
+        return self.home.ru_limit
+
+    @property
+    def write_limit(self) -> int:
+        return self.home.write_limit
+
+    @property
+    def tenant_write_limit(self) -> int:
+        return self.home.tenant_write_limit
+
+    def cancel_pending(self) -> None:
+        for state in list(self.tenants.values()):
+            state.tenant.cancel_pending()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -223,7 +382,7 @@ class SimServer:
         self.httpd.serve_forever()
 
     def stop(self) -> None:
-        self.tenant.cancel_pending()
+        self.cancel_pending()
         if self._thread is not None:
             self.httpd.shutdown()
             self._thread.join(timeout=5)
@@ -263,18 +422,26 @@ class SimServer:
         ru = 1
         truncate = False
         usage: dict[str, str] = {}
+        # The token names its tenant; a call without a (valid) token is the default tenant's,
+        # so its faults and log apply before the token is refused, as in one-tenant use.
+        auth = headers.get("authorization")
+        tid = token_tenant(auth)
+        with self.lock:
+            state = self.tenants.get(tid.lower()) if tid else self.home
         try:
             if path == "/$batch" and method == "POST" and not in_batch:
                 ru = 0  # the envelope costs nothing; each item is charged and logged itself
-                truncate = self._fault(method, full_path, query, in_batch)
-                read_token(headers.get("authorization"))
+                truncate = self._fault(state, method, full_path, query, in_batch)
+                read_token(auth)
+                self._check_tenant(state, tid)
                 response = self._batch(headers, body)
             else:
                 route, match = self.api.match(method, path)
                 ru = _ru_cost(route.ru, route.write, query)
-                truncate = self._fault(method, full_path, query, in_batch)
-                roles, app_id = token_claims(headers.get("authorization"))
-                usage = self._throttle(app_id, ru, route.write)
+                truncate = self._fault(state, method, full_path, query, in_batch)
+                roles, app_id = token_claims(auth)
+                state = self._check_tenant(state, tid)
+                usage = self._throttle(state, app_id, ru, route.write)
                 if not roles & PERMISSIONS[route.permission]:
                     raise GraphError(
                         403,
@@ -290,8 +457,8 @@ class SimServer:
                     roles=roles,
                     base_url=self.url,
                 )
-                with self.tenant.lock:
-                    response = route.handler(self.api, req, match)
+                with state.tenant.lock:
+                    response = route.handler(state.api, req, match)
         except GraphError as err:
             response = error_response(err, request_id, client_id)
         response.truncate = truncate
@@ -303,36 +470,65 @@ class SimServer:
         # A batch item's time is part of its envelope's, which counts the objects of every item.
         items = 0 if in_batch else _objects(response.body, response.status)
         response.delay_s = 0.0 if in_batch else self.latency_s(items)
-        with self.lock:
-            self.requests.append(
-                {
-                    "method": method,
-                    "path": full_path,
-                    "query": unquote(query),
-                    "status": response.status,
-                    "ru": ru,
-                    "at": datetime.now(UTC).isoformat(),
-                    "batch": in_batch,
-                    "objects": items,
-                    "latencyMs": round(response.delay_s * 1000, 3),
-                }
-            )
+        # A tenant that is no longer served has no log left to write to.
+        if state is not None:
+            with self.lock:
+                state.requests.append(
+                    {
+                        "method": method,
+                        "path": full_path,
+                        "query": unquote(query),
+                        "status": response.status,
+                        "ru": ru,
+                        "at": datetime.now(UTC).isoformat(),
+                        "batch": in_batch,
+                        "objects": items,
+                        "latencyMs": round(response.delay_s * 1000, 3),
+                    }
+                )
         return response
 
-    def _fault(self, method: str, path: str, query: str, in_batch: bool = False) -> bool:
-        """Apply the first matching fault: raise its error, sleep, or ask for truncation."""
+    def _check_tenant(self, state: TenantState | None, tid: str | None) -> TenantState:
+        """The tenant a valid token names: 401 if it is no longer served or no longer consents
+        (the app's service principal is gone there, so Graph cannot establish who calls)."""
+        if state is None:
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                f"The tenant for tenant guid '{tid}' does not exist.",
+            )
+        if not state.consented:
+            raise GraphError(
+                401,
+                "Authorization_IdentityNotFound",
+                "The identity of the calling application could not be established.",
+            )
+        return state
+
+    def _fault(
+        self,
+        state: TenantState | None,
+        method: str,
+        path: str,
+        query: str,
+        in_batch: bool = False,
+    ) -> bool:
+        """Apply the tenant's first matching fault: raise its error, sleep, or ask for
+        truncation."""
+        if state is None:
+            return False
         subject = f"{path}?{unquote(query)}" if query else path
         delay = 0.0
         truncate = False
         with self.lock:
-            for fault in self.faults:
+            for fault in state.faults:
                 if fault.remaining is not None and fault.remaining <= 0:
                     continue
                 if fault.method and fault.method != method:
                     continue
                 if not fault.pattern.search(subject):
                     continue
-                if fault.probability < 1 and self.fault_rng.random() >= fault.probability:
+                if fault.probability < 1 and state.fault_rng.random() >= fault.probability:
                     continue
                 if fault.remaining is not None:
                     fault.remaining -= 1
@@ -358,25 +554,24 @@ class SimServer:
             time.sleep(delay)
         return truncate
 
-    def _throttle(self, app_id: str, ru: int, write: bool) -> dict[str, str]:
-        """Charge the app's bucket (docs/graph-facts.md "Throttling"); 429 when it is empty, the
-        app has used its writes or the tenant its writes. Returns the usage header to send above
-        80 % of the app's limits (on a 429 too, in the error's headers)."""
-        limit = self.ru_limit
-        app_writes = write and self.write_limit > 0
-        tenant_writes = write and self.tenant_write_limit > 0
+    def _throttle(self, state: TenantState, app_id: str, ru: int, write: bool) -> dict[str, str]:
+        """Charge the app's bucket in this tenant (docs/graph-facts.md "Throttling"); 429 when
+        it is empty, the app has used its writes or the tenant its writes. Returns the usage
+        header to send above 80 % of the app's limits (on a 429 too, in the error's headers)."""
+        limit = state.ru_limit
+        app_writes = write and state.write_limit > 0
+        tenant_writes = write and state.tenant_write_limit > 0
         if limit <= 0 and not app_writes and not tenant_writes:
             return {}
         scale = self.time_scale
         now = time.monotonic()
-        tenant_id = self.tenant.tenant_id
+        tenant_id = state.tenant_id
         error: GraphError | None = None
         usage = 0.0
         with self.lock:
-            key = (tenant_id, app_id)
-            bucket = self._buckets.get(key)
+            bucket = state.buckets.get(app_id)
             if bucket is None:
-                bucket = self._buckets[key] = _Bucket(float(max(limit, 0)), now)
+                bucket = state.buckets[app_id] = _Bucket(float(max(limit, 0)), now)
             if limit > 0:
                 rate = limit / (THROTTLE_WINDOW_S / scale)  # tokens per real second
                 refill = (now - bucket.stamp) * rate
@@ -397,10 +592,10 @@ class SimServer:
                 for times in (bucket.writes, bucket.attempts):
                     while times and now - times[0] >= window:
                         times.popleft()
-                if len(bucket.attempts) < MAX_USAGE * self.write_limit:
+                if len(bucket.attempts) < MAX_USAGE * state.write_limit:
                     bucket.attempts.append(now)
-                usage = max(usage, len(bucket.attempts) / self.write_limit)
-                if error is None and len(bucket.writes) >= self.write_limit:
+                usage = max(usage, len(bucket.attempts) / state.write_limit)
+                if error is None and len(bucket.writes) >= state.write_limit:
                     error = _too_many(
                         window - (now - bucket.writes[0]),
                         f"Tenant_Application/Write/{app_id}/{tenant_id}",
@@ -408,11 +603,11 @@ class SimServer:
                     )
             if tenant_writes and error is None:
                 window = TENANT_WRITE_WINDOW_S / scale
-                while self._tenant_writes and now - self._tenant_writes[0] >= window:
-                    self._tenant_writes.popleft()
-                if len(self._tenant_writes) >= self.tenant_write_limit:
+                while state.tenant_writes and now - state.tenant_writes[0] >= window:
+                    state.tenant_writes.popleft()
+                if len(state.tenant_writes) >= state.tenant_write_limit:
                     error = _too_many(
-                        window - (now - self._tenant_writes[0]),
+                        window - (now - state.tenant_writes[0]),
                         f"Tenant/Write/{app_id}/{tenant_id}",
                         "WriteLimitExceeded",
                     )
@@ -422,7 +617,7 @@ class SimServer:
                 if app_writes:
                     bucket.writes.append(now)
                 if tenant_writes:
-                    self._tenant_writes.append(now)
+                    state.tenant_writes.append(now)
         # The tenant-wide limit is not the app's own: the header reports only the app's limits
         # ("the application consumed more than 0.8 of its limit").
         header = (
@@ -486,38 +681,135 @@ class SimServer:
     # ---- admin API ---------------------------------------------------------------------------
 
     def admin(self, method: str, path: str, body: bytes) -> Response:
+        """`/_sim/...`: the default tenant's admin routes, `/_sim/tenants[...]` for the others."""
         data = _json_body(body)
         parts = [unquote(p) for p in path.strip("/").split("/")][1:]  # drop "_sim"
         key = (method, *parts[:1])
-        if key == ("POST", "token"):
-            roles = data.get("roles") if isinstance(data, dict) else None
-            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-                raise bad_request('Body must be {"roles": ["Role.Name", ...]}.')
-            app_id = data.get("appId", DEFAULT_APP_ID)
-            if not isinstance(app_id, str) or not app_id:
-                raise bad_request('"appId" must be a non-empty string.')
-            token = make_token(roles, app_id=app_id)
-            return Response(
-                200, {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}
-            )
-        if key == ("GET", "requests"):
-            with self.lock:
-                return Response(200, {"value": list(self.requests)})
-        if key == ("DELETE", "requests"):
-            with self.lock:
-                self.requests.clear()
-            return Response(204)
-        if key == ("GET", "outbox"):
-            with self.tenant.lock:
-                return Response(200, {"value": list(self.api.outbox)})
-        if key == ("DELETE", "outbox"):
-            with self.tenant.lock:
-                self.api.outbox.clear()
-            return Response(204)
-        if key == ("GET", "state"):
-            return Response(200, self.tenant.to_dict())
         if key == ("GET", "health"):
             return Response(200, {"status": "ok"})
+        if parts[:1] == ["tenants"]:
+            return self._admin_tenants(method, parts[1:], data)
+        if key == ("GET", "config"):
+            return Response(200, self.config())
+        if key == ("PATCH", "config"):
+            self.configure(data)
+            return Response(200, self.config())
+        return self._admin_tenant(self.home, method, parts, data)
+
+    def _admin_tenants(self, method: str, parts: list[str], data: Any) -> Response:
+        """`GET|POST /_sim/tenants`, `GET|DELETE /_sim/tenants/<id>` and
+        `/_sim/tenants/<id>/<admin path>`."""
+        if not parts:
+            if method == "GET":
+                with self.lock:
+                    states = list(self.tenants.values())
+                value = [s.summary(s.tenant_id == self.default_tenant_id) for s in states]
+                return Response(200, {"value": value})
+            if method == "POST":
+                try:
+                    added = self.add_tenant(Tenant.from_dict(data))
+                except (TenantError, ValueError) as exc:
+                    raise bad_request(f"Cannot add the tenant: {exc}") from exc
+                return Response(201, added.summary(False))
+            raise GraphError(404, "Request_ResourceNotFound", f"No admin route {method} tenants.")
+        tid = parts[0].lower()
+        with self.lock:
+            state = self.tenants.get(tid)
+        if state is None:
+            raise GraphError(
+                404, "Request_ResourceNotFound", f"No tenant '{parts[0]}' is served here."
+            )
+        rest = parts[1:]
+        if not rest and method == "GET":
+            return Response(200, state.summary(tid == self.default_tenant_id))
+        if not rest and method == "DELETE":
+            try:
+                self.remove_tenant(tid)
+            except ValueError as exc:
+                raise bad_request(str(exc)) from exc
+            return Response(204)
+        if rest[:1] == ["tenants"] or rest[:1] == ["health"]:
+            raise GraphError(404, "Request_ResourceNotFound", f"No admin route {method} {rest[0]}.")
+        return self._admin_tenant(state, method, rest, data, scoped=True)
+
+    def _token(self, data: Any, tenant_id: str | None = None) -> Response:
+        """`POST /_sim/token`: a token for the tenant named (default: the default tenant), or the
+        error Entra's token endpoint gives (unknown tenant, app not consented there)."""
+        roles = data.get("roles") if isinstance(data, dict) else None
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise bad_request('Body must be {"roles": ["Role.Name", ...]}.')
+        app_id = data.get("appId", DEFAULT_APP_ID)
+        if not isinstance(app_id, str) or not app_id:
+            raise bad_request('"appId" must be a non-empty string.')
+        asked = data.get("tenantId")
+        if asked is not None and not isinstance(asked, str):
+            raise bad_request('"tenantId" must be a string (a tenant id).')
+        if asked is not None and tenant_id is not None and asked.lower() != tenant_id:
+            raise bad_request(f'"tenantId" {asked!r} is not the tenant of this route.')
+        tid = (tenant_id or asked or self.default_tenant_id).lower()
+        with self.lock:
+            state = self.tenants.get(tid)
+        if state is None:
+            return _entra_error(
+                "invalid_request",
+                90002,
+                f"Tenant '{asked}' not found. Check to make sure you have the correct tenant ID "
+                "and are signing into the correct cloud. Check with your subscription "
+                "administrator, this may happen if there are no active subscriptions for the "
+                "tenant.",
+            )
+        if not state.consented:
+            return _entra_error(
+                "invalid_client",
+                700016,
+                f"Application with identifier '{app_id}' was not found in the directory "
+                f"'{state.tenant_id}'. This can happen if the application has not been installed "
+                "by the administrator of the tenant or consented to by any user in the tenant. "
+                "You may have sent your authentication request to the wrong tenant.",
+            )
+        token = make_token(roles, app_id=app_id, tenant_id=state.tenant_id)
+        return Response(
+            200, {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}
+        )
+
+    def _admin_tenant(
+        self,
+        state: TenantState,
+        method: str,
+        parts: list[str],
+        data: Any,
+        *,
+        scoped: bool = False,
+    ) -> Response:
+        """The admin routes that act on one tenant: `/_sim/<path>` for the default one, or
+        `/_sim/tenants/<id>/<path>` (`scoped`)."""
+        key = (method, *parts[:1])
+        tenant = state.tenant
+        if key == ("POST", "token"):
+            # Under /tenants/<id> the route names the tenant; /_sim/token takes it from the body.
+            return self._token(data, state.tenant_id if scoped else None)
+        if key == ("POST", "consent") and len(parts) == 1:
+            consented = data.get("consented") if isinstance(data, dict) else None
+            if not isinstance(consented, bool):
+                raise bad_request('Body must be {"consented": true} or {"consented": false}.')
+            state.consented = consented
+            return Response(200, state.summary(state is self.home))
+        if key == ("GET", "requests"):
+            with self.lock:
+                return Response(200, {"value": list(state.requests)})
+        if key == ("DELETE", "requests"):
+            with self.lock:
+                state.requests.clear()
+            return Response(204)
+        if key == ("GET", "outbox"):
+            with tenant.lock:
+                return Response(200, {"value": list(state.api.outbox)})
+        if key == ("DELETE", "outbox"):
+            with tenant.lock:
+                state.api.outbox.clear()
+            return Response(204)
+        if key == ("GET", "state"):
+            return Response(200, tenant.to_dict())
         if (
             method == "POST"
             and parts[:1] == ["groups"]
@@ -527,7 +819,7 @@ class SimServer:
             member = data.get("id") if isinstance(data, dict) else None
             if not isinstance(member, str):
                 raise bad_request('Body must be {"id": "<user or group id>"}.')
-            self.tenant.add_member(parts[1], member)
+            tenant.add_member(parts[1], member)
             return Response(204)
         if (
             method == "DELETE"
@@ -535,31 +827,31 @@ class SimServer:
             and len(parts) == 4
             and parts[2] == "members"
         ):
-            self.tenant.remove_member(parts[1], parts[3])
+            tenant.remove_member(parts[1], parts[3])
             return Response(204)
         if key == ("POST", "users") and len(parts) == 1:
-            user = self.tenant.add_user(data)
+            user = tenant.add_user(data)
             return Response(201, {"id": user.id})
         if method == "PATCH" and parts[:1] == ["skus"] and len(parts) == 2:
             fields = {"enabled", "capabilityStatus"}
             if not isinstance(data, dict) or not data or set(data) - fields:
                 raise bad_request('Body must be {"enabled": N} and/or {"capabilityStatus": S}.')
             if "enabled" in data:
-                sku = self.tenant.set_seats(parts[1], data["enabled"])
+                sku = tenant.set_seats(parts[1], data["enabled"])
             if "capabilityStatus" in data:
-                sku = self.tenant.set_capability(parts[1], data["capabilityStatus"])
-            with self.tenant.lock:
-                return Response(200, self.tenant.sku_json(sku))
+                sku = tenant.set_capability(parts[1], data["capabilityStatus"])
+            with tenant.lock:
+                return Response(200, tenant.sku_json(sku))
         if key == ("GET", "subscriptions") and len(parts) == 1:
-            return Response(200, {"value": self.tenant.subscription_list()})
+            return Response(200, {"value": tenant.subscription_list()})
         if key == ("POST", "subscriptions") and len(parts) == 1:
-            return Response(201, self.tenant.add_subscription(data))
+            return Response(201, tenant.add_subscription(data))
         if method == "PATCH" and parts[:1] == ["subscriptions"] and len(parts) == 2:
-            return Response(200, self.tenant.update_subscription(parts[1], data))
+            return Response(200, tenant.update_subscription(parts[1], data))
         if key == ("POST", "faults"):
             fault = _parse_fault(data)
             with self.lock:
-                self.faults.append(fault)
+                state.faults.append(fault)
             return Response(
                 201,
                 {"path": fault.pattern.pattern, "status": fault.status, "count": fault.remaining},
@@ -575,61 +867,77 @@ class SimServer:
                         "probability": f.probability,
                         "fired": f.fired,
                     }
-                    for f in self.faults
+                    for f in state.faults
                 ]
             return Response(200, {"value": value})
         if key == ("DELETE", "faults"):
             with self.lock:
-                self.faults.clear()
+                state.faults.clear()
             return Response(204)
         if key == ("GET", "config"):
-            return Response(200, self.config())
+            return Response(200, self.config(state))
         if key == ("PATCH", "config"):
-            self.configure(data)
-            return Response(200, self.config())
+            self.configure(data, state)
+            return Response(200, self.config(state))
+        path = "/".join(parts)
         raise GraphError(404, "Request_ResourceNotFound", f"No admin route {method} {path}.")
 
+    # Process-wide settings: one latency model and clock for every tenant.
     _CONFIG = {
         "latencyMs": "latency_ms",
         "latencyJitterMs": "latency_jitter_ms",
         "latencyPerItemMs": "latency_per_item_ms",
-        "ruLimit": "ru_limit",
-        "writeLimit": "write_limit",
-        "tenantWriteLimit": "tenant_write_limit",
         "rejectedRequestsDebit": "rejected_requests_debit",
         "timeScale": "time_scale",
     }
+    # Per tenant (TenantState attributes): its buckets' sizes.
+    _LIMITS = {
+        "ruLimit": "ru_limit",
+        "writeLimit": "write_limit",
+        "tenantWriteLimit": "tenant_write_limit",
+    }
 
-    # Admin names of the Behaviour switches (simulator.tenant.Behaviour).
+    # Admin names of the Behaviour switches (simulator.tenant.Behaviour), per tenant.
     _SWITCHES = {
         "errorSkuInAssignedLicenses": "error_sku_in_assigned_licenses",
         "multiSkuError": "multi_sku_error",
         "hiddenMembers": "hidden_members",
     }
 
-    def config(self) -> dict[str, Any]:
+    def config(self, state: TenantState | None = None) -> dict[str, Any]:
+        """The process-wide settings and the tenant's own (default: the default tenant's)."""
+        state = state or self.home
         out = {name: getattr(self, attr) for name, attr in self._CONFIG.items()}
-        out["processingDelayS"] = self.tenant.processing_delay_s
+        out.update({name: getattr(state, attr) for name, attr in self._LIMITS.items()})
+        out["processingDelayS"] = state.tenant.processing_delay_s
         for name, attr in self._SWITCHES.items():
-            out[name] = getattr(self.tenant.behaviour, attr)
+            out[name] = getattr(state.tenant.behaviour, attr)
         return out
 
-    def configure(self, data: Any) -> None:
+    def configure(self, data: Any, state: TenantState | None = None) -> None:
         """`PATCH /_sim/config`: change latency, limits, time scale, processing delay or a
-        behaviour switch live."""
+        behaviour switch live. Limits, processing delay and switches are the tenant's (default:
+        the default tenant); `PATCH /_sim/tenants/<id>/config` refuses the process-wide ones."""
         if not isinstance(data, dict):
             raise bad_request("Body must be a JSON object of settings.")
-        known = {*self._CONFIG, "processingDelayS", *self._SWITCHES}
+        tenant_only = state is not None and state is not self.home
+        state = state or self.home
+        tenant = state.tenant
+        known = {*self._CONFIG, *self._LIMITS, "processingDelayS", *self._SWITCHES}
         for name, value in data.items():
             nullable = name == "latencyJitterMs"
             if name not in known:
                 raise bad_request(f"Unknown setting {name!r} (known: {', '.join(sorted(known))}).")
+            if tenant_only and name in self._CONFIG:
+                raise bad_request(
+                    f"{name} is process-wide, not per tenant: PATCH /_sim/config to change it."
+                )
             if value is None and nullable:
                 continue
             if name in self._SWITCHES:
                 try:
                     # Checked on a copy first: a bad body changes nothing.
-                    copy.copy(self.tenant.behaviour).set(self._SWITCHES[name], value)
+                    copy.copy(tenant.behaviour).set(self._SWITCHES[name], value)
                 except ValueError as exc:
                     raise bad_request(f"{name}: {exc}") from exc
                 continue
@@ -644,14 +952,14 @@ class SimServer:
         with self.lock:
             for name, value in data.items():
                 if name in self._SWITCHES:
-                    with self.tenant.lock:
-                        self.tenant.behaviour.set(self._SWITCHES[name], value)
+                    with tenant.lock:
+                        tenant.behaviour.set(self._SWITCHES[name], value)
                 elif name == "processingDelayS":
-                    self.tenant.processing_delay_s = float(value)
-                elif name in ("ruLimit", "writeLimit", "tenantWriteLimit"):
-                    setattr(self, self._CONFIG[name], int(value))
-                    self._buckets.clear()
-                    self._tenant_writes.clear()
+                    tenant.processing_delay_s = float(value)
+                elif name in self._LIMITS:
+                    setattr(state, self._LIMITS[name], int(value))
+                    state.buckets.clear()
+                    state.tenant_writes.clear()
                 else:
                     setattr(self, self._CONFIG[name], value)
 
@@ -675,9 +983,10 @@ class _Drop(Exception):
 
 
 def start_server(
-    tenant: Tenant, host: str = "127.0.0.1", port: int = 0, **options: Any
+    tenant: Tenant | Sequence[Tenant], host: str = "127.0.0.1", port: int = 0, **options: Any
 ) -> SimServer:
-    """Start a simulator in a background thread; call `.stop()` when done."""
+    """Start a simulator in a background thread; call `.stop()` when done. Several tenants: the
+    first is the default one."""
     return SimServer(tenant, host, port, **options).start()
 
 
@@ -793,6 +1102,26 @@ def _parse_fault(data: Any) -> Fault:
         mode=mode,
         probability=probability,
         delay_ms=delay_ms,
+    )
+
+
+def _entra_error(error: str, code: int, description: str) -> Response:
+    """A 400 from Entra's token endpoint: OAuth `error` and an `AADSTS<code>` description with
+    trace and correlation ids, as login.microsoftonline.com answers."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return Response(
+        400,
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {description}\r\nTrace ID: {trace}\r\n"
+            f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
+            "error_codes": [code],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+        },
     )
 
 

@@ -68,7 +68,15 @@ _SKU_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prohibitedUsageLocations"}
 # prerequisite plans ("Identify and resolve license assignment problems for a group").
 _PLAN_RULE_KEYS = frozenset({"mutuallyExclusiveWith", "prerequisitePlans"})
 _SKU_KEYS = frozenset(schema.SKU_PROPERTIES) | {"enabledAtLoad"} | _SKU_RULE_KEYS
-_TENANT_KEYS = {"tenantId", "skus", "users", "groups", "defaultUsageLocation", "subscriptions"}
+_TENANT_KEYS = {
+    "tenantId",
+    "displayName",
+    "skus",
+    "users",
+    "groups",
+    "defaultUsageLocation",
+    "subscriptions",
+}
 # companySubscription properties (companySubscription resource type); `nextLifecycleInDays` is
 # simulator-only: the lifecycle date as days from when the tenant is loaded (demo files stay
 # current).
@@ -279,6 +287,8 @@ class Tenant:
 
     def __init__(self, tenant_id: str) -> None:
         self.tenant_id = tenant_id
+        # The organization's name (a simulator that serves several tenants lists them by it).
+        self.display_name: str | None = None
         self.skus: dict[str, Sku] = {}
         self.users: dict[str, User] = {}
         self.groups: dict[str, Group] = {}
@@ -324,6 +334,8 @@ class Tenant:
             raise TenantError("$: a tenant must be a JSON object")
         _check_keys(data, _TENANT_KEYS, "$")
         tenant = cls(_guid(data.get("tenantId"), "$.tenantId"))
+        if data.get("displayName") is not None:
+            tenant.display_name = _str(data["displayName"], "$.displayName")
         if data.get("defaultUsageLocation") is not None:
             tenant.default_usage_location = _country(
                 data["defaultUsageLocation"], "$.defaultUsageLocation"
@@ -1467,6 +1479,8 @@ class Tenant:
                     g["licenseProcessingState"] = {"state": group.processing_state}
                 groups.append(g)
             out: dict[str, Any] = {"tenantId": self.tenant_id}
+            if self.display_name:
+                out["displayName"] = self.display_name
             if self.default_usage_location:
                 out["defaultUsageLocation"] = self.default_usage_location
             out.update({"skus": skus, "users": users, "groups": groups})
