@@ -1,4 +1,5 @@
-"""Timer and queue triggers (blueprint): the nightly run and the worker of runs queued over HTTP."""
+"""Timer and queue triggers (blueprint): the nightly run (inline for one tenant, one queued run per
+tenant for many) and the worker of queued runs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import azure.functions as func
 
 from shared import api
-from shared.run import execute_run
+from shared.fanout import nightly
 from triggers import settings
 
 bp = func.Blueprint()
@@ -20,14 +21,15 @@ log = logging.getLogger("licensing")
 async def nightly_enforcement(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("the nightly run is past due; running now")
-    s = settings()
-    report = await execute_run(s, s.timer_mode, "timer")
-    log.info("run %s (%s) ended %s", report.run_id, report.mode, report.status)
-    if report.status in ("failed", "refused"):
+    # One tenant: its run, inline. Tenant records: one queued run per enabled tenant (the queue
+    # worker below runs each), so one tenant's trouble holds only its own message.
+    tick = await nightly(settings())
+    if tick.report is not None:
+        log.info("run %s (%s) ended %s", tick.report.run_id, tick.report.mode, tick.report.status)
+    if problem := tick.problem():
         # Surface it to the Functions host (failure metrics, alert rules on failed executions):
         # a refused nightly run enforced nothing. The run is recorded and the run-problem mailed.
-        reason = report.error if report.status == "failed" else report.refused_reason
-        raise RuntimeError(f"run {report.run_id} {report.status}: {reason}")
+        raise RuntimeError(problem)
 
 
 @bp.queue_trigger(
