@@ -1,6 +1,8 @@
 """Command line for operators: the same engine entry point the timer and HTTP API use.
 
-Verbs: plan, apply, runs, show RUN_ID, status, dashboard, waiting, validate [POLICY].
+Verbs: plan, apply, runs, show RUN_ID, status, dashboard, waiting, alerts, validate [POLICY],
+tenants add|list|show|enable|disable|check|remove. With tenant records, every verb but
+validate and tenants takes --tenant ID: the tenant it is about.
 Exit codes: 0 succeeded, 1 failed (or no such run), 2 bad settings/usage/policy, 3 partial,
 4 refused (change budget).
 """
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared import tenants_cli
 from shared.alerts import snooze
 from shared.api import build_status
 from shared.collect import find_tagged_groups
@@ -29,6 +32,7 @@ from shared.run import execute_run, read_run
 from shared.settings import Settings
 from shared.store import TableStore
 from shared.telemetry import ProgressEvent
+from shared.tenants import settings_for, tenants_source
 from shared.waiting import days_waiting, from_row, waiting_sentence
 
 EXIT = {"succeeded": 0, "failed": 1, "partial": 3, "refused": 4}
@@ -65,19 +69,31 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("alerts", help="list alert conditions, or snooze one")
     p.add_argument("--snooze", metavar="CONDITION", help="the condition key to silence")
     p.add_argument("--hours", type=float, default=24.0, help="how long to snooze (default 24)")
+    for p in sub.choices.values():
+        p.add_argument(
+            "--tenant", metavar="TENANT_ID", help="the tenant (when the deployment has several)"
+        )
     p = sub.add_parser("validate", help="check a policy file, offline or against the tenant")
     p.add_argument("policy", nargs="?", type=Path, help="default: LICENSING_POLICY_PATH")
     p.add_argument(
         "--tenant",
-        action="store_true",
-        help="also resolve SKU and plan names and list the tagged groups (reads Graph)",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="TENANT_ID",
+        help="also resolve SKU and plan names and list the tagged groups (reads Graph); with an "
+        "id, that tenant's",
     )
+    tenants_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     try:
         if args.command == "validate":
             return _validate(args.policy, args.tenant)
         settings = Settings.from_env()
+        if args.command == "tenants":
+            return tenants_cli.run(args, settings)
+        settings = for_tenant(settings, args.tenant)
         if args.command in ("plan", "apply"):
             progress = Progress(sys.stderr) if args.progress or sys.stderr.isatty() else None
             report = asyncio.run(
@@ -143,10 +159,32 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _validate(path: Path | None, against_tenant: bool) -> int:
+def for_tenant(settings: Settings, tenant_id: str | None) -> Settings:
+    """The settings of the tenant a command is about: --tenant's, or the implicit tenant's when
+    the deployment has no tenant records. ConfigurationError when that is ambiguous or unknown."""
+    source = tenants_source(settings)
+    if tenant_id is None:
+        tenants = source.list()
+        if tenants:
+            names = ", ".join(f"{t.tenant_id} ({t.display_name})" for t in tenants[:5])
+            raise ConfigurationError(
+                f"this deployment enforces {len(tenants)} tenants ({source.source}): name one "
+                f"with --tenant TENANT_ID: {names}{', ...' if len(tenants) > 5 else ''}"
+            )
+        return settings
+    tenant = source.get(tenant_id)
+    if tenant is None:
+        raise ConfigurationError(f"--tenant {tenant_id}: no such tenant in {source.source}")
+    return settings_for(settings, tenant)
+
+
+def _validate(path: Path | None, tenant_id: str | None) -> int:
+    against_tenant = tenant_id is not None
     settings = Settings.from_env() if against_tenant or path is None else None
+    if settings is not None and against_tenant:
+        settings = for_tenant(settings, tenant_id or None)
     policy_path = path or (settings.policy_path if settings else Path())
-    policy = load_policy(policy_path)
+    policy = load_policy(policy_path, settings.policy_overrides if settings and not path else None)
     print(
         f"{policy_path}: valid ({len(policy.profiles)} profiles, {len(policy.selectors)} selectors)"
     )
@@ -157,7 +195,11 @@ def _validate(path: Path | None, against_tenant: bool) -> int:
 
 
 async def _validate_against_tenant(policy: Policy, settings: Settings) -> int:
-    graph = GraphClient(credential_for(settings, required_roles()), settings.graph_base_url)
+    graph = GraphClient(
+        credential_for(settings, required_roles()),
+        settings.graph_base_url,
+        tenant_id=settings.tenant_id,
+    )
     try:
         skus = await graph.list_skus()
         resolve(policy, skus)  # raises PolicyError naming an unknown SKU or plan

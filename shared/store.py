@@ -348,6 +348,34 @@ class TableStore:
         client = self._service.get_table_client(self.names[kind])
         return TenantTable(client, self.tenant_id) if self.tenant_id else client
 
+    def purge_tenant(self) -> int:
+        """Offboarding: delete every row of this store's tenant in every table; returns how many.
+        Only a named tenant's: the implicit tenant's rows carry no prefix to select them by."""
+        if not self.tenant_id:
+            raise ValueError("only a named tenant's rows can be purged")
+        low, high = f"{self.tenant_id}:", f"{self.tenant_id};"  # ';' sorts right after ':'
+        deleted = 0
+        for name in self.names.values():
+            client = self._service.get_table_client(name)
+            try:
+                rows = list(
+                    client.query_entities(
+                        "PartitionKey ge @low and PartitionKey lt @high",
+                        parameters={"low": low, "high": high},
+                        select=["PartitionKey", "RowKey"],
+                    )
+                )
+            except ResourceNotFoundError:
+                continue
+            by_partition: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_partition.setdefault(row["PartitionKey"], []).append(dict(row))
+            for entities in by_partition.values():
+                for chunk in _chunks(entities, BATCH_LIMIT):
+                    client.submit_transaction([(TransactionOperation.DELETE, e) for e in chunk])
+                    deleted += len(chunk)
+        return deleted
+
     def ensure_tables(self) -> None:
         for name in self.names.values():
             try:
