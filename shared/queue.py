@@ -25,6 +25,10 @@ QUEUE_CONNECTION = "AzureWebJobsStorage"  # the queue trigger's `connection`
 # host.json extensions.queues.maxDequeueCount: after this many failed deliveries the Functions
 # host moves a message to "<queue>-poison" (a test checks the two agree).
 MAX_DEQUEUE_COUNT = 5
+# host.json extensions.queues.batchSize + newBatchThreshold: tenant runs one instance works on at
+# once. Target-based scaling asks for (queue length / batchSize) instances, so the nightly fan-out
+# of N tenants spreads over about N / 2 instances (capped by the plan's maximum instance count).
+PER_INSTANCE_RUNS = 2
 # A run id is its UTC start time and six hex digits. The pattern admits only real dates (month
 # lengths, 29 February in leap years), so docs/openapi.yaml can publish it as is and a client that
 # follows the document never sends an id the API refuses (a test checks the two are the same).
