@@ -32,7 +32,7 @@ $(STAMP_CHROMIUM): $(STAMP_PY)
 
 ## The main job: one apply-mode enforcement run of the demo tenant, printed.
 demo: setup
-	$(PY) -m localdev.demo
+	$(PY) -m localdev.demo $(if $(TENANTS),--tenants $(TENANTS))
 
 ## Development tool: the HTTP API and dashboard on 127.0.0.1:7071 (demo tenant, Azurite), until Ctrl-C.
 serve: setup

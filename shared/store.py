@@ -217,9 +217,10 @@ class RunRowChanged(Exception):
 class TenantTable:
     """One tenant's view of a shared table: every partition key gets "<tenant id>:" in front.
 
-    Covers the TableClient calls the store makes; a query must name its partition as @pk (a query
-    without one would read every tenant's rows, so it is refused). Entities read come back with
-    the prefix taken off, so the store's code is the same for one tenant or many."""
+    Covers the TableClient calls the store makes. A query names its partition as @pk, or is kept
+    to the tenant's key range (a query across partitions would otherwise read every tenant's
+    rows). Entities read come back with the prefix taken off, so the store's code is the same for
+    one tenant or many."""
 
     def __init__(self, inner: TableClient, tenant_id: str) -> None:
         self._inner = inner
@@ -259,10 +260,20 @@ class TenantTable:
     def query_entities(
         self, query_filter: str, *, parameters: dict[str, Any] | None = None, **kw: Any
     ) -> Iterator[Any]:
-        if not parameters or "pk" not in parameters or "PartitionKey eq @pk" not in query_filter:
-            raise ValueError(f"a tenant's query must name its partition as @pk: {query_filter!r}")
-        scoped = {**parameters, "pk": self._pk(str(parameters["pk"]))}
-        for entity in self._inner.query_entities(query_filter, parameters=scoped, **kw):
+        params = dict(parameters or {})
+        if "pk" in params and "PartitionKey eq @pk" in query_filter:
+            params["pk"] = self._pk(str(params["pk"]))
+        else:
+            # Across partitions: bounded to this tenant's key range (';' sorts right after ':'),
+            # so it can never read another tenant's rows.
+            if "PartitionKey" in query_filter or "_tlo" in params or "_thi" in params:
+                raise ValueError(
+                    f"a tenant's query names its partition only as @pk: {query_filter!r}"
+                )
+            # Spaces around the inner filter: the SDK reads a parameter name up to the next space.
+            query_filter = f"PartitionKey ge @_tlo and PartitionKey lt @_thi and ( {query_filter} )"
+            params.update(_tlo=self._prefix, _thi=self._prefix[:-1] + ";")
+        for entity in self._inner.query_entities(query_filter, parameters=params, **kw):
             yield self._out(entity)
 
 

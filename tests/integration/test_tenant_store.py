@@ -56,12 +56,14 @@ def test_each_tenant_lists_only_its_own_runs_and_holds_its_own_lease(tables: Any
     assert not a.acquire_lease("run-a2", timedelta(minutes=5), now).acquired
 
 
-def test_a_query_that_names_no_partition_is_refused_for_a_tenant(tables: Any) -> None:
+def test_a_tenants_query_without_a_partition_sees_only_that_tenants_rows(tables: Any) -> None:
     service, prefix = tables
-    store = TableStore(service, prefix, A)
-    store.ensure_tables()
-    with pytest.raises(ValueError, match="@pk"):
-        list(store.table("runs").query_entities("Status eq 'failed'"))
+    a, b = TableStore(service, prefix, A), TableStore(service, prefix, B)
+    a.ensure_tables()
+    a.put_run({**_run("20261203T010000Z-aaaaaa"), "Status": "failed"})
+    b.put_run({**_run("20261203T010000Z-bbbbbb"), "Status": "failed"})
+    rows = list(a.table("runs").query_entities("Status eq @s", parameters={"s": "failed"}))
+    assert [(r["RunId"], r["PartitionKey"]) for r in rows] == [("20261203T010000Z-aaaaaa", "run")]
 
 
 def test_the_tenants_table_keeps_records_and_names_a_bad_one(tables: Any) -> None:
@@ -79,3 +81,16 @@ def test_the_tenants_table_keeps_records_and_names_a_bad_one(tables: Any) -> Non
     table.put(A, {"DisplayName": "Broken", "Enabled": True, "Record": "{not json"})
     with pytest.raises(TenantError, match=f"row {A}.*Record"):
         registry.list()
+
+
+def test_a_tenants_run_reads_back_its_subscriptions_and_no_other_tenants(tables: Any) -> None:
+    """A query across partitions (a run's subscriptions) stays inside the tenant's rows."""
+    service, prefix = tables
+    a, b = TableStore(service, prefix, A), TableStore(service, prefix, B)
+    a.ensure_tables()
+    run_id = "20261203T010000Z-aaaaaa"
+    row = {"SubscriptionId": "s-1", "At": "2026-12-03T01:00:00+00:00", "TotalLicenses": 25}
+    a.put_subscriptions(run_id, [row])
+    b.put_subscriptions(run_id, [{**row, "SubscriptionId": "s-2"}])  # same run id, by chance
+    assert [r["SubscriptionId"] for r in a.run_subscriptions(run_id)] == ["s-1"]
+    assert [r["SubscriptionId"] for r in b.run_subscriptions(run_id)] == ["s-2"]
