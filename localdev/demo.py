@@ -124,8 +124,8 @@ def _many(azurite: Azurite, sim: Simulator, mail_dir: Any) -> int:
     )
     os.environ.update(env)
     records = TenantsFile(tenants_file)
-    for tenant in sim.tenant_list():
-        records.put(Tenant(tenant["tenantId"], tenant["displayName"], mode="apply"))
+    for served in sim.tenant_list():
+        records.put(Tenant(served["tenantId"], served["displayName"], mode="apply"))
     import function_app
     from shared.report import render_run
     from shared.run import read_run
@@ -154,10 +154,8 @@ def _many(azurite: Azurite, sim: Simulator, mail_dir: Any) -> int:
     base = TableStore.from_settings(function_app.settings())
     rows, ok = [], True
     for tenant in records.list():
-        recorded = read_run(
-            base.for_tenant(tenant.tenant_id),
-            base.for_tenant(tenant.tenant_id).list_runs(1)[0]["RunId"],
-        )
+        store = base.for_tenant(tenant.tenant_id)
+        recorded = read_run(store, store.list_runs(1)[0]["RunId"])
         assert recorded is not None
         print(f"== {tenant.display_name} ({tenant.tenant_id})")
         print(render_run(recorded) + "\n")
