@@ -30,6 +30,8 @@ def render_run(summary: dict[str, Any], wide: bool = False) -> str:
         f"Run {summary['runId']}  mode={summary['mode']}  trigger={summary['trigger']}  "
         f"status={summary['status']}",
     ]
+    if summary.get("tenantId"):
+        out.append(f"Tenant: {summary.get('tenantName') or '(unnamed)'} ({summary['tenantId']})")
     if summary.get("error"):
         out.append(f"Error: {summary['error']}")
     if summary.get("refusedReason"):

@@ -56,7 +56,8 @@ def test_onboard_run_and_offboard_a_tenant(msp: Any, capsys: pytest.CaptureFixtu
     assert main(["plan"]) == 2
     assert "--tenant" in capsys.readouterr().err
     assert main(["plan", "--tenant", FABRIKAM]) == 0
-    assert "mode=plan" in capsys.readouterr().out
+    planned = capsys.readouterr().out
+    assert "mode=plan" in planned and f"Tenant: Fabrikam ({FABRIKAM})" in planned
     fabrikam_requests = sim.admin_for(FABRIKAM, "GET", "/requests")["value"]
     assert any(r["path"].startswith("/v1.0/groups") for r in fabrikam_requests)
     assert main(["runs", "--tenant", FABRIKAM]) == 0
