@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from dataclasses import replace
@@ -368,3 +369,29 @@ def test_the_admin_consent_url_is_microsofts_documented_form():
 def test_the_consent_url_refuses_what_is_not_an_app_id_or_tenant(app_id, tenant, named):
     with pytest.raises(ConfigurationError, match=named):
         admin_consent_url(app_id, tenant)
+
+
+def test_a_graph_read_for_a_tenant_without_consent_stops_with_the_consent_url():
+    """What the run records: Entra's refusal and where to consent, before any Graph request."""
+    sent: list[str] = []
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200, json={"value": []})
+
+    entra = FakeEntra(400, {"error": "invalid_client", "error_description": "AADSTS700016: no"})
+    cred = TenantAppCredential(CUSTOMER, APP, FakeIdentity(), transport=entra)
+    client = GraphClient(
+        cred, "https://graph.microsoft.com/v1.0", transport=httpx.MockTransport(graph)
+    )
+
+    async def read() -> None:
+        try:
+            await client.list_skus()
+        finally:
+            await client.close()
+
+    with pytest.raises(ConfigurationError, match=re.escape(admin_consent_url(APP, CUSTOMER))):
+        asyncio.run(read())
+    assert sent == [], "no Graph request without a token"
+    assert len(entra.requests) == 1
