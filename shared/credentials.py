@@ -251,9 +251,10 @@ def admin_consent_url(app_id: str, tenant_id: str, redirect_uri: str | None = No
     tenant id or a verified domain. It grants the permissions the app registration lists
     (requiredResourceAccess) and creates its service principal in that tenant. `redirect_uri` must
     be one the app registers; None: Entra returns to the app's registered one."""
-    if not GUID_RE.match(app_id or ""):
+    # fullmatch: `$` alone lets a trailing newline through into the URL.
+    if not GUID_RE.fullmatch(app_id or ""):
         raise ConfigurationError(f"the app id {app_id!r} is not a GUID ({MULTITENANT_KEY})")
-    if not (GUID_RE.match(tenant_id or "") or _DOMAIN_RE.match(tenant_id or "")):
+    if not (GUID_RE.fullmatch(tenant_id or "") or _DOMAIN_RE.fullmatch(tenant_id or "")):
         raise ConfigurationError(
             f"the tenant {tenant_id!r} is neither a tenant id (GUID) nor a domain name"
         )

@@ -364,6 +364,8 @@ def test_the_admin_consent_url_is_microsofts_documented_form():
         (APP, "../common", "tenant"),
         (APP, "", "tenant"),
         (APP, "evil.example/x?y=", "tenant"),
+        (APP, "fabrikam.onmicrosoft.com\n", "tenant"),
+        (APP + "\n", CUSTOMER, "app id"),
     ],
 )
 def test_the_consent_url_refuses_what_is_not_an_app_id_or_tenant(app_id, tenant, named):
