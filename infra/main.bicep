@@ -38,6 +38,9 @@ param location string
 ])
 param graphPermissionsGrant string = 'script'
 
+@description('Enforce many customer tenants: creates a multi-tenant app registration with the managed identity as its federated credential (app/multitenant-app.bicep; needs Application Developer in this tenant) and sets LICENSING_MULTITENANT_APP_ID. docs/deploy.md, Many tenants.')
+param multiTenant bool = false
+
 @description('Resource group name; empty: rg-<environmentName>.')
 param resourceGroupName string = ''
 
@@ -104,6 +107,7 @@ var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-$
 //                                       uses LICENSING_TABLES_ENDPOINT with its managed identity, and
 //                                       the storage account refuses shared keys anyway.
 //   LICENSING_TENANTS_FILE              local use; in Azure the tenants table is the registry.
+// LICENSING_MULTITENANT_APP_ID is not an azd variable: it is the app registration multiTenant creates.
 var licensingAppSettings = {
   LICENSING_POLICY_PATH: empty(policyPath) ? 'policy/licensing-policy.yaml' : policyPath
   LICENSING_TIMER_SCHEDULE: empty(timerSchedule) ? '0 0 2 * * *' : timerSchedule
@@ -118,6 +122,7 @@ var licensingAppSettings = {
   LICENSING_RUN_QUEUE: empty(runQueue) ? 'licensing-runs' : runQueue
   LICENSING_MEASURE_WAIT_SECONDS: empty(measureWaitSeconds) ? '120' : measureWaitSeconds
   LICENSING_HTTP_APPLY_WITHOUT_AUTH: empty(httpApplyWithoutAuth) ? 'false' : httpApplyWithoutAuth
+  LICENSING_MULTITENANT_APP_ID: multiTenant ? multitenantApp.outputs.appId : ''
 }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -193,6 +198,20 @@ module api 'app/api.bicep' = {
   ]
 }
 
+// Customer tenants: the app registration they consent to, the identity as its credential. Its
+// redirect URI is the function app's default host name, built from the name (api's output would
+// make api and this module depend on each other through the app setting).
+module multitenantApp 'app/multitenant-app.bicep' = if (multiTenant) {
+  name: 'multitenantApp'
+  scope: rg
+  params: {
+    displayName: 'Group licensing enforcer (${environmentName})'
+    uniqueName: 'group-licensing-${resourceToken}'
+    managedIdentityPrincipalId: identity.outputs.principalId
+    consentRedirectUri: 'https://${functionAppName}.azurewebsites.net/'
+  }
+}
+
 module graphPermissions 'app/graph-permissions.bicep' = if (graphPermissionsGrant == 'bicep') {
   name: 'graphPermissions'
   scope: rg
@@ -209,4 +228,6 @@ output SERVICE_API_NAME string = api.outputs.name
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output GRAPH_PERMISSIONS_GRANT string = graphPermissionsGrant
+// The multi-tenant app's client id (empty unless multiTenant): the consent URL's client_id.
+output MULTITENANT_APP_ID string = multiTenant ? multitenantApp.outputs.appId : ''
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from shared.common import is_loopback_url
+from shared.common import GUID_RE, is_loopback_url
 from shared.errors import ConfigurationError
 
 Mode = Literal["plan", "apply"]
@@ -66,6 +66,10 @@ SETTINGS_KEYS: dict[str, str] = {
     "LICENSING_TENANTS_FILE": (
         "Tenants file (YAML or JSON) for local use, instead of the tenants table; empty: the "
         "table (and with no tenants in it, the one implicit tenant)."
+    ),
+    "LICENSING_MULTITENANT_APP_ID": (
+        "Application (client) id of the multi-tenant app registration, the managed identity its "
+        "federated credential (infra multiTenant=true); empty: only the identity's own tenant."
     ),
     "LICENSING_HTTP_APPLY_WITHOUT_AUTH": (
         "true lets POST /api/runs start apply runs with App Service Authentication off (the "
@@ -168,6 +172,8 @@ class Settings:
     auth_enabled: bool = False
     http_apply_without_auth: bool = False
     tenants_file: Path | None = None
+    # The multi-tenant app registration a customer tenant's token is for (shared/credentials.py).
+    multitenant_app_id: str | None = None
     # The tenant a run is for (shared.tenants.settings_for); never read from the environment.
     # None: the implicit tenant of a single-tenant install (the identity's own tenant).
     tenant_id: str | None = None
@@ -301,6 +307,17 @@ class Settings:
         if tenants_file is not None and not tenants_file.is_absolute():
             tenants_file = APP_ROOT / tenants_file
 
+        multitenant_app_id = get("LICENSING_MULTITENANT_APP_ID")
+        if multitenant_app_id is not None:
+            if GUID_RE.match(multitenant_app_id):
+                multitenant_app_id = multitenant_app_id.lower()
+            else:
+                problems.append(
+                    f"LICENSING_MULTITENANT_APP_ID={multitenant_app_id!r} must be the application "
+                    "(client) id of the multi-tenant app registration, a GUID like "
+                    "00000000-0000-0000-0000-000000000000 (azd env get-value MULTITENANT_APP_ID)"
+                )
+
         if problems:
             raise ConfigurationError("invalid app settings:\n  - " + "\n  - ".join(problems))
         return cls(
@@ -321,4 +338,5 @@ class Settings:
             auth_enabled=auth_enabled,
             http_apply_without_auth=apply_without_auth == "true",
             tenants_file=tenants_file,
+            multitenant_app_id=multitenant_app_id,
         )

@@ -55,7 +55,9 @@ def block_after(text: str, opener: str) -> str:
     while i < len(text):
         c = text[i]
         if c == "'":
-            i = text.index("'", i + 1)
+            i += 1
+            while text[i] != "'":  # a string; \' inside one does not end it
+                i += 2 if text[i] == "\\" else 1
         elif c == "{":
             depth += 1
         elif c == "}":

@@ -34,10 +34,20 @@ def _bicep_settings() -> dict[str, str]:
     return object_entries(block_after(read("main.bicep"), "var licensingAppSettings ="))
 
 
+def _bool_defaults(text: str) -> dict[str, bool]:
+    """param NAME bool = true|false."""
+    found = re.findall(r"^param\s+(\w+)\s+bool\s*=\s*(true|false)\s*$", text, flags=re.M)
+    return {name: value == "true" for name, value in found}
+
+
 def _resolve(expression: str, defaults: dict[str, str]) -> str:
     """Value of a setting as deployed with every azd variable unset."""
     if m := re.fullmatch(r"'([^']*)'", expression):
         return m.group(1)
+    if m := re.fullmatch(r"(\w+)\s*\?\s*\w+\.outputs\.\w+\s*:\s*'([^']*)'", expression):
+        flag = _bool_defaults(read("main.bicep"))[m.group(1)]
+        assert not flag, f"{m.group(1)} is on by default: its module output is not known here"
+        return m.group(2)
     if m := re.fullmatch(r"empty\((\w+)\)\s*\?\s*'([^']*)'\s*:\s*\1", expression):
         return m.group(2)
     if expression in defaults:
@@ -73,6 +83,7 @@ def test_the_deployed_defaults_parse_and_are_safe():
     assert settings.graph_base_url == "https://graph.microsoft.com/v1.0"
     assert settings.tables_connection_string is None and settings.tables_endpoint
     assert settings.policy_path.is_file(), "the policy file ships in the package"
+    assert settings.multitenant_app_id is None, "one tenant unless multiTenant is asked for"
 
 
 def test_each_setting_is_an_azd_variable_of_the_same_name():

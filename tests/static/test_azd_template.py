@@ -81,6 +81,16 @@ def test_parameter_file_sets_declared_params_and_the_required_ones():
     assert {p for p, has_default in declared.items() if not has_default} <= set(params)
 
 
+def test_multi_tenant_is_an_azd_variable_off_by_default():
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["multiTenant"]["value"] == "${MULTI_TENANT=false}"
+    assert re.search(r"^param multiTenant bool = false$", MAIN, flags=re.M)
+    module, passed = _modules()["multitenantApp"]
+    assert module == "app/multitenant-app.bicep"
+    # Built from the name, not api's output: api takes the app's id as a setting.
+    assert passed["consentRedirectUri"] == "'https://${functionAppName}.azurewebsites.net/'"
+
+
 def test_outputs_the_docs_and_hook_use_exist():
     for name in (
         "AZURE_FUNCTION_NAME",
@@ -88,6 +98,7 @@ def test_outputs_the_docs_and_hook_use_exist():
         "MANAGED_IDENTITY_PRINCIPAL_ID",
         "MANAGED_IDENTITY_CLIENT_ID",
         "GRAPH_PERMISSIONS_GRANT",
+        "MULTITENANT_APP_ID",
     ):
         assert re.search(rf"^output\s+{name}\s", MAIN, flags=re.M), name
 

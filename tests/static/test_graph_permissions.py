@@ -12,7 +12,15 @@ import json
 import re
 
 from shared.graph import REQUIRED_PERMISSIONS, opt_in_roles, required_roles
-from tests.static.bicep import INFRA, ROOT, bicep_files, read, resource_types
+from tests.static.bicep import (
+    INFRA,
+    ROOT,
+    bicep_files,
+    block_after,
+    object_entries,
+    read,
+    resource_types,
+)
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 PERMISSIONS_JSON = INFRA / "graph-permissions.json"
@@ -74,12 +82,71 @@ def test_main_deploys_the_graph_module_only_when_asked():
     )
 
 
+def test_the_multitenant_app_asks_for_the_json_list_as_application_permissions():
+    """What a customer's admin consents to is what the managed identity is granted at home."""
+    text = read("app/multitenant-app.bicep")
+    assert "extension microsoftGraphV1" in text
+    assert "loadJsonContent('../graph-permissions.json')" in text
+    assert resource_types(text) == [
+        "Microsoft.Graph/applications@v1.0",
+        "Microsoft.Graph/applications/federatedIdentityCredentials@v1.0",
+    ]
+    app = object_entries(block_after(text, "resource app 'Microsoft.Graph/applications@v1.0' ="))
+    assert app["signInAudience"] == "'AzureADMultipleOrgs'"
+    access = block_after(text, "requiredResourceAccess:")
+    assert "resourceAppId: graph.resourceAppId" in access
+    assert re.search(r"for\s+(\w+)\s+in\s+graph\.applicationPermissions\s*:", access)
+    assert "type: 'Role'" in access and "'Scope'" not in text, "application permissions only"
+    assert "passwordCredentials" not in text and "keyCredentials" not in text, "no secret"
+
+
+def test_the_multitenant_app_trusts_exactly_the_function_apps_identity():
+    text = read("app/multitenant-app.bicep")
+    fic = object_entries(
+        block_after(text, "'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' =")
+    )
+    assert fic["name"] == "'${app.uniqueName}/function-app-identity'"
+    assert fic["subject"] == "managedIdentityPrincipalId"
+    assert fic["issuer"] == "issuer"
+    assert re.search(
+        r"^var issuer = '\$\{environment\(\)\.authentication\.loginEndpoint\}"
+        r"\$\{tenant\(\)\.tenantId\}/v2\.0'$",
+        text,
+        flags=re.M,
+    ), "the home tenant's v2.0 issuer (https://login.microsoftonline.com/<tenant>/v2.0)"
+    assert "var tokenExchangeAudience = 'api://AzureADTokenExchange'" in text
+    assert re.search(r"audiences:\s*\[\s*tokenExchangeAudience\s*\]", text)
+    # The Python side asks the identity for the same audience.
+    from shared.credentials import TOKEN_EXCHANGE_SCOPE
+
+    assert TOKEN_EXCHANGE_SCOPE == "api://AzureADTokenExchange/.default"
+    main = read("main.bicep")
+    module = block_after(main, "module multitenantApp 'app/multitenant-app.bicep' =")
+    assert "managedIdentityPrincipalId: identity.outputs.principalId" in module
+
+
+def test_main_creates_the_multitenant_app_only_when_asked_and_wires_its_id():
+    main = read("main.bicep")
+    assert re.search(r"^param multiTenant bool = false$", main, flags=re.M)
+    assert re.search(
+        r"module\s+multitenantApp\s+'app/multitenant-app\.bicep'\s*=\s*if\s*\(multiTenant\)",
+        main,
+    )
+    settings = object_entries(block_after(main, "var licensingAppSettings ="))
+    wired = "multiTenant ? multitenantApp.outputs.appId : ''"
+    assert settings["LICENSING_MULTITENANT_APP_ID"] == wired
+    assert re.search(rf"^output MULTITENANT_APP_ID string = {re.escape(wired)}$", main, flags=re.M)
+
+
+GRAPH_MODULES = {"graph-permissions.bicep", "multitenant-app.bicep"}
+
+
 def test_nothing_else_in_infra_or_scripts_grants_graph_roles():
     for path in bicep_files():
         text = read(str(path.relative_to(INFRA)))
-        if path.name != "graph-permissions.bicep":
+        if path.name not in GRAPH_MODULES:
             assert "Microsoft.Graph/" not in text, (
-                f"{path}: Graph resources belong in graph-permissions.bicep"
+                f"{path}: Graph resources belong in {' or '.join(sorted(GRAPH_MODULES))}"
             )
         assert not PERMISSION_LITERAL.findall(text), f"{path} names a Graph permission"
     for path in (ROOT / "scripts").iterdir():

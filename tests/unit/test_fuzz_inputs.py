@@ -21,8 +21,11 @@ from shared.api import (
     parse_principal,
     parse_run_request,
 )
-from shared.errors import PolicyError
+from shared.common import GUID_RE
+from shared.credentials import admin_consent_url
+from shared.errors import ConfigurationError, PolicyError
 from shared.policy import parse_policy, policy_schema
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = yaml.safe_load((ROOT / "policy" / "licensing-policy.yaml").read_text())
@@ -154,3 +157,18 @@ def test_nesting_of_any_depth_is_read_or_refused_as_400(depth: int, pair: Any, c
             call()
         except ApiError as exc:
             assert exc.status == 400 and str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=50))
+def test_any_multitenant_app_id_is_read_or_refused_naming_the_setting(value: str):
+    env = {"LICENSING_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+    try:
+        parsed = Settings.from_env({**env, "LICENSING_MULTITENANT_APP_ID": value})
+    except ConfigurationError as exc:
+        assert "LICENSING_MULTITENANT_APP_ID" in str(exc)
+        return
+    app_id = parsed.multitenant_app_id
+    assert app_id is None or (GUID_RE.match(app_id) and app_id == app_id.lower())
+    if app_id:
+        assert admin_consent_url(app_id, "fabrikam.onmicrosoft.com").endswith(app_id)

@@ -190,3 +190,17 @@ def test_local_mode_refuses_identity_based_storage_off_loopback():
         )
     assert "LICENSING_TABLES_ENDPOINT" in str(info.value)
     assert "AzureWebJobsStorage__queueServiceUri" in str(info.value)
+
+
+def test_the_multitenant_app_id_is_a_guid_or_empty():
+    app = "A7D388C3-5E3F-4959-AC7D-786B3383006A"
+    assert Settings.from_env(BASE).multitenant_app_id is None
+    assert (
+        Settings.from_env({**BASE, "LICENSING_MULTITENANT_APP_ID": " "}).multitenant_app_id is None
+    )
+    parsed = Settings.from_env({**BASE, "LICENSING_MULTITENANT_APP_ID": app})
+    assert parsed.multitenant_app_id == app.lower()
+    for bad in ("fabrikam", app + "0", "{" + app + "}"):
+        with pytest.raises(ConfigurationError) as info:
+            Settings.from_env({**BASE, "LICENSING_MULTITENANT_APP_ID": bad})
+        assert "LICENSING_MULTITENANT_APP_ID" in str(info.value) and "GUID" in str(info.value)
