@@ -3,9 +3,11 @@
 // with multiTenant=true, through the Microsoft Graph Bicep extension (infra/bicepconfig.json); the
 // deploying user needs Application Developer (or Application Administrator) in the home tenant.
 //
-// The app asks for the same Microsoft Graph application permissions the managed identity gets
-// (infra/graph-permissions.json, the one list); a customer's administrator grants them in their
-// tenant with the admin-consent URL (docs/deploy.md, Many tenants). The engine then exchanges the
+// The app asks for the Microsoft Graph application permissions the managed identity gets
+// (infra/graph-permissions.json, the one list) except its homeTenantOnly ones (sending mail):
+// alert mail leaves from the deployment's own mailbox through the home tenant, never from a
+// customer's, so no customer grants sending as its mailboxes. A customer's administrator grants
+// them in their tenant with the admin-consent URL (docs/deploy.md, Many tenants). The engine then exchanges the
 // identity's token for the app's token in that tenant (shared/credentials.py TenantAppCredential):
 // "Configure an application to trust a managed identity",
 // https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
@@ -24,6 +26,7 @@ param managedIdentityPrincipalId string
 param consentRedirectUri string
 
 var graph = loadJsonContent('../graph-permissions.json')
+var customerPermissions = filter(graph.applicationPermissions, permission => !contains(graph.homeTenantOnly.permissions, permission))
 
 // The managed identity's tokens come from the home tenant's v2.0 issuer
 // (https://login.microsoftonline.com/<home tenant>/v2.0 in global Azure), for the token-exchange
@@ -52,7 +55,7 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
     {
       resourceAppId: graph.resourceAppId
       resourceAccess: [
-        for permission in graph.applicationPermissions: {
+        for permission in customerPermissions: {
           id: filter(graphServicePrincipal.appRoles, role => role.value == permission && contains(role.allowedMemberTypes, 'Application'))[0].id
           type: 'Role'
         }
@@ -73,4 +76,4 @@ resource managedIdentityCredential 'Microsoft.Graph/applications/federatedIdenti
 
 // Application (client) id: LICENSING_MULTITENANT_APP_ID, and the client_id of the consent URL.
 output appId string = app.appId
-output requestedPermissions array = graph.applicationPermissions
+output requestedPermissions array = customerPermissions

@@ -83,7 +83,8 @@ def test_main_deploys_the_graph_module_only_when_asked():
 
 
 def test_the_multitenant_app_asks_for_the_json_list_as_application_permissions():
-    """What a customer's admin consents to is what the managed identity is granted at home."""
+    """What a customer's admin consents to is what the managed identity is granted at home, less
+    Mail.Send: alerts are mailed through the home tenant, never from a customer's."""
     text = read("app/multitenant-app.bicep")
     assert "extension microsoftGraphV1" in text
     assert "loadJsonContent('../graph-permissions.json')" in text
@@ -95,7 +96,15 @@ def test_the_multitenant_app_asks_for_the_json_list_as_application_permissions()
     assert app["signInAudience"] == "'AzureADMultipleOrgs'"
     access = block_after(text, "requiredResourceAccess:")
     assert "resourceAppId: graph.resourceAppId" in access
-    assert re.search(r"for\s+(\w+)\s+in\s+graph\.applicationPermissions\s*:", access)
+    assert re.search(r"for\s+(\w+)\s+in\s+customerPermissions\s*:", access)
+    assert re.search(
+        r"^var customerPermissions = filter\(graph\.applicationPermissions, permission => "
+        r"!contains\(graph\.homeTenantOnly\.permissions, permission\)\)$",
+        text,
+        flags=re.M,
+    )
+    home_only = json.loads(PERMISSIONS_JSON.read_text())["homeTenantOnly"]["permissions"]
+    assert home_only == ["Mail.Send"], "customers grant reading and licensing, not sending mail"
     assert "type: 'Role'" in access and "'Scope'" not in text, "application permissions only"
     assert "passwordCredentials" not in text and "keyCredentials" not in text, "no secret"
 
