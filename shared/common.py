@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 # A GUID (object id, SKU id) in its 8-4-4-4-12 hex form, either case; unanchored, for embedding
 # in larger patterns. policy/licensing-policy.schema.json repeats it anchored (a test compares).
 GUID = r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
-GUID_RE = re.compile(rf"^{GUID}$")
+# \Z, not $: in Python `$` also matches before a final newline, and an id with one is not an id.
+GUID_RE = re.compile(rf"^{GUID}\Z")
 
 
 def is_loopback_host(host: str) -> bool:

@@ -37,7 +37,7 @@ RUN_ID_PATTERN = (
     r"|02(?:0[1-9]|1\d|2[0-8]))|(?:[12]\d(?:0[48]|[2468][048]|[13579][26])|(?:12|16|20|24|28)00)0229)"
     r"T(?:[01]\d|2[0-3])[0-5]\d[0-5]\dZ-[0-9a-f]{6}$"
 )
-RUN_ID_RE = re.compile(RUN_ID_PATTERN)
+RUN_ID_RE = re.compile(RUN_ID_PATTERN.removesuffix("$") + r"\Z")  # \Z: no trailing newline
 Trigger = Literal["http", "timer"]
 
 

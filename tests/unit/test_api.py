@@ -179,6 +179,38 @@ def test_impossible_dates_and_unicode_digits_in_queries_are_400(
     assert err.value.status == 400 and fragment in err.value.message
 
 
+TENANT = "6b2f8e41-3c5d-4a7e-9f10-2d4c6e8a0b21"
+
+
+def test_a_tenants_message_round_trips_and_a_bad_tenant_is_refused():
+    msg = RunMessage("20261127T020000Z-a1b2c3", "apply", None, "", TENANT, "timer")
+    assert RunMessage.from_json(msg.to_json()) == msg
+    for bad in ("nope", TENANT + "\n", 7):
+        with pytest.raises(ValueError, match="tenantId"):
+            RunMessage.from_json(
+                json.dumps({"runId": "20261127T020000Z-a1b2c3", "mode": "plan", "tenantId": bad})
+            )
+    with pytest.raises(ValueError, match="trigger"):
+        RunMessage.from_json('{"runId": "20261127T020000Z-a1b2c3", "mode": "plan", "trigger": "x"}')
+
+
+def test_an_id_with_a_trailing_newline_is_refused_everywhere():
+    # `$` in a Python pattern also matches before a final newline: ids must match in full.
+    with pytest.raises(ApiError) as err:
+        parse_run_request(json.dumps({"mode": "plan", "groupIds": [TENANT + "\n"]}).encode())
+    assert err.value.status == 400
+    with pytest.raises(ApiError):
+        check_run_id("20261127T020000Z-a1b2c3\n")
+    with pytest.raises(ValueError, match="runId"):
+        RunMessage.from_json(json.dumps({"runId": "20261127T020000Z-a1b2c3\n", "mode": "plan"}))
+    with pytest.raises(ValueError, match="groupIds"):
+        RunMessage.from_json(
+            json.dumps(
+                {"runId": "20261127T020000Z-a1b2c3", "mode": "plan", "groupIds": [TENANT + "\n"]}
+            )
+        )
+
+
 def test_a_run_id_with_an_impossible_date_is_400_not_a_crash():
     with pytest.raises(ApiError) as err:
         check_run_id("20261399T000000Z-abcdef")

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from localdev.services import ROOT
-from shared.common import GUID_RE, is_loopback_host
+from shared.common import GUID, GUID_RE, is_loopback_host
 from shared.store import (
     MAX_STRING_CHARS,
     from_properties,
@@ -30,7 +30,9 @@ def _patterns(node: object) -> list[str]:
 
 def test_the_policy_schema_the_engine_and_the_simulator_use_the_same_guid_pattern():
     schema = json.loads((ROOT / "policy" / "licensing-policy.schema.json").read_text())
-    assert GUID_RE.pattern in _patterns(schema), "explicit group ids in the policy"
+    # JSON Schema patterns are ECMA-262, which has no \Z: the schema anchors with $.
+    assert f"^{GUID}$" in _patterns(schema), "explicit group ids in the policy"
+    assert GUID_RE.pattern == f"^{GUID}\\Z"
     assert tenant.GUID_RE is GUID_RE
     assert "guid" in odata._TOKEN_RE.groupindex
     good, bad = "0B1C2D3E-0000-4000-8000-000000000001", "0b1c2d3e-0000-4000-8000-00000000001"
