@@ -217,8 +217,9 @@ class RunRowChanged(Exception):
 class TenantTable:
     """One tenant's view of a shared table: every partition key gets "<tenant id>:" in front.
 
-    Covers the TableClient calls the store makes; a query must name its partition as @pk (a query
-    without one would read every tenant's rows, so it is refused). Entities read come back with
+    Covers the TableClient calls the store makes; a query names its partition as @pk, or names no
+    partition at all and is kept to this tenant's partitions (any other mention of PartitionKey is
+    refused: it could reach another tenant's rows). Entities read come back with
     the prefix taken off, so the store's code is the same for one tenant or many."""
 
     def __init__(self, inner: TableClient, tenant_id: str) -> None:
@@ -259,10 +260,20 @@ class TenantTable:
     def query_entities(
         self, query_filter: str, *, parameters: dict[str, Any] | None = None, **kw: Any
     ) -> Iterator[Any]:
-        if not parameters or "pk" not in parameters or "PartitionKey eq @pk" not in query_filter:
+        parameters = dict(parameters or {})
+        if "PartitionKey" not in query_filter:
+            # Across partitions (a run's subscriptions): only the partitions with this tenant's
+            # prefix, "<id>:" up to "<id>;" (the next character), never another tenant's rows.
+            # Spaces round the parentheses: the SDK finds @names in words split on spaces.
+            query_filter = (
+                f"PartitionKey ge @tenant_lo and PartitionKey lt @tenant_hi and ( {query_filter} )"
+            )
+            parameters.update(tenant_lo=self._prefix, tenant_hi=self._prefix[:-1] + ";")
+        elif "pk" not in parameters or "PartitionKey eq @pk" not in query_filter:
             raise ValueError(f"a tenant's query must name its partition as @pk: {query_filter!r}")
-        scoped = {**parameters, "pk": self._pk(str(parameters["pk"]))}
-        for entity in self._inner.query_entities(query_filter, parameters=scoped, **kw):
+        else:
+            parameters["pk"] = self._pk(str(parameters["pk"]))
+        for entity in self._inner.query_entities(query_filter, parameters=parameters, **kw):
             yield self._out(entity)
 
 
