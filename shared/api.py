@@ -882,9 +882,8 @@ async def get_run(request: Request, s: Settings) -> Response:
 def _only_params(params: Mapping[str, str], *allowed: str) -> None:
     unknown = sorted(set(params) - {*allowed, "code"})
     if unknown:
-        raise bad_request(
-            f"unknown query parameter(s): {', '.join(unknown)} (allowed: {', '.join(allowed)})"
-        )
+        allowed_text = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+        raise bad_request(f"unknown query parameter(s): {', '.join(unknown)} ({allowed_text})")
 
 
 @endpoint

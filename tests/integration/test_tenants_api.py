@@ -218,6 +218,8 @@ def test_a_missing_bad_or_unknown_tenant_is_refused_and_a_disabled_one_only_read
     bad = answer(get("runs", {"tenant": "contoso"}), 400)["error"]["message"]
     assert "`tenant` must be a tenant id (GUID), got 'contoso'" in bad
     assert answer(get("status", {"tenant": f"{CONTOSO}\n"}), 400)
+    listed = answer(get("tenants", {"tenant": CONTOSO}), 400)["error"]["message"]
+    assert listed == "unknown query parameter(s): tenant (it takes none)"
     unknown = answer(get("dashboard", {"tenant": UNKNOWN}), 404)["error"]
     assert unknown == {
         "code": "NotFound",
@@ -337,3 +339,15 @@ def test_a_single_tenant_install_lists_its_one_implicit_tenant(
     assert answer(get("runs"))["value"][0]["runId"] == done["runId"]
     assert "<h1>Group licensing: seats</h1>" in get("dashboard").get_body().decode()
     assert answer(get("runs", {"tenant": CONTOSO}), 404)["error"]["code"] == "NotFound"
+
+
+def test_a_tenant_the_app_cannot_get_a_token_for_is_named_not_a_bare_failure(
+    deployment: Deployment,
+):
+    # A record for a tenant that has not consented (the simulator does not serve it).
+    deployment.write_tenants(Tenant(CONTOSO, "Contoso"), Tenant(UNKNOWN, "Not consented"))
+    error = answer(get("status", {"tenant": UNKNOWN}), 503)["error"]
+    assert error["code"] == "Misconfigured" and UNKNOWN in error["message"]
+    rows = {r["tenantId"]: r for r in answer(get("tenants"))["value"]}
+    assert rows[UNKNOWN]["lastRun"] is None and rows[UNKNOWN]["error"] is None
+    assert rows[CONTOSO]["error"] is None
