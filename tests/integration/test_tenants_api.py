@@ -18,6 +18,9 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+import requests
+import schemathesis
+from schemathesis.core.transport import Response
 
 import function_app
 from localdev.services import ROOT, Azurite, Simulator, app_settings
@@ -139,6 +142,25 @@ def post_run(
     return asyncio.run(function_app.start_run(req))
 
 
+SPEC = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
+
+
+def documented(path: str, response: func.HttpResponse) -> None:
+    """The answer is as docs/openapi.yaml describes it (schemathesis's response checks)."""
+    as_sent = Response(
+        status_code=response.status_code,
+        headers={"Content-Type": [response.mimetype]},
+        content=response.get_body(),
+        request=requests.Request("GET", f"http://localhost:7071/api{path}").prepare(),
+        elapsed=0.0,
+        message="",
+        encoding="utf-8",
+        http_version="1.1",
+        verify=False,
+    )
+    SPEC[path]["GET"].validate_response(as_sent)
+
+
 def answer(response: func.HttpResponse, status: int = 200) -> Any:
     text = response.get_body().decode()
     assert response.status_code == status, text
@@ -154,7 +176,9 @@ def test_the_tenants_list_shows_each_tenants_last_run_seats_short_waiting_and_al
 ):
     # Apply: alert states are recorded by apply runs (a plan only says what it would send).
     northwind, contoso = plan(NORTHWIND, "apply"), plan(CONTOSO)
-    rows = answer(get("tenants"))["value"]
+    listed = get("tenants")
+    documented("/tenants", listed)
+    rows = answer(listed)["value"]
     assert [r["displayName"] for r in rows] == ["Contoso", "Fabrikam", "Northwind Traders"]
     by_id = {r["tenantId"]: r for r in rows}
 
@@ -294,7 +318,9 @@ def test_a_tenant_whose_rows_cannot_be_read_shows_its_error_and_the_others_still
         return real(store, limit)
 
     monkeypatch.setattr(TableStore, "list_runs", failing)
-    rows = {r["tenantId"]: r for r in answer(get("tenants"))["value"]}
+    listed = get("tenants")
+    documented("/tenants", listed)
+    rows = {r["tenantId"]: r for r in answer(listed)["value"]}
     broken = rows[NORTHWIND]
     assert "storage account unreachable" in broken["error"]
     assert [broken[k] for k in ("lastRun", "seatsShort", "waiting", "openAlerts")] == [None] * 4
