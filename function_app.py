@@ -2,7 +2,8 @@
 
 - triggers/http.py: the HTTP API (adapters; the logic is shared/api.py, described by
   docs/openapi.yaml): `POST /api/runs`, `GET /api/runs`, `GET /api/runs/{runId}`,
-  `GET /api/status`, `GET /api/dashboard`, `GET /api/waiting`
+  `GET /api/status`, `GET /api/dashboard`, `GET /api/waiting`, `GET /api/tenants` (the routes but
+  /api/tenants take `?tenant=<id>` on a deployment with tenant records)
 - triggers/background.py: timer `nightly_enforcement` (LICENSING_TIMER_SCHEDULE, mode
   LICENSING_TIMER_MODE) and queue `run_worker` (runs queued over HTTP, queue LICENSING_RUN_QUEUE in
   the host's storage)
@@ -17,7 +18,15 @@ import azure.functions as func
 from shared.telemetry import configure
 from triggers import background, http, settings
 from triggers.background import nightly_enforcement, run_worker
-from triggers.http import dashboard, get_run, get_status, list_runs, list_waiting, start_run
+from triggers.http import (
+    dashboard,
+    get_run,
+    get_status,
+    list_runs,
+    list_tenants,
+    list_waiting,
+    start_run,
+)
 
 configure()  # exporters by environment (Azure Monitor, OTLP, console); nothing when unset
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -30,6 +39,7 @@ __all__ = [
     "get_run",
     "get_status",
     "list_runs",
+    "list_tenants",
     "list_waiting",
     "nightly_enforcement",
     "run_worker",

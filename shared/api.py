@@ -25,9 +25,9 @@ from urllib.parse import urlencode, urlsplit
 
 from azure.core.credentials import TokenCredential
 
-from shared.common import GUID_RE
+from shared.common import GUID, GUID_RE
 from shared.credentials import credential_for
-from shared.dashboard import render_dashboard
+from shared.dashboard import render_dashboard, render_overview
 from shared.errors import ConfigurationError, GraphReadError
 from shared.forecast import MIN_POINTS, MIN_SPAN, SupplyChange, forecast, runs_out
 from shared.graph import GraphClient, required_roles
@@ -51,7 +51,7 @@ from shared.store import (
     run_to_entity,
 )
 from shared.subscriptions import of_summary, supply_changes
-from shared.tenants import settings_for, tenants_source
+from shared.tenants import Tenant, TenantError, settings_for, tenants_source
 from shared.waiting import from_row, waiting_item_position
 
 log = logging.getLogger("licensing")
@@ -61,6 +61,9 @@ READER_ROLE = "Licensing.Reader"
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
 ROLE_CLAIM_TYPES = {"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}
 NAME_CLAIM_TYPES = ("name", "preferred_username", "upn", "oid")
+# The caller's object id in Microsoft Entra ID: what a tenant record's readers/operators list.
+OBJECT_ID_CLAIM_TYPES = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+TENANT_PARAM = "tenant"
 MAX_GROUP_IDS = 500
 DEFAULT_PAGE, MAX_PAGE = 20, 100
 FINISHED = ("succeeded", "partial", "failed", "refused")
@@ -160,6 +163,7 @@ def endpoint(fn: Callable[[Request, Settings], Awaitable[Response]]) -> Endpoint
 class Principal:
     name: str
     roles: frozenset[str]
+    object_id: str | None = None  # None: the token carried no object id claim
 
 
 def _load_json(raw: bytes | str) -> Any:
@@ -193,7 +197,8 @@ def parse_principal(header: str | None) -> Principal | None:
     names = dict(pairs)
     name_types = [data.get("name_typ"), *NAME_CLAIM_TYPES]
     name = next((names[t] for t in name_types if isinstance(t, str) and t in names), "unknown")
-    return Principal(name, roles)
+    object_id = next((names[t] for t in OBJECT_ID_CLAIM_TYPES if t in names), None)
+    return Principal(name, roles, object_id.lower() if object_id else None)
 
 
 Access = Literal["read", "plan", "apply"]
@@ -244,6 +249,111 @@ def authorize(settings: Settings, header: str | None, access: Access) -> Princip
             f"{principal.name} has {', '.join(sorted(principal.roles)) or 'no roles'}",
         )
     return principal
+
+
+# -- tenants: which one a request is about, and whether the caller may see or run it -------------
+
+
+def _listed(principal: Principal, entries: tuple[str, ...]) -> bool:
+    """The caller is in a tenant record's list, by object id or by name (case-insensitive)."""
+    mine = {principal.name.lower()} | ({principal.object_id} if principal.object_id else set())
+    return any(e.strip().lower() in mine for e in entries)
+
+
+def may_read(tenant: Tenant | None, principal: Principal | None) -> bool:
+    """Reading a tenant's rows, and plan runs (they change nothing; the Reader role may start
+    them): the record's `readers` or `operators` (who runs a tenant reads it); `readers` empty:
+    every caller with a role. No caller (Authentication off, the function key only): the key is
+    the deployment's, it sees every tenant."""
+    if tenant is None or principal is None or not tenant.readers:
+        return True
+    return _listed(principal, tenant.readers) or _listed(principal, tenant.operators)
+
+
+def may_apply(tenant: Tenant | None, principal: Principal | None) -> bool:
+    """Apply runs on a tenant: its `operators` (empty: every caller with the Operator role)."""
+    if tenant is None or principal is None or not tenant.operators:
+        return True
+    return _listed(principal, tenant.operators)
+
+
+def _tenant_forbidden(tenant: Tenant, principal: Principal, what: str, key: str) -> ApiError:
+    return ApiError(
+        403,
+        "Forbidden",
+        f"{principal.name} may not {what} tenant {tenant.display_name} ({tenant.tenant_id}): "
+        f"the tenant record's `{key}` does not list them (by object id or name)",
+    )
+
+
+def tenant_records(settings: Settings) -> list[Tenant]:
+    """Every tenant record; a malformed tenants file or row is a 503 naming it."""
+    try:
+        return tenants_source(settings).list()
+    except TenantError as exc:
+        raise ApiError(503, "Misconfigured", f"the tenant records cannot be read: {exc}") from None
+
+
+def resolve_tenant(
+    settings: Settings, params: Mapping[str, str], access: Access, principal: Principal | None
+) -> Tenant | None:
+    """The tenant a request names with `?tenant=` (None: the implicit tenant of a deployment
+    without tenant records), or ApiError: 400 for a bad or missing id (a deployment with tenant
+    records has no implicit tenant), 404 for one it does not enforce, 403 for one the caller's
+    role is not given for."""
+    raw = params.get(TENANT_PARAM)
+    if raw is None:
+        records = tenant_records(settings)
+        if not records:
+            return None
+        raise bad_request(
+            f"this deployment enforces {len(records)} tenant(s): name one with the query parameter "
+            f"`{TENANT_PARAM}` (its tenant id); GET /api/tenants lists them"
+        )
+    if not re.fullmatch(GUID, raw):  # fullmatch: GUID_RE's $ would let a trailing newline in
+        raise bad_request(f"`{TENANT_PARAM}` must be a tenant id (GUID), got {raw!r}")
+    try:
+        tenant = tenants_source(settings).get(raw)
+    except TenantError as exc:
+        raise ApiError(503, "Misconfigured", f"the tenant records cannot be read: {exc}") from None
+    if tenant is None:
+        raise ApiError(404, "NotFound", f"tenant {raw.lower()} is not one this deployment enforces")
+    if principal is not None:
+        if not may_read(tenant, principal):
+            raise _tenant_forbidden(tenant, principal, "see", "readers")
+        if access == "apply" and not may_apply(tenant, principal):
+            raise _tenant_forbidden(tenant, principal, "start apply runs on", "operators")
+    return tenant
+
+
+def tenant_query(tenant: Tenant | None) -> dict[str, str]:
+    """The query that keeps a drill-down on its tenant (empty for the implicit one)."""
+    return {TENANT_PARAM: tenant.tenant_id} if tenant else {}
+
+
+def with_query(url: str, query: Mapping[str, Any]) -> str:
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one request works on: the tenant, its settings and its rows."""
+
+    tenant: Tenant | None
+    settings: Settings
+    store: TableStore
+
+    @property
+    def query(self) -> dict[str, str]:
+        return tenant_query(self.tenant)
+
+
+def scope_of(
+    settings: Settings, params: Mapping[str, str], access: Access, principal: Principal | None
+) -> Scope:
+    tenant = resolve_tenant(settings, params, access, principal)
+    tenant_settings = settings_for(settings, tenant)
+    return Scope(tenant, tenant_settings, TableStore.from_settings(tenant_settings))
 
 
 # -- input --------------------------------------------------------------------------------------
@@ -316,10 +426,10 @@ def check_run_id(run_id: str) -> str:
 
 
 def parse_page(params: Mapping[str, str]) -> tuple[int, str | None]:
-    unknown = sorted(set(params) - {"limit", "after", "code"})
+    unknown = sorted(set(params) - {"limit", "after", TENANT_PARAM, "code"})
     if unknown:
         raise bad_request(
-            f"unknown query parameter(s): {', '.join(unknown)} (allowed: limit, after)"
+            f"unknown query parameter(s): {', '.join(unknown)} (allowed: limit, after, tenant)"
         )
     raw = params.get("limit")
     limit = DEFAULT_PAGE
@@ -352,21 +462,32 @@ _ITEM = (
 )
 
 
-def run_item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+def run_item(
+    row: Mapping[str, Any], base_url: str, query: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A run row as a list item; `query` (the tenant) is kept in its url."""
     run = run_from_entity(row)
-    return {**{key: run[key] for key in _ITEM}, "url": f"{base_url}/runs/{run['runId']}"}
+    url = with_query(f"{base_url}/runs/{run['runId']}", query or {})
+    return {**{key: run[key] for key in _ITEM}, "url": url}
 
 
 def list_runs_page(
-    store: TableStore, limit: int, after: str | None, base_url: str
+    store: TableStore,
+    limit: int,
+    after: str | None,
+    base_url: str,
+    query: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One page of runs, newest first; nextLink fetches the next page (null on the last)."""
+    """One page of runs, newest first; nextLink fetches the next page (null on the last).
+    `query` (the tenant) is kept in every link."""
     store.ensure_tables()
     rows, more = store.list_runs_page(limit, after)
-    items = [run_item(r, base_url) for r in rows]
+    items = [run_item(r, base_url, query) for r in rows]
     next_link = None
     if more and items:
-        next_link = f"{base_url}/runs?" + urlencode({"limit": limit, "after": items[-1]["runId"]})
+        next_link = f"{base_url}/runs?" + urlencode(
+            {**(query or {}), "limit": limit, "after": items[-1]["runId"]}
+        )
     return {"value": items, "nextLink": next_link}
 
 
@@ -691,18 +812,36 @@ def _run_brief(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
 # -- endpoints (one per HTTP function; routes and methods are declared in triggers/http.py) -------
 
 
+def _check_enabled(tenant: Tenant | None) -> None:
+    if tenant is not None and not tenant.enabled:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"tenant {tenant.display_name} ({tenant.tenant_id}) is disabled: no run is started for "
+            "it; its runs, status and dashboard stay readable. Enable its tenant record to run it",
+        )
+
+
 @endpoint
 async def start_run(request: Request, s: Settings) -> Response:
-    """POST /api/runs: queue a run (202 + status URL), or run it inline (`wait`)."""
+    """POST /api/runs[?tenant]: queue a run (202 + status URL), or run it inline (`wait`)."""
     principal = authorize_request(s, request, "plan")  # signed in (when Auth is on) before the body
     run = parse_run_request(request.body)
     if run.mode == "apply":
         principal = authorize_request(s, request, "apply")
     requested_by = principal.name if principal else ""
-    store = TableStore.from_settings(s)
+    access: Access = run.mode
+    scope = await asyncio.to_thread(scope_of, s, request.params, access, principal)
+    _check_enabled(scope.tenant)
+    store = scope.store
     if run.wait:  # inline: for small runs (a few groups); HTTP requests time out at 230 s
         report = await execute_run(
-            s, run.mode, "http", group_ids=run.group_ids, store=store, requested_by=requested_by
+            scope.settings,
+            run.mode,
+            "http",
+            group_ids=run.group_ids,
+            store=store,
+            requested_by=requested_by,
         )
         summary = report.summary()
         check_some_requested_group_tagged(run, summary)
@@ -711,7 +850,7 @@ async def start_run(request: Request, s: Settings) -> Response:
     queue = RunQueue.from_env(s.run_queue)
     # Storage calls block: off the event loop, so other invocations of this worker keep running.
     run_id = await asyncio.to_thread(queue_run, store, queue, run, requested_by)
-    url = f"{request.base_url}/runs/{run_id}"
+    url = with_query(f"{request.base_url}/runs/{run_id}", scope.query)
     return json_response(
         {"runId": run_id, "status": "queued", "mode": run.mode, "statusUrl": url},
         202,
@@ -721,28 +860,38 @@ async def start_run(request: Request, s: Settings) -> Response:
 
 @endpoint
 async def list_runs(request: Request, s: Settings) -> Response:
-    """GET /api/runs?limit&after: recorded runs, newest first, in pages."""
-    authorize_request(s, request, "read")
+    """GET /api/runs?limit&after&tenant: recorded runs, newest first, in pages."""
+    principal = authorize_request(s, request, "read")
     limit, after = parse_page(request.params)
-    store = TableStore.from_settings(s)
-    page = await asyncio.to_thread(list_runs_page, store, limit, after, request.base_url)
+    scope = await asyncio.to_thread(scope_of, s, request.params, "read", principal)
+    page = await asyncio.to_thread(
+        list_runs_page, scope.store, limit, after, request.base_url, scope.query
+    )
     return json_response(page)
 
 
 @endpoint
 async def get_run(request: Request, s: Settings) -> Response:
-    """GET /api/runs/{runId}: one run with its groups and SKUs."""
-    authorize_request(s, request, "read")
+    """GET /api/runs/{runId}[?tenant]: one run with its groups and SKUs."""
+    principal = authorize_request(s, request, "read")
     run_id = check_run_id(request.route_params.get("runId", ""))
-    store = TableStore.from_settings(s)
-    return json_response(await asyncio.to_thread(read_run_or_404, store, run_id))
+    scope = await asyncio.to_thread(scope_of, s, request.params, "read", principal)
+    return json_response(await asyncio.to_thread(read_run_or_404, scope.store, run_id))
+
+
+def _only_params(params: Mapping[str, str], *allowed: str) -> None:
+    unknown = sorted(set(params) - {*allowed, "code"})
+    if unknown:
+        allowed_text = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+        raise bad_request(f"unknown query parameter(s): {', '.join(unknown)} ({allowed_text})")
 
 
 @endpoint
 async def get_status(request: Request, s: Settings) -> Response:
-    """GET /api/status: seats per SKU now, the latest run, open alerts."""
-    authorize_request(s, request, "read")
-    return json_response(await build_status(s, TableStore.from_settings(s)))
+    """GET /api/status[?tenant]: seats per SKU now, the latest run, open alerts."""
+    principal = authorize_request(s, request, "read")
+    scope = await asyncio.to_thread(scope_of, s, request.params, "read", principal)
+    return json_response(await build_status(scope.settings, scope.store))
 
 
 DASHBOARD_HEADERS = {
@@ -751,18 +900,162 @@ DASHBOARD_HEADERS = {
 }
 
 
+def _html(html: str) -> Response:
+    return Response(200, html.encode("utf-8"), "text/html", DASHBOARD_HEADERS)
+
+
 @endpoint
 async def get_dashboard(request: Request, s: Settings) -> Response:
-    """GET /api/dashboard: the status as one HTML page with seat history and forecasts."""
-    authorize_request(s, request, "read")
-    status = await build_status(s, TableStore.from_settings(s), with_details=True)
-    html = render_dashboard(status)
-    return Response(200, html.encode("utf-8"), "text/html", DASHBOARD_HEADERS)
+    """GET /api/dashboard[?tenant]: the status as one HTML page with seat history and forecasts;
+    without `tenant` on a deployment with tenant records, the tenants overview."""
+    principal = authorize_request(s, request, "read")
+    # The page's links keep the function key the page was opened with (?code=): the browser
+    # has no other way to send it, and the page goes only to the caller who sent it.
+    keep = {"code": request.params["code"]} if request.params.get("code") else {}
+    if TENANT_PARAM not in request.params:
+        records = await asyncio.to_thread(tenant_records, s)
+        if records:
+            rows = await tenant_summaries(s, records, principal, request.base_url)
+            return _html(render_overview(rows, keep, datetime.now(UTC)))
+    scope = await asyncio.to_thread(scope_of, s, request.params, "read", principal)
+    status = await build_status(scope.settings, scope.store, with_details=True)
+    tenant = None
+    if scope.tenant is not None:
+        tenant = {
+            "id": scope.tenant.tenant_id,
+            "name": scope.tenant.display_name,
+            "enabled": scope.tenant.enabled,
+            "overview": with_query("dashboard", keep),
+        }
+    return _html(render_dashboard(status, tenant))
+
+
+# -- the tenants --------------------------------------------------------------------------------
+
+
+def _seats_short(run: Mapping[str, Any] | None) -> tuple[int | None, list[dict[str, Any]]]:
+    """Seats to buy so everyone waiting for a seat gets one and each SKU keeps its reserve (the
+    SKUs' `shortfall`, as the sku-exhausted alert and the dashboard say it), summed over the
+    run's SKUs. None: no run has read the seats (unknown, not zero)."""
+    skus = (run or {}).get("skus") or []
+    if not skus:
+        return None, []
+    short = [
+        {
+            "skuId": sku.get("skuId"),
+            "skuPartNumber": sku.get("skuPartNumber"),
+            "productName": sku.get("productName"),
+            "shortfall": int(sku.get("shortfall") or 0),
+        }
+        for sku in skus
+        if int(sku.get("shortfall") or 0) > 0
+    ]
+    return sum(s["shortfall"] for s in short), short
+
+
+def tenant_summary(
+    store: TableStore,
+    tenant: Tenant | None,
+    base_url: str,
+    implicit: tuple[str, Mode] = ("", "plan"),
+) -> dict[str, Any]:
+    """One row of GET /api/tenants and of the overview page. A tenant whose rows cannot be read
+    gets `error` and nulls (unknown), never zeros."""
+    query = tenant_query(tenant)
+    item: dict[str, Any] = {
+        "tenantId": tenant.tenant_id if tenant else None,
+        "displayName": tenant.display_name if tenant else implicit[0],
+        "enabled": tenant.enabled if tenant else True,
+        "mode": tenant.mode if tenant else implicit[1],
+        "lastRun": None,
+        "seatsShort": None,
+        "seatsShortBySku": None,
+        "seatsRunId": None,
+        "waiting": None,
+        "waitingComplete": None,
+        "openAlerts": None,
+        "error": None,
+        "links": {
+            name: with_query(f"{base_url}/{name}", query)
+            for name in ("status", "dashboard", "runs", "waiting")
+        },
+    }
+    try:
+        store.ensure_tables()
+        recent = store.list_runs(20)
+        if recent:
+            latest = run_item(recent[0], base_url, query)
+            item["lastRun"] = {
+                k: latest[k]
+                for k in ("runId", "status", "mode", "trigger", "startedAt", "finishedAt", "url")
+            }
+        # The run the seat figures come from: the latest that read them (as build_status).
+        seats_row = next(
+            (r for r in recent if r.get("Status") in ("succeeded", "partial", "refused")), None
+        )
+        seats_run = read_run(store, seats_row["RunId"]) if seats_row else None
+        short, by_sku = _seats_short(seats_run)
+        if short is not None and seats_run is not None:
+            item.update(seatsShort=short, seatsShortBySku=by_sku, seatsRunId=seats_run["runId"])
+        waiting = latest_waiting_summary(store)
+        if waiting is not None:
+            item["waiting"] = int(waiting.get("people") or 0)
+            item["waitingComplete"] = bool(waiting.get("complete"))
+        item["openAlerts"] = len(store.open_alerts())
+    except Exception as exc:  # this tenant's rows only: the other rows still show
+        log.warning("tenant %s: its rows could not be read: %s", item["tenantId"], exc)
+        item.update(
+            lastRun=None,
+            seatsShort=None,
+            seatsShortBySku=None,
+            seatsRunId=None,
+            waiting=None,
+            waitingComplete=None,
+            openAlerts=None,
+            error=f"its rows could not be read: {type(exc).__name__}: {exc}"[:500],
+        )
+    return item
+
+
+async def tenant_summaries(
+    settings: Settings, records: list[Tenant], principal: Principal | None, base_url: str
+) -> list[dict[str, Any]]:
+    """The rows the caller may read, in the records' order, read side by side (each tenant's
+    reads block on storage; one slow tenant does not make the others wait in turn)."""
+    base = TableStore.from_settings(settings)
+    visible = [t for t in records if may_read(t, principal)]
+    return list(
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(tenant_summary, base.for_tenant(t.tenant_id), t, base_url)
+                for t in visible
+            )
+        )
+    )
+
+
+@endpoint
+async def list_tenants(request: Request, s: Settings) -> Response:
+    """GET /api/tenants: one row per tenant the caller may read (last run, seats short, people
+    waiting, open alerts, links). No tenant records: one row, the implicit tenant (tenantId
+    null), so a single-tenant install answers the same shape."""
+    principal = authorize_request(s, request, "read")
+    _only_params(request.params)
+    records = await asyncio.to_thread(tenant_records, s)
+    if not records:
+        store = TableStore.from_settings(s)
+        name = s.tenant_name or "this deployment's tenant"
+        row = await asyncio.to_thread(
+            tenant_summary, store, None, request.base_url, (name, s.timer_mode)
+        )
+        return json_response({"value": [row]})
+    rows = await tenant_summaries(s, records, principal, request.base_url)
+    return json_response({"value": rows})
 
 
 # -- the waiting list ---------------------------------------------------------------------------
 
-WAITING_PARAMS = ("limit", "after", "runId", "code")
+WAITING_PARAMS = ("limit", "after", "runId", TENANT_PARAM, "code")
 
 
 def parse_waiting_page(params: Mapping[str, str]) -> tuple[int, int, str | None]:
@@ -770,7 +1063,8 @@ def parse_waiting_page(params: Mapping[str, str]) -> tuple[int, int, str | None]
     unknown = sorted(set(params) - set(WAITING_PARAMS))
     if unknown:
         raise bad_request(
-            f"unknown query parameter(s): {', '.join(unknown)} (allowed: limit, after, runId)"
+            f"unknown query parameter(s): {', '.join(unknown)} "
+            "(allowed: limit, after, runId, tenant)"
         )
     limit = DEFAULT_PAGE
     raw = params.get("limit")
@@ -794,7 +1088,10 @@ def parse_waiting_page(params: Mapping[str, str]) -> tuple[int, int, str | None]
 
 
 def waiting_page(
-    store: TableStore, params: Mapping[str, str], base_url: str
+    store: TableStore,
+    params: Mapping[str, str],
+    base_url: str,
+    query: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """GET /api/waiting: (status, JSON body, headers). The latest unrestricted run's waiting
     list (or runId's), paged; every page carries whether the list is complete and which groups
@@ -826,7 +1123,7 @@ def waiting_page(
         next_link = None
         if more and items:
             next_link = f"{base_url}/waiting?" + urlencode(
-                {"limit": limit, "after": items[-1]["position"], "runId": run_id}
+                {**(query or {}), "limit": limit, "after": items[-1]["position"], "runId": run_id}
             )
         body = {
             "runId": run_id,
@@ -856,10 +1153,11 @@ def latest_waiting_summary(store: TableStore) -> dict[str, Any] | None:
 
 @endpoint
 async def get_waiting(request: Request, s: Settings) -> Response:
-    """GET /api/waiting: who waits for a seat (the latest unrestricted run's list, paged)."""
-    authorize_request(s, request, "read")
-    store = TableStore.from_settings(s)
+    """GET /api/waiting[?tenant]: who waits for a seat (the latest unrestricted run's list)."""
+    principal = authorize_request(s, request, "read")
+    parse_waiting_page(request.params)  # a bad query is refused before any tenant is looked up
+    scope = await asyncio.to_thread(scope_of, s, request.params, "read", principal)
     status, body, headers = await asyncio.to_thread(
-        waiting_page, store, dict(request.params), request.base_url
+        waiting_page, scope.store, dict(request.params), request.base_url, scope.query
     )
     return json_response(body, status, headers)

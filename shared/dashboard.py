@@ -6,8 +6,10 @@ only works out what it shows (labels, order, chart geometry)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from shared.names import sku_row_label
 from shared.templating import render_template
@@ -168,10 +170,12 @@ def waiting_section(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def render_dashboard(status: dict[str, Any]) -> str:
-    """The page (shared/templates/dashboard.html.j2, autoescaped)."""
+def render_dashboard(status: dict[str, Any], tenant: Mapping[str, Any] | None = None) -> str:
+    """The page (shared/templates/dashboard.html.j2, autoescaped). `tenant` (id, name, enabled,
+    overview: the overview's link) on a deployment with tenant records; None: the implicit one."""
     return render_template(
         "dashboard.html.j2",
+        tenant=tenant,
         generated=str(status.get("generatedAt", ""))[:19].replace("T", " "),
         source="Graph, now" if status.get("seatsSource") == "graph" else "the latest run",
         run=_run(status.get("seatsRun") or status.get("latestRun")),
@@ -189,3 +193,62 @@ def render_dashboard(status: dict[str, Any]) -> str:
         colours=DECISION_COLOURS,
         waiting=waiting_section(status.get("waiting")),
     )
+
+
+def _overview_row(item: Mapping[str, Any], keep: Mapping[str, str]) -> dict[str, Any]:
+    last = item.get("lastRun") or None
+    link = None
+    if item.get("tenantId"):
+        link = "dashboard?" + urlencode({"tenant": item["tenantId"], **keep})
+    return {
+        "name": item.get("displayName") or item.get("tenantId") or "",
+        "id": item.get("tenantId") or "",
+        "link": link,
+        "enabled": bool(item.get("enabled", True)),
+        "mode": item.get("mode") or "",
+        "error": item.get("error"),
+        "last": (
+            {
+                "runId": last.get("runId"),
+                "status": last.get("status"),
+                "mode": last.get("mode"),
+                "when": str(last.get("finishedAt") or last.get("startedAt") or "")[:16].replace(
+                    "T", " "
+                ),
+            }
+            if last
+            else None
+        ),
+        "short": item.get("seatsShort"),
+        "short_skus": ", ".join(
+            f"{s.get('productName') or s.get('skuPartNumber')} {s.get('shortfall')}"
+            for s in item.get("seatsShortBySku") or []
+        ),
+        "waiting": item.get("waiting"),
+        "waiting_complete": item.get("waitingComplete"),
+        "alerts": item.get("openAlerts"),
+    }
+
+
+def render_overview(
+    items: list[dict[str, Any]], keep: Mapping[str, str], generated: datetime
+) -> str:
+    """The tenants overview (shared/templates/tenants.html.j2): one row per tenant the caller may
+    read (shared.api.tenant_summary), each linking to that tenant's dashboard. `keep`: query
+    parameters every link carries (the function key the page was opened with)."""
+    return render_template(
+        "tenants.html.j2",
+        generated=f"{generated:%Y-%m-%d %H:%M}",
+        rows=[_overview_row(i, keep) for i in items],
+        colours=STATUS_COLOURS,
+    )
+
+
+STATUS_COLOURS = {
+    "succeeded": "#2e7d32",
+    "partial": "#ef6c00",
+    "failed": "#c62828",
+    "refused": "#ad1457",
+    "queued": "#546e7a",
+    "running": "#1565c0",
+}

@@ -69,3 +69,8 @@ async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="waiting", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_waiting(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(api.get_waiting, req)
+
+
+@bp.route(route="tenants", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def list_tenants(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(api.list_tenants, req)

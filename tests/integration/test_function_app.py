@@ -117,6 +117,7 @@ def test_every_function_is_registered_with_its_trigger():
         "get_status",
         "dashboard",
         "list_waiting",
+        "list_tenants",
     }
     timer = functions["nightly_enforcement"].get_bindings()[0]
     assert timer.schedule == "%LICENSING_TIMER_SCHEDULE%"

@@ -56,14 +56,17 @@ def test_each_tenant_lists_only_its_own_runs_and_holds_its_own_lease(tables: Any
     assert not a.acquire_lease("run-a2", timedelta(minutes=5), now).acquired
 
 
-def test_a_tenants_query_without_a_partition_sees_only_that_tenants_rows(tables: Any) -> None:
+def test_a_tenants_query_reaches_only_its_own_partitions(tables: Any) -> None:
     service, prefix = tables
-    a, b = TableStore(service, prefix, A), TableStore(service, prefix, B)
-    a.ensure_tables()
-    a.put_run({**_run("20261203T010000Z-aaaaaa"), "Status": "failed"})
-    b.put_run({**_run("20261203T010000Z-bbbbbb"), "Status": "failed"})
-    rows = list(a.table("runs").query_entities("Status eq @s", parameters={"s": "failed"}))
-    assert [(r["RunId"], r["PartitionKey"]) for r in rows] == [("20261203T010000Z-aaaaaa", "run")]
+    store = TableStore(service, prefix, A)
+    store.ensure_tables()
+    store.put_run({**_run("20261203T010000Z-aaaaaa"), "Status": "failed"})
+    store.for_tenant(B).put_run({**_run("20261203T010000Z-bbbbbb"), "Status": "failed"})
+    # Naming no partition: kept to this tenant's partitions, not refused and not every tenant's.
+    rows = list(store.table("runs").query_entities("Status eq 'failed'"))
+    assert [r["RunId"] for r in rows] == ["20261203T010000Z-aaaaaa"]
+    with pytest.raises(ValueError, match="@pk"):  # another partition named some other way
+        list(store.table("runs").query_entities("PartitionKey eq 'run'"))
 
 
 def test_the_tenants_table_keeps_records_and_names_a_bad_one(tables: Any) -> None:
@@ -83,14 +86,15 @@ def test_the_tenants_table_keeps_records_and_names_a_bad_one(tables: Any) -> Non
         registry.list()
 
 
-def test_a_tenants_run_reads_back_its_subscriptions_and_no_other_tenants(tables: Any) -> None:
-    """A query across partitions (a run's subscriptions) stays inside the tenant's rows."""
+def test_a_runs_subscriptions_read_back_for_its_tenant_only(tables: Any) -> None:
+    # The one query across partitions (a run's subscriptions) stays inside the tenant's rows.
     service, prefix = tables
-    a, b = TableStore(service, prefix, A), TableStore(service, prefix, B)
-    a.ensure_tables()
+    implicit = TableStore(service, prefix)
+    implicit.ensure_tables()
+    a, b = implicit.for_tenant(A), implicit.for_tenant(B)
     run_id = "20261203T010000Z-aaaaaa"
-    row = {"SubscriptionId": "s-1", "At": "2026-12-03T01:00:00+00:00", "TotalLicenses": 25}
-    a.put_subscriptions(run_id, [row])
-    b.put_subscriptions(run_id, [{**row, "SubscriptionId": "s-2"}])  # same run id, by chance
-    assert [r["SubscriptionId"] for r in a.run_subscriptions(run_id)] == ["s-1"]
-    assert [r["SubscriptionId"] for r in b.run_subscriptions(run_id)] == ["s-2"]
+    for store, sub in ((a, "sub-a"), (b, "sub-b"), (implicit, "sub-c")):
+        store.put_subscriptions(run_id, [{"SubscriptionId": sub, "At": "2026-12-03T01:00:00Z"}])
+    assert [r["SubscriptionId"] for r in a.run_subscriptions(run_id)] == ["sub-a"]
+    assert [r["SubscriptionId"] for r in b.run_subscriptions(run_id)] == ["sub-b"]
+    assert [r["PartitionKey"] for r in a.run_subscriptions(run_id)] == ["sub-a"]

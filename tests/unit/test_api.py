@@ -347,3 +347,32 @@ def test_the_documented_run_id_pattern_accepts_exactly_the_real_times():
             except ApiError:
                 accepted = False
             assert bool(pattern.match(fake)) == accepted, fake
+
+
+def test_the_callers_object_id_is_read_from_either_claim_type():
+    long_type = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+    for typ in (long_type, "oid"):
+        p = api.parse_principal(header([{"typ": typ, "val": "AB-1"}, {"typ": "name", "val": "a"}]))
+        assert p is not None and p.object_id == "ab-1" and p.name == "a"
+    bare = api.parse_principal(header([{"typ": "name", "val": "a"}]))
+    assert bare is not None and bare.object_id is None
+
+
+def test_tenant_records_limit_who_sees_and_who_applies_by_object_id_or_name():
+    from shared.tenants import Tenant
+
+    tid = "11111111-1111-4111-8111-111111111111"
+    open_tenant = Tenant(tid, "Open")
+    limited = Tenant(tid, "Limited", readers=("OID-R",), operators=("op@x.example",))
+    reader = api.Principal("r@x.example", frozenset({api.READER_ROLE}), "oid-r")
+    other = api.Principal("o@x.example", frozenset({api.READER_ROLE}), "oid-o")
+    operator = api.Principal("OP@x.example", frozenset({api.OPERATOR_ROLE}), None)
+    assert all(
+        api.may_read(open_tenant, p) and api.may_apply(open_tenant, p)
+        for p in (reader, other, operator)
+    )
+    assert api.may_read(limited, reader) and not api.may_read(limited, other)
+    assert api.may_read(limited, operator), "who operates a tenant reads it"
+    assert api.may_apply(limited, operator) and not api.may_apply(limited, reader)
+    # No caller (Authentication off): the function key is the deployment's, every tenant.
+    assert api.may_read(limited, None) and api.may_apply(limited, None)
