@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 from azure.core.credentials import TokenCredential
 
-from shared.common import GUID, GUID_RE
+from shared.common import GUID_RE
 from shared.credentials import credential_for
 from shared.dashboard import render_dashboard, render_overview
 from shared.errors import ConfigurationError, GraphReadError
@@ -310,7 +310,7 @@ def resolve_tenant(
             f"this deployment enforces {len(records)} tenant(s): name one with the query parameter "
             f"`{TENANT_PARAM}` (its tenant id); GET /api/tenants lists them"
         )
-    if not re.fullmatch(GUID, raw):  # fullmatch: GUID_RE's $ would let a trailing newline in
+    if not GUID_RE.match(raw):
         raise bad_request(f"`{TENANT_PARAM}` must be a tenant id (GUID), got {raw!r}")
     try:
         tenant = tenants_source(settings).get(raw)
@@ -717,7 +717,9 @@ async def build_status(
     graph = None
     try:
         graph = GraphClient(
-            credential or credential_for(settings, required_roles()), settings.graph_base_url
+            credential or credential_for(settings, required_roles()),
+            settings.graph_base_url,
+            tenant_id=settings.tenant_id,  # the tenant's pacer: its budget, not another's
         )
         live = {s.sku_id: s for s in await graph.list_skus()}
     except GraphReadError as exc:
