@@ -19,6 +19,7 @@ Long values are truncated to Table limits with a marker; lists keep a count.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -814,14 +815,14 @@ def waiting_item_key(position: int) -> str:
     return f"item-{position:07d}"
 
 
-# The waiting list and its first-seen dates are stored packed: JSON in string properties of at
-# most MAX_STRING_CHARS, several to an entity. The chunk sizes keep an entity well under 1 MiB
-# (a person is ~500 characters, 1 KiB in UTF-16; a first-seen date ~110 characters).
+# The waiting list and its first-seen dates are stored packed: zlib-compressed JSON in binary
+# properties (64 KiB each), a chunk to an entity. JSON of a list repeats its keys, group names and
+# SKUs, so it compresses about tenfold: the M list's 10 MB of JSON is ~1 MB to send.
 WAITING_ITEMS_PER_CHUNK = 100
 WAITING_SINCE_PER_CHUNK = 1000
-_PACKED_PARTS = 30  # at most 30 x 30,000 characters: 900,000 characters (ASCII JSON)
-# A transaction's body may hold 4 MiB, but the SDK keeps several copies of it while sending:
-# 3 MB transactions raised the M plan's peak RSS by 40 MB over 1 MB ones, at no gain in time.
+_PACKED_PART_BYTES = 60_000  # a binary property holds 64 KiB
+_PACKED_PARTS = 15  # at most 900,000 bytes: an entity holds 1 MiB
+# A transaction's body may hold 4 MiB, but the SDK keeps several copies of it while sending.
 _PACKED_BYTES_PER_TRANSACTION = 1_000_000
 _SINCE_POINTER = "set"  # RowKeys of first-seen sets start "set-"; a waiter key is two ids
 
@@ -835,31 +836,30 @@ def _items_chunk_key(index: int) -> str:
 
 
 def _pack(value: Any) -> dict[str, Any]:
-    """JSON of `value` as the properties Parts, Json00, Json01, ... (ASCII: escapes keep any
-    name's characters, so a character is a byte on the wire and two in Table's UTF-16)."""
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-    parts = [text[i : i + MAX_STRING_CHARS] for i in range(0, len(text), MAX_STRING_CHARS)]
+    """`value` as the properties Parts, Data00, Data01, ...: its JSON, zlib-compressed."""
+    data = zlib.compress(json.dumps(value, separators=(",", ":"), default=str).encode(), 6)
+    parts = [data[i : i + _PACKED_PART_BYTES] for i in range(0, len(data), _PACKED_PART_BYTES)]
     if len(parts) > _PACKED_PARTS:
         raise ValueError(
-            f"a waiting-list chunk of {len(text)} characters exceeds a Table entity's 1 MiB"
+            f"a waiting-list chunk of {len(data)} compressed bytes exceeds a Table entity's 1 MiB"
         )
-    return {"Parts": len(parts), **{f"Json{i:02d}": p for i, p in enumerate(parts)}}
+    return {"Parts": len(parts), **{f"Data{i:02d}": p for i, p in enumerate(parts)}}
 
 
 def _unpack(entity: Mapping[str, Any]) -> Any:
     count = int(entity["Parts"])
-    pieces = [entity.get(f"Json{i:02d}") for i in range(count)]
-    if any(p is None for p in pieces):
+    pieces = [entity.get(f"Data{i:02d}") for i in range(count)]
+    if not all(isinstance(p, bytes) for p in pieces):
         raise RuntimeError(f"waiting-list row {entity.get('RowKey')} is missing parts")
-    return json.loads("".join(str(p) for p in pieces))
+    return json.loads(zlib.decompress(b"".join(p for p in pieces if isinstance(p, bytes))))
 
 
 def _submit_packed(table: TableClient, entities: Iterable[dict[str, Any]]) -> None:
-    """Upserts in transactions of at most BATCH_LIMIT entities and ~1 MB of packed JSON."""
+    """Upserts in transactions of at most BATCH_LIMIT entities and ~1 MB of packed data."""
     batch: list[dict[str, Any]] = []
     size = 0
     for entity in entities:
-        weight = sum(len(v) for k, v in entity.items() if k.startswith("Json"))
+        weight = sum(len(v) for k, v in entity.items() if k.startswith("Data"))
         if batch and (len(batch) >= BATCH_LIMIT or size + weight > _PACKED_BYTES_PER_TRANSACTION):
             _upsert_all(table, batch)
             batch, size = [], 0

@@ -10,6 +10,7 @@ service that also enforces the service's size limits, so a packed format cannot 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ RUN = "20261203T060000Z-abcdef"
 
 # Azure Table Storage limits (learn.microsoft.com, "Understanding the Table service data model").
 MAX_PROPERTY_CHARS = 32 * 1024  # a string property: 64 KiB of UTF-16
+MAX_BINARY_BYTES = 64 * 1024
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_PROPERTIES = 252
 MAX_TRANSACTION_OPS = 100
@@ -48,8 +50,16 @@ def _entity_bytes(entity: dict[str, Any]) -> int:
     size = 0
     for name, value in entity.items():
         size += 2 * len(name) + 8
-        size += 2 * len(value) if isinstance(value, str) else 8
+        if isinstance(value, str):
+            size += 2 * len(value)
+        else:
+            size += len(value) if isinstance(value, bytes) else 8
     return size
+
+
+def _wire(value: Any) -> str:
+    """How a value goes on the wire: bytes as base64 (Edm.Binary)."""
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else str(value)
 
 
 class FakeTable:
@@ -65,6 +75,8 @@ class FakeTable:
         for name, value in entity.items():
             if isinstance(value, str):
                 assert len(value) <= MAX_PROPERTY_CHARS, f"{name}: {len(value)} chars"
+            if isinstance(value, bytes):
+                assert len(value) <= MAX_BINARY_BYTES, f"{name}: {len(value)} bytes"
         assert _entity_bytes(entity) <= MAX_ENTITY_BYTES, f"entity {_entity_bytes(entity)} B"
 
     def _write(self, entity: dict[str, Any]) -> None:
@@ -82,7 +94,7 @@ class FakeTable:
         ops = list(operations)
         assert 0 < len(ops) <= MAX_TRANSACTION_OPS, f"{len(ops)} operations in a transaction"
         assert len({op[1]["PartitionKey"] for op in ops}) == 1, "one partition per transaction"
-        body = sum(len(json.dumps(op[1], default=str)) for op in ops)
+        body = sum(len(json.dumps(op[1], default=_wire)) for op in ops)
         assert body <= MAX_TRANSACTION_BYTES, f"transaction of {body} bytes"
         for op in ops:
             kind, entity = op[0], op[1]
