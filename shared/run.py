@@ -748,8 +748,10 @@ async def record_waiting(
     try:
         seen = await asyncio.to_thread(store.waiting_since)
         dated, keep = waiting_mod.with_since(listed, seen, now)
-        summary = waiting_mod.summary_json(dated, now)
-        items = [waiting_mod.to_row(waiting_mod.entry_json(w)) for w in dated.entries]
+        items = [waiting_mod.entry_json(w) for w in dated.entries]
+        summary = waiting_mod.summary_json(dated, now, items)
+        for i, entry in enumerate(items):  # in place: the list is not held twice
+            items[i] = waiting_mod.to_row(entry)
         head = {
             "RunId": report.run_id,
             "Mode": report.mode,

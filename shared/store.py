@@ -7,8 +7,10 @@ Tables (prefix from LICENSING_TABLE_PREFIX):
   <p>alerts        PartitionKey "alert", RowKey <condition key>: alert lifecycle
   <p>removals      PartitionKey <run id>, RowKey <kind>-<user>-<group>-<skus>: a row per removal
   <p>disabledseen  PartitionKey "disabled", RowKey <user id>: when a run first saw it disabled
-  <p>waiting       PartitionKey "since", RowKey <user id>_<group id>: first run that saw them wait;
-                   PartitionKey <run id>, RowKey "head" / "item-<n>": each run's waiting list;
+  <p>waiting       PartitionKey "since", RowKey "set" -> "set-<generation>-<n>": first run that saw
+                   each person wait (packed, 1,000 to a row; one row per person before);
+                   PartitionKey <run id>, RowKey "head" / "items-<n>": each run's waiting list
+                   (packed, 100 people to a row; "item-<n>", one per person, before);
                    PartitionKey "latest", RowKey "list": the newest unrestricted run's list
   <p>subscriptions PartitionKey <subscription id>, RowKey <run id>: each run's subscriptions
   <p>tenants       PartitionKey "tenant", RowKey <tenant id>: the tenants one deployment enforces
@@ -23,6 +25,7 @@ has no prefix: its rows are where they always were.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -785,49 +788,106 @@ class TableStore:
 
     # -- the waiting list (shared/waiting.py) ---------------------------------------------------
 
+    def _since_rows(self) -> tuple[dict[str, datetime], list[str], int]:
+        """The first-seen dates, every other RowKey in their partition (the current set's chunks,
+        an older set's, or rows one per person as earlier versions wrote them), and the current
+        set's generation (0: none yet).
+
+        The dates are kept packed (WAITING_SINCE_PER_CHUNK to an entity) under a pointer row
+        naming the current set: one entity per person cost a tenant-sized list tens of
+        thousands of writes per run. A chunk missing from the set is an error, never fewer
+        people (they would all start waiting again from today)."""
+        rows = list(
+            self.table("waiting").query_entities(
+                "PartitionKey eq @pk", parameters={"pk": WAITING_SINCE_PARTITION}
+            )
+        )
+        keys = [str(r["RowKey"]) for r in rows if r["RowKey"] != _SINCE_POINTER]
+        pointer = next((r for r in rows if r["RowKey"] == _SINCE_POINTER), None)
+        if pointer is None:  # none written by this version yet: the rows one per person
+            out: dict[str, datetime] = {}
+            for r in rows:
+                since = r.get("Since")
+                if isinstance(since, datetime):
+                    out[str(r["RowKey"])] = since if since.tzinfo else since.replace(tzinfo=UTC)
+            return out, keys, 0
+        generation = int(pointer["Generation"])
+        prefix = _since_chunk_prefix(generation)
+        chunks = sorted(
+            (r for r in rows if str(r["RowKey"]).startswith(prefix)), key=lambda r: r["RowKey"]
+        )
+        if len(chunks) != int(pointer["Chunks"]):
+            raise RuntimeError(
+                f"the waiting list's first-seen dates are incomplete: {len(chunks)} of "
+                f"{pointer['Chunks']} parts of set {generation} found"
+            )
+        dates: dict[str, datetime] = {}
+        for chunk in chunks:
+            for key, iso_since in _unpack(chunk).items():
+                dates[key] = datetime.fromisoformat(iso_since)
+        return dates, keys, generation
+
     def waiting_since(self) -> dict[str, datetime]:
         """Waiter key -> the first run that saw them waiting (or Graph's earlier date)."""
-        rows = self.table("waiting").query_entities(
-            "PartitionKey eq @pk", parameters={"pk": WAITING_SINCE_PARTITION}
-        )
-        out: dict[str, datetime] = {}
-        for r in rows:
-            since = r.get("Since")
-            if isinstance(since, datetime):
-                out[str(r["RowKey"])] = since if since.tzinfo else since.replace(tzinfo=UTC)
-        return out
+        return self._since_rows()[0]
 
     def replace_waiting_since(self, keep: dict[str, datetime]) -> None:
-        """Keep exactly these first-seen rows: people who left the list lose theirs."""
+        """Keep exactly these first-seen dates: people who left the list lose theirs.
+
+        Writes a new set, then points at it, then deletes the rest: a run that dies half way
+        leaves the old set current. An unchanged set writes nothing."""
         table = self.table("waiting")
-        existing = self.waiting_since()
-        ops: list[tuple[TransactionOperation, dict[str, Any], dict[str, Any]]] = []
-        for key in existing.keys() - keep.keys():
-            ops.append(
-                (
-                    TransactionOperation.DELETE,
-                    {"PartitionKey": WAITING_SINCE_PARTITION, "RowKey": key},
-                    {},
-                )
-            )
-        for key, since in keep.items():
-            if existing.get(key) != since:
-                row = {"PartitionKey": WAITING_SINCE_PARTITION, "RowKey": key, "Since": since}
-                ops.append((TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE}))
-        for i in range(0, len(ops), BATCH_LIMIT):
-            table.submit_transaction(ops[i : i + BATCH_LIMIT])
+        existing, others, generation = self._since_rows()
+        current = _since_chunk_prefix(generation)
+        if existing == keep and all(k.startswith(current) for k in others):
+            return
+        generation += 1
+        prefix = _since_chunk_prefix(generation)
+        keys = sorted(keep)
+        entities = (
+            {
+                "PartitionKey": WAITING_SINCE_PARTITION,
+                "RowKey": f"{prefix}{n:05d}",
+                **_pack({k: keep[k].isoformat() for k in part}),
+            }
+            for n, part in enumerate(_chunks(keys, WAITING_SINCE_PER_CHUNK))
+        )
+        _submit_packed(table, entities)
+        table.upsert_entity(
+            {
+                "PartitionKey": WAITING_SINCE_PARTITION,
+                "RowKey": _SINCE_POINTER,
+                "Generation": generation,
+                "Chunks": -(-len(keys) // WAITING_SINCE_PER_CHUNK),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+        pk = WAITING_SINCE_PARTITION
+        old: list[tuple[TransactionOperation, dict[str, Any], dict[str, Any]]] = [
+            (TransactionOperation.DELETE, {"PartitionKey": pk, "RowKey": k}, {}) for k in others
+        ]
+        for i in range(0, len(old), BATCH_LIMIT):
+            table.submit_transaction(old[i : i + BATCH_LIMIT])
 
     def put_waiting_list(
         self, run_id: str, head: dict[str, Any], items: list[dict[str, Any]], latest: bool
     ) -> None:
-        """A run's list: the items in their order, then the head row; `latest` points the API at
-        it (unless a newer run's list is already the latest)."""
-        entities = [
-            {"PartitionKey": run_id, "RowKey": waiting_item_key(i + 1), **item}
-            for i, item in enumerate(items)
-        ]
+        """A run's list: the items in their order (WAITING_ITEMS_PER_CHUNK to an entity), then
+        the head row; `latest` points the API at it (unless a newer run's list is already the
+        latest)."""
+        entities = (  # packed as they are sent: the JSON of a whole list is not held at once
+            {
+                "PartitionKey": run_id,
+                "RowKey": _items_chunk_key(n),
+                "First": n * WAITING_ITEMS_PER_CHUNK + 1,
+                "Count": len(part),
+                "Total": len(items),
+                **_pack(part),
+            }
+            for n, part in enumerate(_chunks(items, WAITING_ITEMS_PER_CHUNK))
+        )
         table = self.table("waiting")
-        self._submit_batches(table, entities)
+        _submit_packed(table, entities)
         table.upsert_entity(
             {"PartitionKey": run_id, "RowKey": "head", **head}, mode=UpdateMode.REPLACE
         )
@@ -856,7 +916,49 @@ class TableStore:
     def waiting_items(
         self, run_id: str, limit: int | None = None, after: int = 0
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Items after position `after` (keyset paging), at most `limit`; True if more."""
+        """Items after position `after`, at most `limit`; True if more. Each item is a row as
+        one per person used to be (RowKey waiting_item_key(position), the item's properties),
+        read from the chunks that hold those positions. A chunk missing in the run's list is an
+        error, never a shorter list."""
+        first = after // WAITING_ITEMS_PER_CHUNK
+        pages = None if limit is None else limit // WAITING_ITEMS_PER_CHUNK + 2
+        chunks = self.table("waiting").query_entities(
+            "PartitionKey eq @pk and RowKey ge @from and RowKey lt @end",
+            parameters={"pk": run_id, "from": _items_chunk_key(first), "end": "items-~"},
+            results_per_page=pages,
+        )
+        out: list[dict[str, Any]] = []
+        expect = first * WAITING_ITEMS_PER_CHUNK + 1
+        total: int | None = None
+        for chunk in chunks:
+            total = int(chunk["Total"])
+            if int(chunk["First"]) != expect:
+                raise RuntimeError(
+                    f"run {run_id}'s waiting list is incomplete: positions {expect}.."
+                    f"{int(chunk['First']) - 1} are missing"
+                )
+            expect += int(chunk["Count"])
+            for i, item in enumerate(_unpack(chunk)):
+                position = int(chunk["First"]) + i
+                if position > after:
+                    out.append({"RowKey": waiting_item_key(position), **item})
+            if limit is not None and len(out) > limit:
+                break
+        else:
+            if total is not None and expect - 1 != total:
+                raise RuntimeError(
+                    f"run {run_id}'s waiting list is incomplete: {expect - 1} of {total} read"
+                )
+        if total is None:  # no chunk there: past the end, or a list one row per person
+            return self._waiting_items_one_per_row(run_id, limit, after)
+        if limit is None:
+            return out, False
+        return out[:limit], len(out) > limit
+
+    def _waiting_items_one_per_row(
+        self, run_id: str, limit: int | None, after: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A list as earlier versions wrote it: one row per person."""
         rows = self.table("waiting").query_entities(
             "PartitionKey eq @pk and RowKey gt @after and RowKey lt @end",
             parameters={"pk": run_id, "after": waiting_item_key(after), "end": "item-~"},
@@ -876,6 +978,66 @@ def waiting_item_key(position: int) -> str:
     return f"item-{position:07d}"
 
 
-def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+# The waiting list and its first-seen dates are stored packed: zlib-compressed JSON in binary
+# properties (64 KiB each), a chunk to an entity. JSON of a list repeats its keys, group names and
+# SKUs, so it compresses about tenfold: the M list's 10 MB of JSON is ~1 MB to send.
+WAITING_ITEMS_PER_CHUNK = 100
+WAITING_SINCE_PER_CHUNK = 1000
+_PACKED_PART_BYTES = 60_000  # a binary property holds 64 KiB
+_PACKED_PARTS = 15  # at most 900,000 bytes: an entity holds 1 MiB
+# A transaction's body may hold 4 MiB, but the SDK keeps several copies of it while sending.
+_PACKED_BYTES_PER_TRANSACTION = 1_000_000
+_SINCE_POINTER = "set"  # RowKeys of first-seen sets start "set-"; a waiter key is two ids
+
+
+def _since_chunk_prefix(generation: int) -> str:
+    return f"set-{generation:06d}-"
+
+
+def _items_chunk_key(index: int) -> str:
+    return f"items-{index:05d}"
+
+
+def _pack(value: Any) -> dict[str, Any]:
+    """`value` as the properties Parts, Data00, Data01, ...: its JSON, zlib-compressed."""
+    data = zlib.compress(json.dumps(value, separators=(",", ":"), default=str).encode(), 6)
+    parts = [data[i : i + _PACKED_PART_BYTES] for i in range(0, len(data), _PACKED_PART_BYTES)]
+    if len(parts) > _PACKED_PARTS:
+        raise ValueError(
+            f"a waiting-list chunk of {len(data)} compressed bytes exceeds a Table entity's 1 MiB"
+        )
+    return {"Parts": len(parts), **{f"Data{i:02d}": p for i, p in enumerate(parts)}}
+
+
+def _unpack(entity: Mapping[str, Any]) -> Any:
+    count = int(entity["Parts"])
+    pieces = [entity.get(f"Data{i:02d}") for i in range(count)]
+    if not all(isinstance(p, bytes) for p in pieces):
+        raise RuntimeError(f"waiting-list row {entity.get('RowKey')} is missing parts")
+    return json.loads(zlib.decompress(b"".join(p for p in pieces if isinstance(p, bytes))))
+
+
+def _submit_packed(table: TableClient, entities: Iterable[dict[str, Any]]) -> None:
+    """Upserts in transactions of at most BATCH_LIMIT entities and ~1 MB of packed data."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entity in entities:
+        weight = sum(len(v) for k, v in entity.items() if k.startswith("Data"))
+        if batch and (len(batch) >= BATCH_LIMIT or size + weight > _PACKED_BYTES_PER_TRANSACTION):
+            _upsert_all(table, batch)
+            batch, size = [], 0
+        batch.append(entity)
+        size += weight
+    if batch:
+        _upsert_all(table, batch)
+
+
+def _upsert_all(table: TableClient, entities: list[dict[str, Any]]) -> None:
+    table.submit_transaction(
+        [(TransactionOperation.UPSERT, e, {"mode": UpdateMode.REPLACE}) for e in entities]
+    )
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
