@@ -24,6 +24,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlencode, urlsplit
 
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from shared.common import GUID_RE
 from shared.credentials import credential_for
@@ -136,7 +137,8 @@ Endpoint = Callable[[Request, Callable[[], Settings]], Awaitable[Response]]
 def endpoint(fn: Callable[[Request, Settings], Awaitable[Response]]) -> Endpoint:
     """An HTTP endpoint: called with the request and where the settings come from (parsed once
     per worker by the caller). ApiError -> its JSON error; a bad app setting -> 503 naming it;
-    anything else -> a logged JSON 500 (the host's own answer would be an empty 500 body)."""
+    storage out of reach -> 503 StorageUnavailable; anything else -> a logged JSON 500 (the
+    host's own answer would be an empty 500 body)."""
 
     @functools.wraps(fn)
     async def wrapper(request: Request, settings: Callable[[], Settings]) -> Response:
@@ -146,6 +148,20 @@ def endpoint(fn: Callable[[Request, Settings], Awaitable[Response]]) -> Endpoint
             return json_response(exc.body(), exc.status)
         except ConfigurationError as exc:
             return error_response(503, "Misconfigured", str(exc))
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            # The storage SDKs' own retries are spent: an outage, not a fault in this request.
+            log.error("%s %s: storage unreachable: %s", request.method, request.url, exc)
+            return json_response(
+                {
+                    "error": {
+                        "code": "StorageUnavailable",
+                        "message": "Table or Queue Storage could not be reached (retried); "
+                        "nothing was changed: try again later",
+                    }
+                },
+                503,
+                {"Retry-After": "30"},
+            )
         except Exception:
             # The trace goes to the log (Application Insights), not to the caller.
             log.exception("%s %s failed unexpectedly", request.method, urlsplit(request.url).path)

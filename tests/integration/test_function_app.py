@@ -501,3 +501,25 @@ def test_a_queued_run_names_the_requested_groups_it_found_untagged(app_world: Wo
     assert finished["status"] == "succeeded"
     assert finished["requestedNotTagged"] == [unknown]
     assert [g["groupId"] for g in finished["groups"]] == [tagged.lower()]
+
+
+def test_table_storage_out_of_reach_is_a_503_with_retry_after(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+):
+    """Storage down (here: nothing listens on its port) is an outage the caller can wait out,
+    not an InternalError."""
+    nowhere = Simulator(url="http://127.0.0.1:9")
+    env = app_settings(azurite, nowhere, LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6))
+    env["LICENSING_TABLES_CONNECTION_STRING"] = azurite.connection_string.replace(
+        str(azurite.table_port), "9"
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    function_app.settings.cache_clear()
+    try:
+        response = get("runs")
+    finally:
+        function_app.settings.cache_clear()
+    assert response.status_code == 503
+    assert body(response)["error"]["code"] == "StorageUnavailable"
+    assert response.headers["Retry-After"] == "30"

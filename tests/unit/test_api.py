@@ -305,10 +305,29 @@ def test_an_unexpected_failure_is_a_json_500_that_names_no_internals(
         raise KeyError("RunId")
 
     monkeypatch.setattr(api, "list_runs_page", broken)
+    # No tenant records (no storage here): the failure is the injected one, not the lookup's.
+    monkeypatch.setattr(api, "tenant_records", lambda settings: [])
     answer = call(api.list_runs, api.Request("GET", "http://h/api/runs"))
     assert answer.status == 500
     assert answer.json()["error"]["code"] == "InternalError"
     assert "KeyError" not in answer.body.decode()
+
+
+def test_storage_that_cannot_be_reached_is_a_503_saying_so_not_a_500(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from azure.core.exceptions import ServiceRequestError
+
+    def unreachable(*args: object) -> None:
+        raise ServiceRequestError("<urllib3.connection.HTTPConnection>: Connection refused")
+
+    monkeypatch.setattr(api, "list_runs_page", unreachable)
+    monkeypatch.setattr(api, "tenant_records", lambda settings: [])
+    answer = call(api.list_runs, api.Request("GET", "http://h/api/runs"))
+    assert answer.status == 503
+    assert answer.json()["error"]["code"] == "StorageUnavailable"
+    assert "Storage" in answer.json()["error"]["message"]
+    assert "urllib3" not in answer.body.decode()
 
 
 def test_a_malformed_run_id_is_refused_before_storage_is_read():
