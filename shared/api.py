@@ -467,6 +467,7 @@ _ITEM = (
     "runId",
     "mode",
     "trigger",
+    "requestedBy",
     "status",
     "startedAt",
     "finishedAt",
@@ -484,7 +485,9 @@ def run_item(
     """A run row as a list item; `query` (the tenant) is kept in its url."""
     run = run_from_entity(row)
     url = with_query(f"{base_url}/runs/{run['runId']}", query or {})
-    return {**{key: run[key] for key in _ITEM}, "url": url}
+    # Where its queue message went when every delivery failed (docs/runbook.md); else null.
+    poison = row.get("PoisonQueue") or None
+    return {**{key: run[key] for key in _ITEM}, "poisonQueue": poison, "url": url}
 
 
 def list_runs_page(

@@ -176,6 +176,10 @@ def test_the_caller_who_asked_for_an_inline_run_is_kept_on_it(
     assert summary["requestedBy"] == "kim@contoso.com"
     reader = principal("Licensing.Reader", name="lee@contoso.com")
     assert body(get_run(summary["runId"], reader))["requestedBy"] == "kim@contoso.com"
+    listed = body(get("runs", headers={"X-MS-CLIENT-PRINCIPAL": reader}))["value"]
+    assert [(r["runId"], r["requestedBy"]) for r in listed] == [
+        (summary["runId"], "kim@contoso.com")
+    ]
 
 
 def test_http_plan_run_with_wait_answers_with_the_summary_and_it_can_be_read_back(

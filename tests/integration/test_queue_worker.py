@@ -19,7 +19,7 @@ import function_app
 from localdev.services import Azurite
 from shared.queue import MAX_DEQUEUE_COUNT, RunQueue, poison_queue_name, queue_client
 from tests.integration.conftest import World
-from tests.integration.test_function_app import app_world, get_run, post_run, principal
+from tests.integration.test_function_app import app_world, get, get_run, post_run, principal
 
 TABLES = "LICENSING_TABLES_CONNECTION_STRING"
 __all__ = ["app_world"]  # the fixture, shared with the function_app tests
@@ -163,6 +163,8 @@ def test_a_run_failing_on_its_last_delivery_says_its_message_goes_to_the_poison_
     assert row["PoisonQueue"] == poison
     assert f"delivery {MAX_DEQUEUE_COUNT} of {MAX_DEQUEUE_COUNT} failed" in row["Error"]
     assert f"moves its message to the queue {poison}" in row["Error"]
+    [item] = [r for r in body(get("runs"))["value"] if r["runId"] == run_id]
+    assert item["poisonQueue"] == poison, "the run list says where its message went"
 
 
 def test_the_caller_who_queued_a_run_is_kept_on_it_after_the_worker_ran_it(
