@@ -341,4 +341,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["tenants"]:  # `python -m bench tenants ...`: bench/tenants.py
+        from bench.tenants import main as tenants_main
+
+        sys.exit(tenants_main(sys.argv[2:]))
     sys.exit(main())
