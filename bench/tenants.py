@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bench.__main__ import MODELS, RU_LIMIT, SEED, SIZES
+from bench.__main__ import MODELS, RU_LIMIT, SEED, SIZES, bounds
 from localdev.services import ROOT, Azurite, Simulator, app_settings
 from shared.fanout import nightly
 from shared.queue import PER_INSTANCE_RUNS, RunQueue, queue_client
@@ -165,9 +165,11 @@ def spawn_workers(count: int, env: dict[str, str], logs: Path) -> list[subproces
     return procs
 
 
-def graph_requests(sim: Simulator, tenant_ids: list[str]) -> tuple[int, int]:
-    """Every tenant's /v1.0 requests and 429s, from the simulator's per-tenant logs."""
+def graph_requests(sim: Simulator, tenant_ids: list[str]) -> tuple[int, int, float]:
+    """Every tenant's /v1.0 requests, 429s and critical paths summed (bench/__main__.py
+    `bounds`), from the simulator's per-tenant logs."""
     total = throttled = 0
+    critical = 0.0
     for tid in tenant_ids:
         rows = [
             r
@@ -176,7 +178,21 @@ def graph_requests(sim: Simulator, tenant_ids: list[str]) -> tuple[int, int]:
         ]
         total += len(rows)
         throttled += sum(1 for r in rows if r["status"] == 429)
-    return total, throttled
+        critical += bounds(rows)["critical_path_s"]
+    return total, throttled, critical
+
+
+def latency_bound_s(critical_paths_s: float, workers: int) -> float:
+    """The shortest wall time Graph's latency allows: every tenant's critical path, run
+    PER_INSTANCE_RUNS at a time on each worker (with CPU to spare)."""
+    return critical_paths_s / (workers * PER_INSTANCE_RUNS)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has spent (Linux /proc/stat: all but idle and
+    iowait), to tell how much of the cores other work took during a run."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def bench_workers(
@@ -231,6 +247,7 @@ def bench_workers(
                 if p
             ]
             cpu_before = sum(proc_cpu_s(p) for p in pids)
+            machine_before, machine_t0 = machine_busy_s(), time.perf_counter()
             load_before = os.getloadavg()[0]
             go = time.time()
             for p in procs:
@@ -246,14 +263,17 @@ def bench_workers(
                     )
                 results.append(json.loads(stdout.strip().splitlines()[-1]))
             other_cpu = sum(proc_cpu_s(p) for p in pids) - cpu_before
+            machine_cpu = machine_busy_s() - machine_before
+            machine_span = time.perf_counter() - machine_t0
             load_after = os.getloadavg()[0]
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        requests, throttled = graph_requests(sim, ids)
+        requests, throttled, critical = graph_requests(sim, ids)
         left = queue_client(queue_name, env).get_queue_properties().approximate_message_count
+        summary = summarize(results, go, args.tenants, cores, other_cpu)
         record = {
             "workers": count,
             "tenants": args.tenants,
@@ -262,7 +282,13 @@ def bench_workers(
             "latency_model": args.model,
             "per_instance_runs": PER_INSTANCE_RUNS,
             "enqueue_s": round(enqueue_s, 2),
-            **summarize(results, go, args.tenants, cores, other_cpu),
+            **summary,
+            "critical_paths_s": round(critical, 1),
+            "latency_bound_s": round(latency_bound_s(critical, count), 1),
+            # everything the machine ran meanwhile (other sessions' tests too)
+            "machine_cpu_s": round(machine_cpu, 1),
+            "machine_busy_pct": round(100 * machine_cpu / (cores * machine_span), 1),
+            "others_cpu_s": round(machine_cpu - summary["cpu_s"], 1),
             "sim_cpu_and_azurite_cpu_s": round(other_cpu, 1),
             "graph_requests": requests,
             "throttled_429": throttled,
@@ -280,7 +306,7 @@ def bench_workers(
                 "graph_requests",
                 "peak_rss_mb_per_worker",
             ],
-            "computed": ["cpu_bound_s", "scale_out", "attainable_scale_out"],
+            "computed": ["cpu_bound_s", "latency_bound_s", "scale_out", "attainable_scale_out"],
             "runs": [
                 {k: r.get(k) for k in ("tenant", "status", "error")}
                 | {"run_s": round(r["end"] - r["start"], 3), "done_at_s": round(r["end"] - go, 3)}
@@ -387,7 +413,9 @@ def render(records: list[dict[str, Any]]) -> str:
             "scale-out",
             "CPU s",
             "CPU bound s",
+            "latency bound s",
             "attainable",
+            "machine busy %",
             "requests",
             "429",
             "peak RSS MB/worker",
@@ -406,7 +434,9 @@ def render(records: list[dict[str, Any]]) -> str:
                 f"{r['scale_out']}x",
                 r["cpu_s"],
                 r["cpu_bound_s"],
+                r["latency_bound_s"],
                 f"{r['attainable_scale_out']}x",
+                r["machine_busy_pct"],
                 r["graph_requests"],
                 r["throttled_429"],
                 max(r["peak_rss_mb_per_worker"]),
