@@ -56,3 +56,4 @@ def test_summary_counts_failures_and_missing_tenants_and_times_from_go() -> None
     assert s["cpu_s"] == 10.0 and s["cpu_bound_s"] == 5.0
     assert s["tenants_per_min"] == 40.0  # 3 done in 4.5 s
     assert s["runs_per_worker"] == [2, 2]
+    assert s["worker_cpu_max_s"] == 3.0  # the busiest worker: one process, one core at a time
