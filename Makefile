@@ -6,7 +6,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 STAMP_CHROMIUM := .venv/.chromium
 
-.PHONY: setup demo serve test lint typecheck check clean bench
+.PHONY: setup demo serve test lint typecheck check clean bench bench-tenants
 
 setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHROMIUM)
 	bash scripts/install-checkov.sh
@@ -57,3 +57,8 @@ clean:
 ## Benchmarks on generated tenants (BENCH_SIZES=S,M by default; L on request; BENCH_OUT=folder).
 bench: setup
 	$(PY) -m bench
+
+## Many tenants through the run queue: 200 generated S tenants with 1, 2 and 4 worker processes
+## (BENCH_TENANTS=N, BENCH_WORKERS=1,2,4; `python -m bench tenants --help` for the rest).
+bench-tenants: setup
+	$(PY) -m bench tenants

@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def bounds(log: list[dict[str, Any]]) -> dict[str, float]:
     write limit's windows the writes need beyond the first (the window starts empty), whichever is
     longer."""
     prefix = 0.0
-    chains: Counter[str] = Counter()
+    chains: defaultdict[str, float] = defaultdict(float)
     longest_write = 0.0
     ru = writes = 0
     for r in log:
@@ -341,4 +341,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["tenants"]:  # `python -m bench tenants ...`: bench/tenants.py
+        from bench.tenants import main as tenants_main
+
+        sys.exit(tenants_main(sys.argv[2:]))
     sys.exit(main())
