@@ -53,6 +53,8 @@ async def nightly(
         return Nightly(report=await execute_run(settings, settings.timer_mode, "timer"))
     queue = queue or RunQueue.from_env(settings.run_queue)
     base = store or TableStore.from_settings(settings)
+    # Once a tick, not per tenant: every tenant's rows live in the same tables.
+    await asyncio.to_thread(base.ensure_tables)
     out = Nightly()
     for tenant in tenants:
         assert isinstance(tenant, Tenant)
@@ -64,6 +66,7 @@ async def nightly(
                 RunRequest(tenant.mode, None, False),
                 "",
                 trigger="timer",
+                ensure_tables=False,
             )
         except Exception as exc:  # one tenant's failure never skips the others
             out.failed[tenant.tenant_id] = str(exc)

@@ -126,6 +126,7 @@ def poison_queue_name(queue_name: str) -> str:
 class RunQueue:
     def __init__(self, client: QueueClient) -> None:
         self.client = client
+        self._exists = False  # made (or found) once per RunQueue: the fan-out sends many
 
     @classmethod
     def from_env(cls, queue_name: str, env: Mapping[str, str] | None = None) -> RunQueue:
@@ -135,8 +136,10 @@ class RunQueue:
         self.send_text(message.to_json())
 
     def send_text(self, text: str) -> None:
-        try:
-            self.client.create_queue()
-        except ResourceExistsError:
-            pass
+        if not self._exists:
+            try:
+                self.client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._exists = True
         self.client.send_message(text)
