@@ -8,12 +8,14 @@ tenant that fails does not stop the others."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage  # what the host hands the function
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
@@ -24,7 +26,7 @@ from shared.graph import forget_pacers, pacer_for
 from shared.queue import queue_client
 from shared.settings import Settings
 from shared.store import TableStore
-from shared.tenants import Tenant, TenantsFile
+from shared.tenants import Tenant, TenantError, TenantsFile
 
 TENANTS = ROOT / "simulator" / "tenants"
 CONTOSO = "5e1c0d7a-9b3f-4c21-8d6e-2f4a6b8c0e11"  # demo.json: the deployment's home tenant
@@ -162,3 +164,37 @@ def test_one_tick_enforces_each_tenant_apart_and_a_failing_tenant_stops_no_other
         d.store(FABRIKAM).alert_states()
         and d.store(CONTOSO).alert_states() != d.store(FABRIKAM).alert_states()
     )
+
+
+def test_a_broken_tenants_file_fails_the_tick_naming_it_and_queues_no_tenant(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    text = d.tenants.path.read_text()
+    d.tenants.path.write_text(text.replace("mode: apply", "mode: sometimes", 1))
+    with pytest.raises(TenantError) as caught:
+        asyncio.run(function_app.nightly_enforcement(TimerRequest(past_due=False)))
+    assert str(d.tenants.path) in str(caught.value) and "mode" in str(caught.value)
+    # Nothing half-done: no tenant was queued (rather than some silently skipped).
+    try:
+        waiting = list(d.queue.peek_messages(max_messages=32))
+    except ResourceNotFoundError:  # not even made: nothing was sent
+        waiting = []
+    assert waiting == []
+    d.base.ensure_tables()  # (not made by the failed tick) so they can be read: no run rows
+    assert all(d.store(t).list_runs(5) == [] for t in (CONTOSO, FABRIKAM, NORTHWIND))
+
+
+def test_a_tenant_disabled_after_its_run_was_queued_is_not_enforced(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    asyncio.run(function_app.nightly_enforcement(TimerRequest(past_due=False)))
+    fabrikam = d.tenants.get(FABRIKAM)
+    assert fabrikam is not None
+    d.tenants.put(dataclasses.replace(fabrikam, enabled=False))
+    d.deliver_all()
+    [run] = d.store(FABRIKAM).list_runs(5)
+    assert run["Status"] == "refused" and "is disabled" in run["RefusedReason"]
+    assert d.requests(FABRIKAM) == [], "nothing was read in a disabled tenant"
+    assert d.store(CONTOSO).list_runs(5)[0]["Status"] in ("succeeded", "partial")
