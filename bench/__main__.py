@@ -106,6 +106,24 @@ def bounds(log: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def simulator_args(model: str) -> tuple[str, ...]:
+    """The simulator's seed, latency model and resource-unit budget, the same in every bench."""
+    base_ms, per_item_ms = MODELS[model]
+    return (
+        "--seed",
+        str(SEED),
+        "--latency-ms",
+        str(base_ms),
+        "--latency-per-item-ms",
+        str(per_item_ms),
+        # Seeded jitter (+-25 %) under the proportional model; the flat one stays as measured
+        # before (fixed), so the tables compare.
+        *(("--latency-jitter-ms", "0") if per_item_ms == 0 else ()),
+        "--ru-limit",
+        str(RU_LIMIT),
+    )
+
+
 def run_engine(mode: str, env: dict[str, str]) -> dict[str, Any]:
     """One engine run in a child process: its JSON output (wall time, peak RSS, summary)."""
     proc = subprocess.run(
@@ -136,22 +154,7 @@ def bench_size(
     policy_path = out_dir / f"policy-{size}.yaml"
     policy_path.write_text(policy)
     started = time.perf_counter()
-    sim = Simulator(
-        generate=spec,
-        extra_args=(
-            "--seed",
-            str(SEED),
-            "--latency-ms",
-            str(base_ms),
-            "--latency-per-item-ms",
-            str(per_item_ms),
-            # Seeded jitter (+-25 %) under the proportional model; the flat one stays as measured
-            # before (fixed), so the tables compare.
-            *(("--latency-jitter-ms", "0") if per_item_ms == 0 else ()),
-            "--ru-limit",
-            str(RU_LIMIT),
-        ),
-    ).start()
+    sim = Simulator(generate=spec, extra_args=simulator_args(model)).start()
     load_s = time.perf_counter() - started
     env = app_settings(
         azurite,

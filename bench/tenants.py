@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bench.__main__ import MODELS, RU_LIMIT, SEED, SIZES, bounds
+from bench.__main__ import MODELS, RU_LIMIT, SIZES, bounds, simulator_args
 from localdev.services import ROOT, Azurite, Simulator, app_settings
 from shared.fanout import nightly
 from shared.queue import PER_INSTANCE_RUNS, RunQueue, queue_client
@@ -123,23 +123,10 @@ def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
 
 
 def start_simulator(spec: str, tenants: int, model: str, tenants_out: Path) -> Simulator:
-    base_ms, per_item_ms = MODELS[model]
     return Simulator(
         generate=spec,
         generate_tenants=tenants,
-        extra_args=(
-            "--seed",
-            str(SEED),
-            "--latency-ms",
-            str(base_ms),
-            "--latency-per-item-ms",
-            str(per_item_ms),
-            *(("--latency-jitter-ms", "0") if per_item_ms == 0 else ()),
-            "--ru-limit",
-            str(RU_LIMIT),
-            "--tenants-out",
-            str(tenants_out),
-        ),
+        extra_args=(*simulator_args(model), "--tenants-out", str(tenants_out)),
     ).start()
 
 

@@ -18,7 +18,7 @@ from shared.queue import RunQueue
 from shared.run import RunReport, execute_run
 from shared.settings import Settings
 from shared.store import TableStore
-from shared.tenants import Tenant, tenants_to_enforce
+from shared.tenants import tenants_to_enforce
 
 log = logging.getLogger("licensing")
 
@@ -49,7 +49,7 @@ async def nightly(
     """One timer tick. Raises only when the tenant records cannot be read (nothing is queued
     then, rather than some tenants silently skipped)."""
     tenants = await asyncio.to_thread(tenants_to_enforce, settings)
-    if tenants == [None]:
+    if tenants is None:
         return Nightly(report=await execute_run(settings, settings.timer_mode, "timer"))
     queue = queue or RunQueue.from_env(settings.run_queue)
     base = store or TableStore.from_settings(settings)
@@ -57,7 +57,6 @@ async def nightly(
     await asyncio.to_thread(base.ensure_tables)
     out = Nightly()
     for tenant in tenants:
-        assert isinstance(tenant, Tenant)
         try:
             out.queued[tenant.tenant_id] = await asyncio.to_thread(
                 queue_run,

@@ -564,9 +564,13 @@ async def execute_run(
             await guard.stop()
 
 
-def home_mail_client(settings: Settings) -> GraphClient:
-    """Graph as the deployment's own tenant, for alert mail: a customer tenant's run mails from
-    the deployment's mailbox, so customers consent to reading and licensing, never Mail.Send."""
+def mail_client(settings: Settings, credential: TokenCredential | None = None) -> GraphClient:
+    """Graph for alert mail, always as the deployment's own tenant: a customer tenant's run mails
+    from the deployment's mailbox, so customers consent to reading and licensing, never Mail.Send.
+    `credential`: the implicit tenant's, when the caller has one (tests, the CLI)."""
+    if settings.tenant_id is None:
+        cred = credential or credential_for(settings, required_roles())
+        return GraphClient(cred, settings.graph_base_url)
     home = dataclasses.replace(settings, tenant_id=None, tenant_name="")
     return GraphClient(credential_for(home, ["Mail.Send"]), settings.graph_base_url)
 
@@ -583,13 +587,7 @@ async def _alert_refused(
         return
     graph: GraphClient | None = None
     try:
-        graph = (
-            home_mail_client(settings)
-            if settings.tenant_id
-            else GraphClient(
-                credential or credential_for(settings, required_roles()), settings.graph_base_url
-            )
-        )
+        graph = mail_client(settings, credential)
         with tracer.start_as_current_span(SPAN_ALERT):
             report.alerts = await alerts_mod.process_alerts(
                 # A refused run read nothing: its scope covers nothing, so it resolves nothing.
@@ -691,7 +689,7 @@ async def _execute_leased(
         # Also for a failed run, once Graph was reachable; a bad policy file stops before any
         # Graph call, mail included (the run is recorded and the timer reports the failure).
         if settings.alert_mailbox and graph is not None:
-            mailer = graph if settings.tenant_id is None else home_mail_client(settings)
+            mailer = graph if settings.tenant_id is None else mail_client(settings)
             try:
                 with tracer.start_as_current_span(SPAN_ALERT):
                     report.alerts = await alerts_mod.process_alerts(

@@ -217,6 +217,12 @@ class RunRowChanged(Exception):
     """A conditional run-row write found the row changed by someone else (it is not ours now)."""
 
 
+def tenant_key_range(tenant_id: str) -> tuple[str, str]:
+    """[low, high) of a tenant's PartitionKeys: "<id>:" up to "<id>;" (';' sorts right after
+    ':'), so a range query selects exactly that tenant's rows."""
+    return f"{tenant_id}:", f"{tenant_id};"
+
+
 class TenantTable:
     """One tenant's view of a shared table: every partition key gets "<tenant id>:" in front.
 
@@ -227,7 +233,7 @@ class TenantTable:
 
     def __init__(self, inner: TableClient, tenant_id: str) -> None:
         self._inner = inner
-        self._prefix = f"{tenant_id}:"
+        self._prefix, self._after = tenant_key_range(tenant_id)
 
     def _pk(self, pk: str) -> str:
         return self._prefix + pk
@@ -267,15 +273,15 @@ class TenantTable:
         if "pk" in params and "PartitionKey eq @pk" in query_filter:
             params["pk"] = self._pk(str(params["pk"]))
         else:
-            # Across partitions: bounded to this tenant's key range (';' sorts right after ':'),
-            # so it can never read another tenant's rows.
+            # Across partitions: bounded to this tenant's key range, so it can never read another
+            # tenant's rows.
             if "PartitionKey" in query_filter or "_tlo" in params or "_thi" in params:
                 raise ValueError(
                     f"a tenant's query names its partition only as @pk: {query_filter!r}"
                 )
             # Spaces around the inner filter: the SDK reads a parameter name up to the next space.
             query_filter = f"PartitionKey ge @_tlo and PartitionKey lt @_thi and ( {query_filter} )"
-            params.update(_tlo=self._prefix, _thi=self._prefix[:-1] + ";")
+            params.update(_tlo=self._prefix, _thi=self._after)
         for entity in self._inner.query_entities(query_filter, parameters=params, **kw):
             yield self._out(entity)
 
@@ -367,7 +373,7 @@ class TableStore:
         Only a named tenant's: the implicit tenant's rows carry no prefix to select them by."""
         if not self.tenant_id:
             raise ValueError("only a named tenant's rows can be purged")
-        low, high = f"{self.tenant_id}:", f"{self.tenant_id};"  # ';' sorts right after ':'
+        low, high = tenant_key_range(self.tenant_id)
         deleted = 0
         for name in self.names.values():
             client = self._service.get_table_client(name)

@@ -223,10 +223,10 @@ def tenants_source(settings: Settings) -> TenantsFile | TenantsRegistry:
     return TenantsRegistry(TenantsTable.from_settings(settings))
 
 
-def tenants_to_enforce(settings: Settings) -> list[Tenant | None]:
-    """The tenants a nightly run covers: every enabled record, or [None] (the implicit tenant)
-    when there are no records at all. Disabled tenants are skipped, never the others with them."""
+def tenants_to_enforce(settings: Settings) -> list[Tenant] | None:
+    """The tenants a nightly run covers: every enabled record; None when there are no records at
+    all (the implicit tenant). Disabled tenants are skipped, never the others with them."""
     tenants = tenants_source(settings).list()
     if not tenants:
-        return [None]
+        return None
     return [t for t in tenants if t.enabled]

@@ -22,8 +22,6 @@ from shared.settings import Settings
 from shared.store import TableStore
 from shared.tenants import Tenant, settings_for, tenant_from_record, tenants_source
 
-VERBS = ("add", "list", "show", "enable", "disable", "check", "remove")
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("tenants", help="the tenants this deployment enforces (add, list, ...)")

@@ -19,6 +19,19 @@ from shared.settings import Settings
 from shared.store import TableStore
 
 DEMO_TENANT = ROOT / "simulator" / "tenants" / "demo.json"
+# A managed-service provider's world: the demo tenant (Contoso, the deployment's home tenant) and
+# two customer tenants, served by one simulator (docs/simulator.md "Several tenants").
+CUSTOMER_TENANTS = (DEMO_TENANT.with_name("fabrikam.json"), DEMO_TENANT.with_name("northwind.json"))
+CONTOSO, FABRIKAM, NORTHWIND = (
+    json.loads(path.read_text())["tenantId"] for path in (DEMO_TENANT, *CUSTOMER_TENANTS)
+)
+
+
+def msp_simulator(*extra_args: str) -> Simulator:
+    """One simulator serving Contoso (its default tenant), Fabrikam and Northwind."""
+    return Simulator(DEMO_TENANT, tenants=CUSTOMER_TENANTS, extra_args=extra_args).start()
+
+
 # Licence processing after a 202 takes this long in every world unless a test sets its own
 # --processing-delay-s (Entra takes minutes to hours; what matters is that it is not instant).
 PROCESSING_DELAY_S = 0.3

@@ -21,17 +21,13 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
 import function_app
-from localdev.services import ROOT, Azurite, Simulator, app_settings
+from localdev.services import Azurite, Simulator, app_settings
 from shared.graph import forget_pacers, pacer_for
 from shared.queue import queue_client
 from shared.settings import Settings
 from shared.store import TableStore
 from shared.tenants import Tenant, TenantError, TenantsFile
-
-TENANTS = ROOT / "simulator" / "tenants"
-CONTOSO = "5e1c0d7a-9b3f-4c21-8d6e-2f4a6b8c0e11"  # demo.json: the deployment's home tenant
-FABRIKAM = "6b2f8e41-3c5d-4a7e-9f10-2d4c6e8a0b21"
-NORTHWIND = "8d4a1c93-7e2b-4f6d-a0c5-3b9e1f7d5a42"
+from tests.integration.conftest import CONTOSO, FABRIKAM, NORTHWIND, msp_simulator
 
 
 class Deployment:
@@ -79,11 +75,7 @@ class Deployment:
 def deployment(
     azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Deployment]:
-    sim = Simulator(
-        TENANTS / "demo.json",
-        tenants=(TENANTS / "fabrikam.json", TENANTS / "northwind.json"),
-        extra_args=("--processing-delay-s", "0.2"),
-    ).start()
+    sim = msp_simulator("--processing-delay-s", "0.2")
     file = tmp_path / "tenants.yaml"
     queue_name = "runs-" + secrets.token_hex(4)
     env = app_settings(
@@ -92,7 +84,7 @@ def deployment(
         LICENSING_TABLE_PREFIX="t" + secrets.token_hex(6),
         LICENSING_TENANTS_FILE=str(file),
         LICENSING_RUN_QUEUE=queue_name,
-        LICENSING_MEASURE_WAIT_S="5",
+        LICENSING_MEASURE_WAIT_SECONDS="5",
     )
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -27,11 +27,8 @@ from localdev.services import ROOT, Azurite, Simulator, app_settings
 from shared.settings import Settings
 from shared.store import TableStore
 from shared.tenants import Tenant, dump_tenants
+from tests.integration.conftest import CONTOSO, FABRIKAM, NORTHWIND, msp_simulator
 
-TENANTS = ROOT / "simulator" / "tenants"
-CONTOSO = json.loads((TENANTS / "demo.json").read_text())["tenantId"]
-FABRIKAM = json.loads((TENANTS / "fabrikam.json").read_text())["tenantId"]
-NORTHWIND = json.loads((TENANTS / "northwind.json").read_text())["tenantId"]
 UNKNOWN = "0f0f0f0f-0000-4000-8000-000000000000"
 ALICE_OID = "a11ce000-0000-4000-8000-000000000001"
 
@@ -48,11 +45,7 @@ class Deployment:
 def deployment(
     azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Deployment]:
-    sim = Simulator(
-        TENANTS / "demo.json",
-        tenants=(TENANTS / "fabrikam.json", TENANTS / "northwind.json"),
-        extra_args=("--processing-delay-s", "0"),
-    ).start()
+    sim = msp_simulator("--processing-delay-s", "0")
     tenants_file = tmp_path / "tenants.yaml"
     env = app_settings(
         azurite,

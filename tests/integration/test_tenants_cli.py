@@ -9,21 +9,16 @@ from typing import Any
 
 import pytest
 
-from localdev.services import ROOT, Azurite, Simulator, app_settings
+from localdev.services import Azurite, app_settings
 from shared.cli import main
 from shared.settings import Settings
 from shared.store import TableStore
-
-TENANTS = ROOT / "simulator" / "tenants"
-FABRIKAM = "6b2f8e41-3c5d-4a7e-9f10-2d4c6e8a0b21"
-NORTHWIND = "8d4a1c93-7e2b-4f6d-a0c5-3b9e1f7d5a42"
+from tests.integration.conftest import FABRIKAM, NORTHWIND, msp_simulator
 
 
 @pytest.fixture
 def msp(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    sim = Simulator(
-        TENANTS / "demo.json", tenants=(TENANTS / "fabrikam.json", TENANTS / "northwind.json")
-    ).start()
+    sim = msp_simulator()
     env = app_settings(
         azurite,
         sim,
