@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,36 +78,60 @@ LEASE_LOST = (
 async def apply_plan(
     plan: Plan, graph: GraphClient, max_concurrency: int, guard: WriteGuard | None = None
 ) -> dict[str, Outcome]:
-    """Each group's writes; with `guard`, only while it confirms the run still holds the lease."""
-    gate = AdaptiveGate(graph.pacer, max_concurrency)  # up to max_concurrency groups at once
+    """Each group's writes; with `guard`, only while it confirms the run still holds the lease.
+
+    Every write takes its turn at one gate (up to max_concurrency in flight): a group's licence
+    change first, then its users' reprocessing side by side, as one user's does not wait on
+    another's. A group of hundreds of stuck users is then not a chain of hundreds of round trips.
+    """
+    gate = AdaptiveGate(graph.pacer, max_concurrency)
+
+    async def reprocess(user_id: str) -> Exception | None:
+        async with gate:
+            try:
+                await graph.reprocess_user(user_id)
+            except Exception as exc:  # isolated: the group's outcome names it
+                return exc
+            return None
 
     async def one(group: GroupPlan) -> tuple[str, Outcome]:
         async with gate:
             if guard is not None and not await guard.still_holds():
                 return group.group_id, Outcome("not-applied", LEASE_LOST)
-            return group.group_id, await _apply_group(group, graph)
+            if group.add_licenses or group.remove_licenses:
+                try:
+                    await graph.assign_group_licenses(
+                        group.group_id,
+                        [(c.sku_id, list(c.disabled_plan_ids)) for c in group.add_licenses],
+                        list(group.remove_licenses),
+                    )
+                except Exception as exc:  # isolate the group: record what Graph said and go on
+                    return group.group_id, _failed(exc, "assignLicense", "assign_group_licenses")
+        users = group.reprocess_user_ids
+        errors = await asyncio.gather(*(reprocess(u) for u in users))
+        return group.group_id, _group_outcome(group, users, errors)
 
     results = await asyncio.gather(*(one(g) for g in plan.changes))
     return dict(results)
 
 
-async def _apply_group(group: GroupPlan, graph: GraphClient) -> Outcome:
-    step, operation = "assignLicense", "assign_group_licenses"
-    try:
-        if group.add_licenses or group.remove_licenses:
-            await graph.assign_group_licenses(
-                group.group_id,
-                [(c.sku_id, list(c.disabled_plan_ids)) for c in group.add_licenses],
-                list(group.remove_licenses),
-            )
-        done = 0
-        operation = "reprocess_user"
-        for user_id in group.reprocess_user_ids:
-            step = f"reprocessLicenseAssignment for user {user_id}"
-            await graph.reprocess_user(user_id)
-            done += 1
-    except Exception as exc:  # isolate the group: record what Graph said and go on
-        return _failed(exc, step, operation)
+def _group_outcome(
+    group: GroupPlan, users: Sequence[str], errors: Sequence[Exception | None]
+) -> Outcome:
+    """The group's outcome once its writes are done: failed, naming the first user (in the plan's
+    order) whose reprocessing failed and how many of them succeeded; else applied."""
+    done = sum(1 for e in errors if e is None)
+    failed = [(u, e) for u, e in zip(users, errors, strict=True) if e is not None]
+    if failed:
+        user_id, exc = failed[0]
+        outcome = _failed(exc, f"reprocessLicenseAssignment for user {user_id}", "reprocess_user")
+        if len(users) == 1:
+            return outcome
+        return Outcome(
+            outcome.status,
+            f"{outcome.detail}; reprocessed {done} of {len(users)} user(s)",
+            outcome.missing_permissions,
+        )
     if group.decision is Decision.REPROCESS:
         return Outcome("applied", f"reprocessed {done} user(s)")
     extra = f"; reprocessed {done} user(s)" if done else ""

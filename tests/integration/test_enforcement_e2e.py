@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.run import execute_run, read_run
@@ -157,6 +158,53 @@ def test_users_stuck_in_count_violation_are_reprocessed_once_seats_are_bought(wo
     assert group["outcome"] == "applied"
     assert {s["skuId"]: s["consumedUnits"] for s in world.state()["skus"]}[PBI] == 4
     assert by_name(run(world))["LIC-BI"]["decision"] == "compliant"
+
+
+def test_a_group_with_many_users_stuck_reprocesses_them_side_by_side(world_factory: Any):
+    # One group of 14 with 12 stuck for want of seats: once seats are bought, its users are
+    # reprocessed concurrently, not one after another (each write waits on Graph's latency).
+    t = TenantBuilder(pbi=2)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 14), [{"skuId": PBI, "disabledPlans": []}])
+    world = world_factory(t.build(), POLICY, sim_args=("--latency-ms", "150"))
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 14})
+    world.clear_requests()
+    group = by_name(run(world))["LIC-BI"]
+    assert group["decision"] == "reprocess" and group["reprocessUsers"] == 12
+    assert group["outcome"] == "applied" and group["outcomeDetail"] == "reprocessed 12 user(s)"
+    spans = sorted(
+        (datetime.fromisoformat(w["at"]), w["latencyMs"] / 1000)
+        for w in world.licence_writes()
+        if w["path"].endswith("/reprocessLicenseAssignment")
+    )
+    assert len(spans) == 12
+    in_flight = max(
+        sum(1 for at, s in spans if at <= start < at + timedelta(seconds=s)) for start, _ in spans
+    )
+    assert in_flight > 1, "every reprocess waited for the one before it"
+
+
+def test_one_user_whose_reprocessing_fails_does_not_hold_back_the_others(world_factory: Any):
+    t = TenantBuilder(pbi=2)
+    users = t.users_named("bi", 6)
+    t.group("LIC-BI", "powerbi", users, [{"skuId": PBI, "disabledPlans": []}])
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 6})
+    stuck = users[-1]  # the last members are the ones left without a seat
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {"path": f"/users/{stuck}/reprocessLicenseAssignment", "status": 400, "count": 100},
+    )
+    group = by_name(run(world))["LIC-BI"]
+    assert group["decision"] == "reprocess" and group["outcome"] == "failed"
+    assert f"reprocessLicenseAssignment for user {stuck} failed: HTTP 400" in group["outcomeDetail"]
+    assert group["outcomeDetail"].endswith("reprocessed 3 of 4 user(s)")
+    reprocessed = {
+        w["path"].split("/")[3]
+        for w in world.licence_writes()
+        if w["path"].endswith("/reprocessLicenseAssignment") and w["status"] < 400
+    }
+    assert len(reprocessed) == 3 and stuck not in reprocessed
 
 
 def test_a_group_whose_members_cannot_be_read_is_unknown_and_untouched(world_factory: Any):
