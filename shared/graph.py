@@ -390,7 +390,10 @@ class AdaptiveGate:
         self.peak = self.limit  # the highest limit reached (reported by the bench and tests)
         self.backoffs = 0
         self._seen = (pacer.pressure, pacer.throttled)
-        self._cond = asyncio.Condition()
+        # First come, first served; a slot is handed to exactly one waiter (no wake-all: with
+        # hundreds of groups waiting, waking each of them on every release cost more than the
+        # requests themselves).
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def _adjust(self) -> None:
         seen = (self.pacer.pressure, self.pacer.throttled)
@@ -405,17 +408,32 @@ class AdaptiveGate:
             self.limit += 1
             self.peak = max(self.peak, self.limit)
 
+    def _wake(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter gave up its place
+                self.active += 1
+                waiter.set_result(None)
+
     async def __aenter__(self) -> AdaptiveGate:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.active < self.limit)
+        if self.active < self.limit and not self._waiters:
             self.active += 1
+            return self
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # the slot is counted as ours when the waiter is woken
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
+                self.active -= 1
+                self._wake()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self.active -= 1
-            self._adjust()
-            self._cond.notify_all()
+        self.active -= 1
+        self._adjust()
+        self._wake()
 
 
 def _retry_after_s(value: str | None) -> float:

@@ -65,3 +65,34 @@ def test_a_429_halves_it_and_it_does_not_grow_while_the_budget_is_lowered() -> N
 def test_the_ceiling_holds_even_when_it_is_below_the_start() -> None:
     gate = AdaptiveGate(GraphPacer(), ceiling=1)
     assert asyncio.run(_through(gate, 10)) == 1
+
+
+def test_waiters_go_in_arrival_order_and_a_cancelled_one_loses_no_slot() -> None:
+    async def scenario() -> tuple[list[str], int]:
+        gate = AdaptiveGate(GraphPacer(), ceiling=1, start=1)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with gate:
+                await release.wait()
+            # "c" was just handed the slot; cancelled before it runs, it must pass it on.
+            waiting["c"].cancel()
+
+        async def waiter(name: str) -> None:
+            async with gate:
+                order.append(name)
+
+        first = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        waiting = {n: asyncio.create_task(waiter(n)) for n in ("b", "c", "d", "e")}
+        await asyncio.sleep(0)
+        waiting["b"].cancel()  # gave up while waiting
+        release.set()
+        await first
+        await asyncio.gather(*waiting.values(), return_exceptions=True)
+        return order, gate.active
+
+    order, active = asyncio.run(scenario())
+    assert order == ["d", "e"]
+    assert active == 0
