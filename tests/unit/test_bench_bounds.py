@@ -34,3 +34,24 @@ def test_budget_bound_counts_the_write_windows_beyond_the_first() -> None:
     log = [_r("POST", f"/v1.0/users/u{i}/reprocessLicenseAssignment", 1) for i in range(5_701)]
     assert bounds(log)["write_bound_s"] == 300.0
     assert bounds(log)["budget_bound_s"] == 300.0
+
+
+def test_processing_state_polls_in_one_round_cost_their_slowest_query() -> None:
+    def poll(at: str, latency_ms: float) -> dict[str, Any]:
+        return {
+            **_r("GET", "/v1.0/groups", latency_ms),
+            "query": "$filter=id in ('a','b')",
+            "at": f"2026-12-03T10:00:{at}+00:00",
+        }
+
+    log = [
+        _r("GET", "/v1.0/subscribedSkus", 100),
+        # first round: three queries side by side; the second starts 1 s after the first ended
+        poll("00.000", 200),
+        poll("00.010", 300),
+        poll("00.020", 250),
+        poll("01.500", 150),
+    ]
+    b = bounds(log)
+    assert b["sequential_prefix_s"] == 0.1
+    assert b["critical_path_s"] == round(0.1 + 0.3 + 0.15, 2)
