@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlparse
@@ -87,10 +87,11 @@ GROUP_SELECT = [
 ]
 HIDDEN_MEMBERSHIP = "HiddenMembership"
 HIDDEN_MEMBERS_ROLE = "Member.Read.Hidden"
+# No displayName: nothing the engine decides or reports uses a member's name (the UPN names
+# people), and a million of them are ~30 MB of JSON read and held for nothing.
 MEMBER_SELECT = [
     "id",
     "userPrincipalName",
-    "displayName",
     "userType",
     "creationType",
     "externalUserState",
@@ -545,6 +546,8 @@ class GraphClient:
         self.stats = GraphStats()
         # One User object per user for the run: members of several groups are parsed and held once.
         self._users: dict[str, User] = {}
+        # Values most users share (userType, the sets of SKUs held, ...), held once (_user).
+        self._shared: dict[Any, Any] = {}
 
     def _remember(self, user: User) -> User:
         self._users[user.id] = user
@@ -582,15 +585,25 @@ class GraphClient:
     ) -> list[dict[str, Any]]:
         """Every item of a paged collection, or GraphReadError: never a partial list."""
         items: list[dict[str, Any]] = []
+        async for value in self._each_page(url, what, operation, advanced):
+            items.extend(value)
+        return items
+
+    async def _each_page(
+        self, url: str, what: str, operation: str, advanced: bool = False
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A paged collection's pages' items, page by page; GraphReadError on any failure, so a
+        caller that keeps what it made of them only once the last page came holds no partial
+        list."""
         while True:
             page = await self._json(self._get(url, advanced), what, operation)
             value = page.get("value")
             if not isinstance(value, list):
                 raise GraphReadError(what, None, None, "page has no 'value' list")
-            items.extend(value)
+            yield value
             next_link = page.get("@odata.nextLink")
             if not next_link:
-                return items
+                return
             if not isinstance(next_link, str) or not next_link.startswith(self._base + "/"):
                 # An absolute link elsewhere would send our token to another host.
                 raise GraphReadError(what, None, None, f"unexpected @odata.nextLink {next_link!r}")
@@ -714,9 +727,21 @@ class GraphClient:
                 f"app's token does not carry {HIDDEN_MEMBERS_ROLE}: grant it "
                 "(infra/graph-permissions.json) so the member list can be complete",
             )
-        items = await self._pages(url, what, "list_members")
         users: list[User] = []
         nested: list[str] = []
+        others = 0
+        # Page by page: a page's JSON is dropped once its members are made (a 20,000-member group
+        # never holds 20,000 dicts); the Membership exists only once the last page came.
+        async for page in self._each_page(url, what, "list_members"):
+            others += self._members_of(page, what, users, nested)
+        return Membership(
+            users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others
+        )
+
+    def _members_of(
+        self, items: list[dict[str, Any]], what: str, users: list[User], nested: list[str]
+    ) -> int:
+        """One page of members into `users` and `nested`; how many were neither."""
         others = 0
         for item in items:
             kind = item.get("@odata.type") if isinstance(item, dict) else None
@@ -731,7 +756,7 @@ class GraphClient:
                     )
                 try:
                     known = self._users.get(str(item.get("id", "")).lower())
-                    users.append(known or self._remember(_user(item)))
+                    users.append(known or self._remember(_user(item, self._shared)))
                 except (KeyError, TypeError, ValueError) as exc:
                     raise GraphReadError(what, None, None, f"malformed user: {exc!r}") from exc
             elif kind == "#microsoft.graph.group":
@@ -740,9 +765,7 @@ class GraphClient:
                 others += 1
             else:
                 raise GraphReadError(what, None, None, "a member without @odata.type")
-        return Membership(
-            users=tuple(users), nested_group_ids=tuple(nested), other_member_count=others
-        )
+        return others
 
     # List users (https://learn.microsoft.com/en-us/graph/api/user-list): User.Read.All. Filtering
     # on assignedLicenses/any(x:x/skuId eq …) is an advanced query: ConsistencyLevel: eventual and
@@ -942,7 +965,7 @@ def _external_issuer(identities: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _user(item: dict[str, Any]) -> User:
+def _user(item: dict[str, Any], shared: dict[Any, Any] | None = None) -> User:
     # Hot path (once per member). GUIDs are compared in lower case throughout.
     # Holding is decided from licenseAssignmentStates when present: the docs do not say whether a
     # SKU in Error also appears in assignedLicenses (docs/graph-facts.md), so that list is only
@@ -980,15 +1003,17 @@ def _user(item: dict[str, Any]) -> User:
     if not raw_states:
         held = {str(a["skuId"]).lower() for a in _list(item, "assignedLicenses")}
     identities = _list(item, "identities")
+    # `shared` (one per client): a million users hold a few dozen distinct values here; each
+    # is kept once rather than once per user.
+    one = (lambda v: v) if shared is None else (lambda v: shared.setdefault(v, v))
     return User(
         id=item["id"].lower(),
         upn=item["userPrincipalName"],
-        display_name=item.get("displayName") or "",
-        user_type=item.get("userType"),
-        creation_type=item.get("creationType"),
-        external_user_state=item.get("externalUserState"),
+        user_type=one(item.get("userType")),
+        creation_type=one(item.get("creationType")),
+        external_user_state=one(item.get("externalUserState")),
         account_enabled=item.get("accountEnabled"),
-        held_skus=frozenset(held),
+        held_skus=one(frozenset(one(s) for s in held)),
         license_states=tuple(states),
         external_issuer=_external_issuer(identities) if identities else None,
     )

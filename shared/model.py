@@ -63,7 +63,8 @@ class AssignedLicense:
 HOLDING_STATES = frozenset({"Active", "ActiveWithError"})
 
 
-@dataclass(frozen=True)
+# slots: a large tenant holds a million users and their states (no per-instance __dict__).
+@dataclass(frozen=True, slots=True)
 class LicenseState:
     sku_id: str
     assigned_by_group: str | None
@@ -75,11 +76,10 @@ class LicenseState:
     last_updated: str | None = None  # lastUpdatedDateTime as Graph gave it (the waiting list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User:
     id: str
     upn: str
-    display_name: str
     user_type: str | None
     creation_type: str | None
     external_user_state: str | None

@@ -69,7 +69,6 @@ def user(
     return User(
         id=uid or gid(),
         upn=upn or f"{name}@contoso.example",
-        display_name=name,
         user_type=user_type or ("Guest" if guest else "Member"),
         creation_type="Invitation" if guest else None,
         external_user_state="Accepted" if guest else None,

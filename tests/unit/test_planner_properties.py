@@ -50,7 +50,6 @@ def tenants(draw: st.DrawFn) -> World:
         User(
             f"u{i}",
             f"u{i}@contoso.example",
-            f"u{i}",
             "Guest" if guests[i] else "Member",
             "Invitation" if guests[i] else None,
             None,
