@@ -34,6 +34,7 @@ def test_budget_bound_counts_the_write_windows_beyond_the_first() -> None:
     log = [_r("POST", f"/v1.0/users/u{i}/reprocessLicenseAssignment", 1) for i in range(5_701)]
     assert bounds(log)["write_bound_s"] == 300.0
     assert bounds(log)["budget_bound_s"] == 300.0
+    assert bounds(log)["write_rate_bound_s"] == round(5_701 / 2_850 * 150, 2)
 
 
 def test_processing_state_polls_in_one_round_cost_their_slowest_query() -> None:
