@@ -87,6 +87,11 @@ _SUBSCRIPTION_SIM_KEYS = frozenset({"nextLifecycleInDays"})
 DERIVED_SUBSCRIPTION_DAYS = 365
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _PREPAID_KEYS = ("enabled", "warning", "suspended", "lockedOut")
+# User properties that `Tenant.user_value` derives rather than reads from props.
+_DERIVED_USER_VALUES = frozenset(
+    {"id", "assignedLicenses", "licenseAssignmentStates", "assignedPlans"}
+)
+_ABSENT = object()
 
 
 @dataclass
@@ -1395,6 +1400,24 @@ class Tenant:
                     }
                 )
         return plans
+
+    def user_values(self, user: User, names: Sequence[str]) -> dict[str, Any]:
+        """`{name: user_value(user, name) for name in names}`, with the user's props read once
+        (a generated user's are computed): the members pages' hot path."""
+        props = user.props
+        out: dict[str, Any] = {}
+        for name in names:
+            if name in _DERIVED_USER_VALUES:
+                out[name] = self.user_value(user, name)
+                continue
+            value = props.get(name, _ABSENT)
+            if value is _ABSENT:
+                out[name] = schema.empty_value(name)
+            elif isinstance(value, list | dict):
+                out[name] = copy.deepcopy(value)
+            else:
+                out[name] = value
+        return out
 
     def user_value(self, user: User, name: str) -> Any:
         """One property of a user as Graph returns it (derived licence fields included)."""
