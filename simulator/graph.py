@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +96,8 @@ _LIST_OPTIONS = {"$select", "$top", "$filter", "$count", "$search", "$orderby"}
 _USER_FULL_EXTRA = ("accountEnabled", "assignedLicenses", "assignedPlans", "usageLocation")
 _EXPAND_RE = re.compile(r"^members(?:\(\$select=([^)]*)\))?$", re.IGNORECASE)
 _EXPAND_LIMIT = 20
+# Rendered users kept for members pages (GraphApi._rendered); past this the cache starts over.
+_RENDERED_LIMIT = 150_000
 
 
 @dataclass
@@ -141,6 +143,11 @@ class GraphApi:
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self.outbox: list[dict[str, Any]] = []
+        # Users as members pages render them, by (user id, properties): (user, its version, the
+        # properties). A user is read once per group it is in; valid while it is the same
+        # object with the same version and the behaviour switches are unchanged.
+        self._rendered: dict[tuple[str, ...], dict[str, tuple[User, int, dict[str, Any]]]] = {}
+        self._rendered_under: tuple[Any, ...] = ()
 
     def match(self, method: str, path: str) -> tuple[Route, re.Match[str]]:
         allowed = False
@@ -200,13 +207,27 @@ class GraphApi:
         details = bool(req.roles & USER_DETAIL_ROLES)
         unames = _user_names(None if select is None else [n for n in select if n in _USER_NAMES])
         gsel = None if select is None else [n for n in select if n in _GROUP_NAMES]
+        under = astuple(self.tenant.behaviour)
+        if (
+            under != self._rendered_under
+            or sum(map(len, self._rendered.values())) >= _RENDERED_LIMIT
+        ):
+            self._rendered.clear()
+            self._rendered_under = under
+        cache = self._rendered.setdefault(tuple(unames), {})
 
         def render(object_id: str) -> dict[str, Any]:
             user = users.get(object_id)
             if user is not None:
                 if not details:
                     return {"@odata.type": USER_TYPE, "id": user.id}
-                return {"@odata.type": USER_TYPE, "id": user.id, **user_values(user, unames)}
+                hit = cache.get(object_id)
+                if hit is not None and hit[0] is user and hit[1] == user.version:
+                    values = hit[2]
+                else:
+                    values = user_values(user, unames)
+                    cache[object_id] = (user, user.version, values)
+                return {"@odata.type": USER_TYPE, "id": user.id, **values}
             return {"@odata.type": GROUP_TYPE, **self.render_group(groups[object_id], gsel)}
 
         return render

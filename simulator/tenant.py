@@ -168,7 +168,7 @@ class Sku:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)  # replaced, never changed: User.version sees every change
 class LicenseState:
     sku_id: str
     assigned_by_group: str | None
@@ -207,9 +207,12 @@ _NO_DIRECT: dict[str, list[str]] = {}  # shared by users without direct licences
 
 
 class User:
-    """A user. `props` are plain data; generated users compute them on demand (read-only)."""
+    """A user. `props` are plain data; generated users compute them on demand (read-only).
 
-    __slots__ = ("_index", "_props", "_source", "direct", "id", "states")
+    `version` counts replacements of `states`, the only part of a user that changes after it is
+    loaded: the members pages' cache of rendered users (simulator.graph) checks it."""
+
+    __slots__ = ("_index", "_props", "_source", "_states", "direct", "id", "version")
 
     def __init__(
         self,
@@ -226,7 +229,17 @@ class User:
         self._source = source
         self._index = index
         self.direct: dict[str, list[str]] = _NO_DIRECT if direct is None else direct
-        self.states: Sequence[LicenseState] = states
+        self.version = 0
+        self._states: Sequence[LicenseState] = states
+
+    @property
+    def states(self) -> Sequence[LicenseState]:
+        return self._states
+
+    @states.setter
+    def states(self, states: Sequence[LicenseState]) -> None:
+        self._states = states
+        self.version += 1
 
     @property
     def props(self) -> dict[str, Any]:
