@@ -97,7 +97,7 @@ _USER_FULL_EXTRA = ("accountEnabled", "assignedLicenses", "assignedPlans", "usag
 _EXPAND_RE = re.compile(r"^members(?:\(\$select=([^)]*)\))?$", re.IGNORECASE)
 _EXPAND_LIMIT = 20
 # Rendered users kept for members pages (GraphApi._rendered); past this the cache starts over.
-_RENDERED_LIMIT = 150_000
+_RENDERED_LIMIT = 100_000
 
 
 @dataclass
