@@ -143,9 +143,9 @@ class GraphApi:
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self.outbox: list[dict[str, Any]] = []
-        # Users as members pages render them, by (user id, properties): (user, its version, the
-        # properties). A user is read once per group it is in; valid while it is the same
-        # object with the same version and the behaviour switches are unchanged.
+        # Users as members pages render them, by properties and user id: (user, its version,
+        # its entry). A user is read once per group it is in; an entry is valid while it is the
+        # same object with the same version and the behaviour switches are unchanged.
         self._rendered: dict[tuple[str, ...], dict[str, tuple[User, int, dict[str, Any]]]] = {}
         self._rendered_under: tuple[Any, ...] = ()
 
@@ -223,11 +223,10 @@ class GraphApi:
                     return {"@odata.type": USER_TYPE, "id": user.id}
                 hit = cache.get(object_id)
                 if hit is not None and hit[0] is user and hit[1] == user.version:
-                    values = hit[2]
-                else:
-                    values = user_values(user, unames)
-                    cache[object_id] = (user, user.version, values)
-                return {"@odata.type": USER_TYPE, "id": user.id, **values}
+                    return hit[2].copy()
+                entry = {"@odata.type": USER_TYPE, "id": user.id, **user_values(user, unames)}
+                cache[object_id] = (user, user.version, entry)
+                return entry.copy()
             return {"@odata.type": GROUP_TYPE, **self.render_group(groups[object_id], gsel)}
 
         return render
