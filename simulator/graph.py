@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,6 +86,9 @@ _MEMBER_SELECT = list(
 )
 _USER_SELECT = list(schema.USER_DEFAULT + schema.USER_SELECT_ONLY)
 _GROUP_SELECT = list(schema.GROUP_DEFAULT + schema.GROUP_SELECT_ONLY)
+_USER_NAMES = frozenset(_USER_SELECT)
+_GROUP_NAMES = frozenset(_GROUP_SELECT)
+_USER_DEFAULT_NAMES = [n for n in schema.USER_DEFAULT if n not in schema.NEVER_RETURNED]
 _USER_SEARCH = ("displayName", "mail", "userPrincipalName", "givenName", "surname")
 _GROUP_SEARCH = ("displayName", "description")
 _LIST_OPTIONS = {"$select", "$top", "$filter", "$count", "$search", "$orderby"}
@@ -93,6 +96,8 @@ _LIST_OPTIONS = {"$select", "$top", "$filter", "$count", "$search", "$orderby"}
 _USER_FULL_EXTRA = ("accountEnabled", "assignedLicenses", "assignedPlans", "usageLocation")
 _EXPAND_RE = re.compile(r"^members(?:\(\$select=([^)]*)\))?$", re.IGNORECASE)
 _EXPAND_LIMIT = 20
+# Rendered users kept for members pages (GraphApi._rendered); past this the cache starts over.
+_RENDERED_LIMIT = 100_000
 
 
 @dataclass
@@ -138,6 +143,11 @@ class GraphApi:
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self.outbox: list[dict[str, Any]] = []
+        # Users as members pages render them, by properties and user id: (user, its version,
+        # its entry). A user is read once per group it is in; an entry is valid while it is the
+        # same object with the same version and the behaviour switches are unchanged.
+        self._rendered: dict[tuple[str, ...], dict[str, tuple[User, int, dict[str, Any]]]] = {}
+        self._rendered_under: tuple[Any, ...] = ()
 
     def match(self, method: str, path: str) -> tuple[Route, re.Match[str]]:
         allowed = False
@@ -164,8 +174,7 @@ class GraphApi:
         return f"{req.graph_root}/$metadata#{entity_set}{sel}"
 
     def render_user(self, user: User, select: list[str] | None) -> dict[str, Any]:
-        names = select if select is not None else list(schema.USER_DEFAULT)
-        return {n: self.tenant.user_value(user, n) for n in names if n not in schema.NEVER_RETURNED}
+        return self.tenant.user_values(user, _user_names(select))
 
     def render_user_full(self, user: User) -> dict[str, Any]:
         names = list(schema.USER_DEFAULT) + [
@@ -186,15 +195,41 @@ class GraphApi:
     def render_member(
         self, req: Request, object_id: str, select: list[str] | None
     ) -> dict[str, Any]:
-        user = self.tenant.users.get(object_id)
-        if user is not None:
-            if not req.roles & USER_DETAIL_ROLES:
-                return {"@odata.type": USER_TYPE, "id": user.id}
-            sel = None if select is None else [n for n in select if n in _USER_SELECT]
-            return {"@odata.type": USER_TYPE, "id": user.id, **self.render_user(user, sel)}
-        group = self.tenant.groups[object_id]
-        gsel = None if select is None else [n for n in select if n in _GROUP_SELECT]
-        return {"@odata.type": GROUP_TYPE, **self.render_group(group, gsel)}
+        return self.member_renderer(req, select)(object_id)
+
+    def member_renderer(
+        self, req: Request, select: list[str] | None
+    ) -> Callable[[str], dict[str, Any]]:
+        """`render_member` for one request's members: the caller's roles and the select list
+        are looked at once per page, not once per member."""
+        users, groups = self.tenant.users, self.tenant.groups
+        user_values = self.tenant.user_values
+        details = bool(req.roles & USER_DETAIL_ROLES)
+        unames = _user_names(None if select is None else [n for n in select if n in _USER_NAMES])
+        gsel = None if select is None else [n for n in select if n in _GROUP_NAMES]
+        under = astuple(self.tenant.behaviour)
+        if (
+            under != self._rendered_under
+            or sum(map(len, self._rendered.values())) >= _RENDERED_LIMIT
+        ):
+            self._rendered.clear()
+            self._rendered_under = under
+        cache = self._rendered.setdefault(tuple(unames), {})
+
+        def render(object_id: str) -> dict[str, Any]:
+            user = users.get(object_id)
+            if user is not None:
+                if not details:
+                    return {"@odata.type": USER_TYPE, "id": user.id}
+                hit = cache.get(object_id)
+                if hit is not None and hit[0] is user and hit[1] == user.version:
+                    return hit[2].copy()
+                entry = {"@odata.type": USER_TYPE, "id": user.id, **user_values(user, unames)}
+                cache[object_id] = (user, user.version, entry)
+                return entry.copy()
+            return {"@odata.type": GROUP_TYPE, **self.render_group(groups[object_id], gsel)}
+
+        return render
 
     def _getter(self, object_id: str) -> odata.Getter:
         user = self.tenant.users.get(object_id)
@@ -356,7 +391,8 @@ class GraphApi:
             # $expand on directory objects returns at most 20 items and no nextLink.
             sel = expand or None
             visible = self._visible_members(req, group, group.members[:_EXPAND_LIMIT], expand=True)
-            body["members"] = [self.render_member(req, i, sel) for i in visible]
+            render = self.member_renderer(req, sel)
+            body["members"] = [render(i) for i in visible]
         return body
 
     def list_groups(self, req: Request, m: re.Match[str]) -> Response:
@@ -424,7 +460,7 @@ class GraphApi:
             req,
             q,
             ids,
-            lambda i: self.render_member(req, i, q.select),
+            self.member_renderer(req, q.select),
             self._context(req, entity_set, q.select),
             _GROUP_SEARCH,
         )
@@ -464,7 +500,7 @@ class GraphApi:
             req,
             q,
             ids,
-            lambda i: self.render_member(req, i, q.select),
+            self.member_renderer(req, q.select),
             self._context(req, "directoryObjects", q.select),
             (),
         )
@@ -584,6 +620,13 @@ class GraphApi:
             }
         )
         return Response(202)
+
+
+def _user_names(select: list[str] | None) -> list[str]:
+    """The user properties an answer carries: the selected ones, else the default set."""
+    if select is None:
+        return _USER_DEFAULT_NAMES
+    return [n for n in select if n not in schema.NEVER_RETURNED]
 
 
 def _project(obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:

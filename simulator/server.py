@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from shared.common import is_loopback_host as is_loopback
 from simulator.errors import GraphError, bad_request
 from simulator.graph import PERMISSIONS, GraphApi, Request, Response
@@ -1045,6 +1047,15 @@ def _too_many(wait_s: float, scope: str, information: str) -> GraphError:
     )
 
 
+def _encode(body: Any) -> bytes:
+    """An answer's JSON: orjson (a members page of 999 users costs the stdlib ~1 ms); the
+    stdlib for what orjson refuses (non-string keys, integers past 64 bits, lone surrogates)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
 def _json_body(body: bytes) -> Any:
     if not body or not body.strip():
         return None
@@ -1187,7 +1198,7 @@ def _make_handler(sim: SimServer) -> type[BaseHTTPRequestHandler]:
             elif isinstance(response.body, str):
                 payload, ctype = response.body.encode(), "text/plain"
             else:
-                payload = json.dumps(response.body).encode()
+                payload = _encode(response.body)
                 ctype = "application/json"
             self.send_response(response.status)
             for name, value in response.headers.items():

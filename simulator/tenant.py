@@ -87,6 +87,11 @@ _SUBSCRIPTION_SIM_KEYS = frozenset({"nextLifecycleInDays"})
 DERIVED_SUBSCRIPTION_DAYS = 365
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _PREPAID_KEYS = ("enabled", "warning", "suspended", "lockedOut")
+# User properties that `Tenant.user_value` derives rather than reads from props.
+_DERIVED_USER_VALUES = frozenset(
+    {"id", "assignedLicenses", "licenseAssignmentStates", "assignedPlans"}
+)
+_ABSENT = object()
 
 
 @dataclass
@@ -163,7 +168,7 @@ class Sku:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)  # replaced, never changed: User.version sees every change
 class LicenseState:
     sku_id: str
     assigned_by_group: str | None
@@ -202,9 +207,12 @@ _NO_DIRECT: dict[str, list[str]] = {}  # shared by users without direct licences
 
 
 class User:
-    """A user. `props` are plain data; generated users compute them on demand (read-only)."""
+    """A user. `props` are plain data; generated users compute them on demand (read-only).
 
-    __slots__ = ("_index", "_props", "_source", "direct", "id", "states")
+    `version` counts replacements of `states`, the only part of a user that changes after it is
+    loaded: the members pages' cache of rendered users (simulator.graph) checks it."""
+
+    __slots__ = ("_index", "_props", "_source", "_states", "direct", "id", "version")
 
     def __init__(
         self,
@@ -221,7 +229,17 @@ class User:
         self._source = source
         self._index = index
         self.direct: dict[str, list[str]] = _NO_DIRECT if direct is None else direct
-        self.states: Sequence[LicenseState] = states
+        self.version = 0
+        self._states: Sequence[LicenseState] = states
+
+    @property
+    def states(self) -> Sequence[LicenseState]:
+        return self._states
+
+    @states.setter
+    def states(self, states: Sequence[LicenseState]) -> None:
+        self._states = states
+        self.version += 1
 
     @property
     def props(self) -> dict[str, Any]:
@@ -1395,6 +1413,24 @@ class Tenant:
                     }
                 )
         return plans
+
+    def user_values(self, user: User, names: Sequence[str]) -> dict[str, Any]:
+        """`{name: user_value(user, name) for name in names}`, with the user's props read once
+        (a generated user's are computed): the members pages' hot path."""
+        props = user.props
+        out: dict[str, Any] = {}
+        for name in names:
+            if name in _DERIVED_USER_VALUES:
+                out[name] = self.user_value(user, name)
+                continue
+            value = props.get(name, _ABSENT)
+            if value is _ABSENT:
+                out[name] = schema.empty_value(name)
+            elif isinstance(value, list | dict):
+                out[name] = copy.deepcopy(value)
+            else:
+                out[name] = value
+        return out
 
     def user_value(self, user: User, name: str) -> Any:
         """One property of a user as Graph returns it (derived licence fields included)."""
