@@ -142,7 +142,8 @@ class RemovalPlan:
     # Users who hold a profile SKU only directly, in no tagged group (opt-in tenant-wide read):
     # part number -> (count, first UPNs); None when not read.
     outside: dict[str, tuple[int, list[str]]] | None = None
-    # For the first-seen-disabled rows: accounts read enabled in a tagged group this run
+    # For the first-seen-disabled rows: those of their accounts read enabled in a tagged group
+    # this run (only those: a large tenant's every enabled id would be tens of MB)
     seen_enabled: frozenset[str] = frozenset()
 
     def count(self, kind: RemovalKind) -> int:
@@ -337,7 +338,9 @@ def plan_removals(
             continue  # never reported as fine, never removed from: not read
         out.direct.extend(_direct_holdings(snapshot, policy, group, membership.users))
         out.disabled.extend(_disabled_members(snapshot, group, membership.users, first_seen, now))
-        enabled.update(u.id for u in membership.users if u.account_enabled is not False)
+        enabled.update(
+            u.id for u in membership.users if u.account_enabled is not False and u.id in first_seen
+        )
     out.losses = sudden_losses(
         snapshot, baseline, pol.sudden_loss.percent, pol.sudden_loss.min_users
     )

@@ -315,3 +315,22 @@ def test_seats_reclaimed_from_disabled_accounts_go_to_the_first_waiting_group_ne
     assert {lic["skuId"] for lic in group["assignedLicenses"]} == {E5, EMS}
     assert consumed(world, E5) == 3 and waiting_group == group["id"]
     assert second["waiting"]["people"] == 0  # served: nobody waits any more
+
+
+def test_a_run_of_some_groups_forgets_the_accounts_it_read_enabled_and_keeps_the_others(
+    world_factory: Any,
+):
+    t = TenantBuilder(e5=20, ems=20, pbi=5)
+    back, unseen = t.user("back"), t.user("unseen")
+    staff = t.group("LIC-Staff", "e5-full", [back, t.user("active")], CARRY)
+    t.group("LIC-Other", "e5-full", [unseen], CARRY)
+    world = world_factory(t.build(), POLICY)
+    world.store.ensure_tables()
+    # Both were first seen disabled 10 days ago; "back" has been enabled again since.
+    ten_days_ago = datetime.now(UTC) - timedelta(days=10)
+    world.store.note_disabled({back: (ten_days_ago, "back"), unseen: (ten_days_ago, "unseen")})
+
+    report = asyncio.run(execute_run(world.settings, "plan", "test", group_ids=[staff]))
+    assert report.status == "succeeded" and report.limited_to
+    # Read enabled: its row goes. Not read by this run: its row stays, whatever it is now.
+    assert set(world.store.disabled_first_seen()) == {unseen}
