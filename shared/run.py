@@ -745,11 +745,8 @@ async def record_waiting(
     now = datetime.now(UTC)
     try:
         seen = await asyncio.to_thread(store.waiting_since)
-        dated, keep = waiting_mod.with_since(listed, seen, now)
-        items = [waiting_mod.entry_json(w) for w in dated.entries]
-        summary = waiting_mod.summary_json(dated, now, items)
-        for i, entry in enumerate(items):  # in place: the list is not held twice
-            items[i] = waiting_mod.to_row(entry)
+        stored = waiting_mod.stored_list(listed, seen, now)
+        summary = stored.summary
         head = {
             "RunId": report.run_id,
             "Mode": report.mode,
@@ -757,9 +754,9 @@ async def record_waiting(
             "GeneratedAt": now.isoformat(),
             "SummaryJson": as_json(summary),
         }
-        await asyncio.to_thread(store.replace_waiting_since, keep)
+        await asyncio.to_thread(store.replace_waiting_since, stored.keep)
         await asyncio.to_thread(
-            store.put_waiting_list, report.run_id, head, items, not report.limited_to
+            store.put_waiting_list, report.run_id, head, stored.rows, not report.limited_to
         )
     except Exception as exc:  # the enforcement stands; the list is recorded next run
         log.warning("run %s: the waiting list could not be recorded: %s", report.run_id, exc)
