@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import secrets
 import time
@@ -561,6 +562,7 @@ async def execute_run(
                 tracer_provider=tracer_provider,
             )
         finally:
+            gc.unfreeze()  # the snapshot is collectable again (frozen in _execute_leased)
             await guard.stop()
 
 
@@ -652,6 +654,10 @@ async def _execute_leased(
                 snapshot = await collect(
                     graph, policy, skus, settings.max_concurrency, wanted, sizes
                 )
+                # The snapshot (every member of every group) lives until the run ends: frozen,
+                # the collections planning and recording set off do not walk it each time.
+                # Unfrozen when the run ends (execute_run).
+                gc.freeze()
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
                 await _plan_removals(report, snapshot, resolved, store)
@@ -820,7 +826,7 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
 
 
 def _run_entity(report: RunReport) -> dict[str, Any]:
-    s = report.summary()
+    plan = report.plan  # the summary's fields the run row holds, not the whole summary
     return {
         **run_to_entity(
             {
@@ -831,15 +837,15 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
                 "trigger": report.trigger,
                 "requestedBy": report.requested_by,
                 "status": report.status,
-                "startedAt": s["startedAt"],
-                "finishedAt": s["finishedAt"],
+                "startedAt": report.started_at.isoformat(),
+                "finishedAt": report.finished_at.isoformat() if report.finished_at else None,
                 "policyFile": report.policy_file,
                 "policyDigest": report.policy_digest,
                 "error": report.error,
                 "refusedReason": report.refused_reason,
-                "counts": s["counts"],
-                "groupsChanged": s["groupsChanged"],
-                "usersAffected": s["usersAffected"],
+                "counts": plan.counts() if plan else {},
+                "groupsChanged": plan.groups_changed if plan else 0,
+                "usersAffected": plan.users_affected if plan else 0,
                 "graphRequests": report.graph_requests,
                 "graphWrites": report.graph_writes,
                 "alerts": report.alerts,
