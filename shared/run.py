@@ -43,10 +43,12 @@ from shared.store import (
     from_properties,
     iso,
     new_run_id,
+    pack_json,
     parse_time,
     run_from_entity,
     run_to_entity,
     to_properties,
+    unpack_json,
 )
 from shared.subscriptions import Subscription
 from shared.subscriptions import from_row as subscription_from_row
@@ -871,7 +873,11 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
     for row in store.get_group_results(run_id):
         item = from_properties(row)
         if row.get("Kind") == REMOVALS_KIND:
-            removals = _removals_read_back(item, store.get_removals(run_id))
+            # Packed; earlier versions wrote ReportJson, cut when too long (then unreadable)
+            report = unpack_json(row) if "Parts" in row else item.get("report")
+            removals = _removals_read_back(
+                report if isinstance(report, dict) else {}, store.get_removals(run_id)
+            )
             continue
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
@@ -955,6 +961,10 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
     ]
     await asyncio.to_thread(store.put_removals, report.run_id, rows)
     reports = {k: v for k, v in summary.items() if k != "removals"}
+    try:  # packed: a large tenant's reports run to hundreds of thousands of characters
+        stored = pack_json(reports)
+    except ValueError:  # too large even packed: cut to one property, as before
+        stored = to_properties({"report": reports})
     await asyncio.to_thread(
         store.put_group_results,
         report.run_id,
@@ -962,7 +972,7 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
             {
                 "RowKey": "removals-report",
                 "Kind": REMOVALS_KIND,
-                **to_properties({"report": reports}),
+                **stored,
             }
         ],
     )
@@ -985,8 +995,8 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
     await asyncio.to_thread(store.note_disabled, new, forget)
 
 
-def _removals_read_back(item: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out = dict(item.get("report") or {})
+def _removals_read_back(report: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(report)
     # "Kind" is a reserved column name for from_properties (group/sku rows): carried over by hand.
     out["removals"] = sorted(
         ({**from_properties(r), "kind": r.get("Kind")} for r in rows),

@@ -1031,6 +1031,17 @@ def _pack(value: Any) -> dict[str, Any]:
     return {"Parts": len(parts), **{f"Data{i:02d}": p for i, p in enumerate(parts)}}
 
 
+def pack_json(value: Any) -> dict[str, Any]:
+    """A value too long for one string property as packed properties (Parts, Data00, ...);
+    ValueError if even packed it exceeds an entity."""
+    return _pack(value)
+
+
+def unpack_json(entity: Mapping[str, Any]) -> Any:
+    """pack_json reversed."""
+    return _unpack(entity)
+
+
 def _unpack(entity: Mapping[str, Any]) -> Any:
     count = int(entity["Parts"])
     pieces = [entity.get(f"Data{i:02d}") for i in range(count)]

@@ -4,12 +4,14 @@ accounts, sudden losses. msgraph-sdk over HTTP to the simulator, records in Azur
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.report import render_run
 from shared.run import execute_run, read_run
 from shared.settings import Mode
+from shared.store import to_properties
 from tests.integration.conftest import World
 from tests.integration.tenants import E5, EMS, PBI, POLICY, YAMMER, TenantBuilder
 
@@ -315,3 +317,29 @@ def test_seats_reclaimed_from_disabled_accounts_go_to_the_first_waiting_group_ne
     assert {lic["skuId"] for lic in group["assignedLicenses"]} == {E5, EMS}
     assert consumed(world, E5) == 3 and waiting_group == group["id"]
     assert second["waiting"]["people"] == 0  # served: nobody waits any more
+
+
+def test_a_run_whose_removal_reports_outgrow_a_table_property_reads_back_whole(
+    world_factory: Any,
+):
+    """The M tenant's disabled members (500 groups, 20 listed each) made reports of ~200,000
+    characters: cut to fit one Table property, the run no longer read back (its page failed)."""
+    t = TenantBuilder(e5=400, ems=400, pbi=5)
+    for g in range(15):
+        members = t.users_named(f"a-disabled-member-with-a-long-name-{g:02d}-", 20)
+        for x in t.users:
+            if x["id"] in members:
+                x["accountEnabled"] = False
+        t.group(f"LIC-Staff-{g:02d}", "e5-full", members, CARRY)
+    world = world_factory(t.build(), POLICY)
+    summary = run(world)
+    reports = {k: v for k, v in summary["removals"].items() if k != "removals"}
+    assert len(json.dumps(reports)) > 40_000
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None
+    assert {k: v for k, v in recorded["removals"].items() if k != "removals"} == reports
+    # A run recorded by an earlier version kept its reports cut short: it reads back without them.
+    cut = {"RowKey": "removals-report", "Kind": "removals", **to_properties({"report": reports})}
+    world.store.put_group_results(summary["runId"], [cut])
+    older = read_run(world.store, summary["runId"])
+    assert older is not None and older["removals"] == {"removals": recorded["removals"]["removals"]}
