@@ -3,7 +3,8 @@ group's place in the order the planner serves groups (docs/architecture.md "The 
 
 `waiting_list` is pure (snapshot + plan + resolved policy -> WaitingList). `with_since` applies
 the since-dates kept in Table Storage (first run that saw someone waiting) to it, also pure; the
-run reads and writes those rows (shared/run.py `record_waiting`, shared/store.py).
+run reads and writes those rows (shared/run.py `record_waiting`, shared/store.py). A run records
+the dated list with `stored_list`: the same rows and counts in one pass.
 
 Who waits:
 - a member of a tagged group whose assignment of a SKU by that group is in `CountViolation`,
