@@ -43,10 +43,12 @@ from shared.store import (
     from_properties,
     iso,
     new_run_id,
+    pack_json,
     parse_time,
     run_from_entity,
     run_to_entity,
     to_properties,
+    unpack_json,
 )
 from shared.subscriptions import Subscription
 from shared.subscriptions import from_row as subscription_from_row
@@ -592,6 +594,7 @@ async def execute_run(
                 tracer_provider=tracer_provider,
             )
         finally:
+            gc.unfreeze()  # the snapshot is collectable again (frozen in _execute_leased)
             await guard.stop()
 
 
@@ -683,6 +686,10 @@ async def _execute_leased(
                 snapshot = await collect(
                     graph, policy, skus, settings.max_concurrency, wanted, sizes
                 )
+                # The snapshot (every member of every group) lives until the run ends: frozen,
+                # the collections planning and recording set off do not walk it each time.
+                # Unfrozen when the run ends (execute_run).
+                gc.freeze()
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
                 await _plan_removals(report, snapshot, resolved, store)
@@ -776,11 +783,8 @@ async def record_waiting(
     now = datetime.now(UTC)
     try:
         seen = await asyncio.to_thread(store.waiting_since)
-        dated, keep = waiting_mod.with_since(listed, seen, now)
-        items = [waiting_mod.entry_json(w) for w in dated.entries]
-        summary = waiting_mod.summary_json(dated, now, items)
-        for i, entry in enumerate(items):  # in place: the list is not held twice
-            items[i] = waiting_mod.to_row(entry)
+        stored = waiting_mod.stored_list(listed, seen, now)
+        summary = stored.summary
         head = {
             "RunId": report.run_id,
             "Mode": report.mode,
@@ -788,9 +792,9 @@ async def record_waiting(
             "GeneratedAt": now.isoformat(),
             "SummaryJson": as_json(summary),
         }
-        await asyncio.to_thread(store.replace_waiting_since, keep)
+        await asyncio.to_thread(store.replace_waiting_since, stored.keep)
         await asyncio.to_thread(
-            store.put_waiting_list, report.run_id, head, items, not report.limited_to
+            store.put_waiting_list, report.run_id, head, stored.rows, not report.limited_to
         )
     except Exception as exc:  # the enforcement stands; the list is recorded next run
         log.warning("run %s: the waiting list could not be recorded: %s", report.run_id, exc)
@@ -854,7 +858,7 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
 
 
 def _run_entity(report: RunReport) -> dict[str, Any]:
-    s = report.summary()
+    plan = report.plan  # the summary's fields the run row holds, not the whole summary
     return {
         **run_to_entity(
             {
@@ -865,15 +869,15 @@ def _run_entity(report: RunReport) -> dict[str, Any]:
                 "trigger": report.trigger,
                 "requestedBy": report.requested_by,
                 "status": report.status,
-                "startedAt": s["startedAt"],
-                "finishedAt": s["finishedAt"],
+                "startedAt": report.started_at.isoformat(),
+                "finishedAt": report.finished_at.isoformat() if report.finished_at else None,
                 "policyFile": report.policy_file,
                 "policyDigest": report.policy_digest,
                 "error": report.error,
                 "refusedReason": report.refused_reason,
-                "counts": s["counts"],
-                "groupsChanged": s["groupsChanged"],
-                "usersAffected": s["usersAffected"],
+                "counts": plan.counts() if plan else {},
+                "groupsChanged": plan.groups_changed if plan else 0,
+                "usersAffected": plan.users_affected if plan else 0,
                 "graphRequests": report.graph_requests,
                 "graphWrites": report.graph_writes,
                 "alerts": report.alerts,
@@ -899,7 +903,11 @@ def read_run(store: TableStore, run_id: str) -> dict[str, Any] | None:
     for row in store.get_group_results(run_id):
         item = from_properties(row)
         if row.get("Kind") == REMOVALS_KIND:
-            removals = _removals_read_back(item, store.get_removals(run_id))
+            # Packed; earlier versions wrote ReportJson, cut when too long (then unreadable)
+            report = unpack_json(row) if "Parts" in row else item.get("report")
+            removals = _removals_read_back(
+                report if isinstance(report, dict) else {}, store.get_removals(run_id)
+            )
             continue
         (groups if row.get("Kind") == "group" else skus).append(item)
     groups.sort(key=lambda g: (str(g.get("displayName", "")).lower(), g.get("groupId", "")))
@@ -983,6 +991,10 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
     ]
     await asyncio.to_thread(store.put_removals, report.run_id, rows)
     reports = {k: v for k, v in summary.items() if k != "removals"}
+    try:  # packed: a large tenant's reports run to hundreds of thousands of characters
+        stored = pack_json(reports)
+    except ValueError:  # too large even packed: cut to one property, as before
+        stored = to_properties({"report": reports})
     await asyncio.to_thread(
         store.put_group_results,
         report.run_id,
@@ -990,7 +1002,7 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
             {
                 "RowKey": "removals-report",
                 "Kind": REMOVALS_KIND,
-                **to_properties({"report": reports}),
+                **stored,
             }
         ],
     )
@@ -1013,8 +1025,8 @@ async def _record_removals(store: TableStore, report: RunReport) -> None:
     await asyncio.to_thread(store.note_disabled, new, forget)
 
 
-def _removals_read_back(item: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out = dict(item.get("report") or {})
+def _removals_read_back(report: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(report)
     # "Kind" is a reserved column name for from_properties (group/sku rows): carried over by hand.
     out["removals"] = sorted(
         ({**from_properties(r), "kind": r.get("Kind")} for r in rows),

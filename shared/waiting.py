@@ -3,7 +3,8 @@ group's place in the order the planner serves groups (docs/architecture.md "The 
 
 `waiting_list` is pure (snapshot + plan + resolved policy -> WaitingList). `with_since` applies
 the since-dates kept in Table Storage (first run that saw someone waiting) to it, also pure; the
-run reads and writes those rows (shared/run.py `record_waiting`, shared/store.py).
+run reads and writes those rows (shared/run.py `record_waiting`, shared/store.py). A run records
+the dated list with `stored_list`: the same rows and counts in one pass.
 
 Who waits:
 - a member of a tagged group whose assignment of a SKU by that group is in `CountViolation`,
@@ -17,6 +18,7 @@ so the list is not complete (never an empty group).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -125,7 +127,28 @@ def waiting_list(
             return SEAT_PLANNED
         return SEAT_GIVEN if by in applied_group_ids else SEAT_NONE
 
-    entries: dict[str, Waiter] = {}
+    stamps_read: dict[str, datetime | None] = {}  # many states share a lastUpdatedDateTime
+
+    def when(value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        if value not in stamps_read:
+            stamps_read[value] = _when(value)
+        return stamps_read[value]
+
+    # What a member waits for, as (sku, reason) pairs -> their sorted SKUs and the reason: most
+    # members of a group wait for the same SKUs.
+    waiting_for: dict[tuple[tuple[str, str], ...], tuple[tuple[WaitingSku, ...], str]] = {}
+
+    def skus_and_reason(waits: dict[str, str]) -> tuple[tuple[WaitingSku, ...], str]:
+        found = waiting_for.get(pairs := tuple(waits.items()))
+        if found is None:
+            ordered = tuple(waiting_sku(s) for s in sorted(waits, key=lambda s: part.get(s, s)))
+            reason = "CountViolation" if "CountViolation" in waits.values() else "blocked-seats"
+            found = waiting_for[pairs] = (ordered, reason)
+        return found
+
+    entries: dict[str, tuple[tuple[Any, ...], Waiter]] = {}  # key -> (order_key, waiter)
     unread: list[tuple[str, str]] = []
     read: set[str] = set()
     for group in snapshot.groups:
@@ -139,20 +162,23 @@ def waiting_list(
         read.add(group.id)
         profile = policy.profiles.get(group.profile)
         blocked = gp.decision is Decision.BLOCKED_SEATS and profile is not None
-        for user in membership.users:
-            errors = user.errors_from_group(group.id) if user.license_states else {}
+        gid, name, decision = group.id, group.display_name, gp.decision.value
+        at = place.get(gid)
+        group_order = (at is None, at or 0, name.lower())  # order_key's group part
+        for user in membership.users:  # every member of every group: kept lean
             waits: dict[str, str] = {}  # sku -> reason
             stamps = []
             for st in user.license_states:
                 if (
-                    st.assigned_by_group == group.id
+                    st.assigned_by_group == gid
                     and st.error in SEAT_ERRORS
                     and st.sku_id not in user.held_skus
                 ):
                     waits[st.sku_id] = "CountViolation"
-                    if (stamp := _when(st.last_updated)) is not None:
+                    if (stamp := when(st.last_updated)) is not None:
                         stamps.append(stamp)
             if blocked and profile is not None:
+                errors = user.errors_from_group(gid) if user.license_states else {}
                 for rs in profile.skus:
                     if rs.sku_id in user.held_skus or rs.sku_id in waits:
                         continue
@@ -162,21 +188,22 @@ def waiting_list(
                     waits[rs.sku_id] = "blocked-seats"
             if not waits:
                 continue
-            reason = "CountViolation" if "CountViolation" in waits.values() else "blocked-seats"
+            wanted, reason = skus_and_reason(waits)
             w = Waiter(
                 user_id=user.id,
                 upn=user.upn,
-                group_id=group.id,
-                group_name=group.display_name,
-                skus=tuple(waiting_sku(sid) for sid in sorted(waits, key=lambda s: part.get(s, s))),
+                group_id=gid,
+                group_name=name,
+                skus=wanted,
                 reason=reason,
-                decision=gp.decision.value,
-                place=place.get(group.id),
-                seat=seat(user.id, group.id),
+                decision=decision,
+                place=at,
+                seat=seat(user.id, gid),
                 graph_since=min(stamps) if stamps else None,
             )
-            entries[w.key] = w
-    ordered = sorted(entries.values(), key=order_key)
+            key = w.key
+            entries[key] = ((*group_order, user.upn.lower(), key), w)
+    ordered = [w for _, w in sorted(entries.values(), key=lambda e: e[0])]
     return WaitingList(tuple(ordered), tuple(unread), tuple(limited_to), frozenset(read))
 
 
@@ -199,12 +226,23 @@ def with_since(
     out = []
     keep: dict[str, datetime] = {}
     for w in wl.entries:
-        seen = first_seen.get(w.key)
-        candidates = [t for t in (seen, w.graph_since) if t is not None]
-        since = min(candidates) if candidates else now
-        source = "graph" if w.graph_since is not None and since == w.graph_since else "first-seen"
+        since, source = _since(w, first_seen.get(w.key), now)
         out.append(replace(w, since=since, since_source=source))
         keep[w.key] = since
+    _keep_unread(wl, first_seen, keep)
+    return replace(wl, entries=tuple(out)), keep
+
+
+def _since(w: Waiter, seen: datetime | None, now: datetime) -> tuple[datetime, str]:
+    candidates = [t for t in (seen, w.graph_since) if t is not None]
+    since = min(candidates) if candidates else now
+    source = "graph" if w.graph_since is not None and since == w.graph_since else "first-seen"
+    return since, source
+
+
+def _keep_unread(
+    wl: WaitingList, first_seen: dict[str, datetime], keep: dict[str, datetime]
+) -> None:
     unread = {gid for gid, _ in wl.unread_groups}
     for key, seen in first_seen.items():
         group_id = key.rsplit("_", 1)[-1]
@@ -213,7 +251,6 @@ def with_since(
         not_read = group_id in unread or (bool(wl.limited_to) and group_id not in wl.read_group_ids)
         if key not in keep and not_read:
             keep[key] = seen
-    return replace(wl, entries=tuple(out)), keep
 
 
 def days_waiting(since: datetime | None, now: datetime) -> int:
@@ -225,24 +262,32 @@ def sku_counts(entries: list[dict[str, Any]], now: datetime) -> list[dict[str, A
 
     `entries` are the API's waiting items (dicts), so the dashboard, the mail and the command
     line count the same way from a stored list."""
+    return _count_skus(
+        ((e["userId"], e.get("seat"), _when(e.get("since")), e.get("skus") or []) for e in entries),
+        now,
+    )
+
+
+def _count_skus(
+    entries: Iterable[tuple[str, str | None, datetime | None, list[dict[str, Any]]]], now: datetime
+) -> list[dict[str, Any]]:
+    """sku_counts on (userId, seat, since, skus) of each item."""
     by_sku: dict[str, dict[str, Any]] = {}
-    for e in entries:
-        if e.get("seat") == SEAT_GIVEN:
+    for user_id, seat, since, skus in entries:
+        if seat == SEAT_GIVEN:
             continue
-        since = _when(e.get("since"))
-        for s in e.get("skus") or []:
-            item = by_sku.setdefault(
-                s["skuId"],
-                {
+        for s in skus:
+            item = by_sku.get(s["skuId"])
+            if item is None:
+                item = by_sku[s["skuId"]] = {
                     "skuId": s["skuId"],
                     "skuPartNumber": s["skuPartNumber"],
                     "productName": s.get("productName")
                     or sku_label(s["skuId"], s["skuPartNumber"]),
                     "users": set(),
                     "longestSince": None,
-                },
-            )
-            item["users"].add(e["userId"])
+                }
+            item["users"].add(user_id)
             if since and (item["longestSince"] is None or since < item["longestSince"]):
                 item["longestSince"] = since
     out = []
@@ -277,10 +322,7 @@ def entry_json(w: Waiter) -> dict[str, Any]:
         "userPrincipalName": w.upn,
         "groupId": w.group_id,
         "group": w.group_name,
-        "skus": [
-            {"skuId": s.sku_id, "skuPartNumber": s.part_number, "productName": s.label}
-            for s in w.skus
-        ],
+        "skus": _skus_json(w),
         "reason": w.reason,
         "decision": w.decision,
         "place": w.place,
@@ -288,6 +330,12 @@ def entry_json(w: Waiter) -> dict[str, Any]:
         "since": w.since.isoformat() if w.since else None,
         "sinceSource": w.since_source,
     }
+
+
+def _skus_json(w: Waiter) -> list[dict[str, Any]]:
+    return [
+        {"skuId": s.sku_id, "skuPartNumber": s.part_number, "productName": s.label} for s in w.skus
+    ]
 
 
 def summary_json(
@@ -298,13 +346,17 @@ def summary_json(
     costs a noticeable fraction of a second to turn into JSON)."""
     if items is None:
         items = [entry_json(w) for w in wl.entries]
+    return _summary(wl, len(items), sku_counts(items, now))
+
+
+def _summary(wl: WaitingList, entries: int, skus: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "complete": wl.complete,
         "unreadGroups": [{"groupId": gid, "displayName": name} for gid, name in wl.unread_groups],
         "limitedTo": list(wl.limited_to),
         "people": len({w.user_id for w in wl.entries if w.waiting}),
-        "entries": len(items),
-        "skus": sku_counts(items, now),
+        "entries": entries,
+        "skus": skus,
     }
 
 
@@ -337,3 +389,51 @@ def from_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def waiting_item_position(row_key: str) -> int:
     return int(row_key.rsplit("-", 1)[-1])
+
+
+@dataclass(frozen=True)
+class StoredList:
+    rows: list[dict[str, Any]]  # each entry's Table properties, in order
+    keep: dict[str, datetime]  # the first-seen rows to keep
+    summary: dict[str, Any]
+
+
+def stored_list(wl: WaitingList, first_seen: dict[str, datetime], now: datetime) -> StoredList:
+    """What a run records of its list, in one pass: the same as
+    `to_row(entry_json(w))` for each entry of `with_since(wl, first_seen, now)`, its first-seen
+    rows and `summary_json`, without a dated copy of every Waiter and its JSON twice over (a
+    tenant's list of 23,000 people cost the run most of a second that way)."""
+    rows: list[dict[str, Any]] = []
+    keep: dict[str, datetime] = {}
+    counted: list[tuple[str, str, datetime, list[dict[str, Any]]]] = []
+    skus_of: dict[tuple[WaitingSku, ...], tuple[list[dict[str, Any]], str]] = {}
+    # Most people share a since-date (first seen by one run): its text by object, not value
+    # (equal times in other offsets are written as they are).
+    iso: dict[int, str] = {}
+    for w in wl.entries:
+        key = w.key
+        since, source = _since(w, first_seen.get(key), now)
+        keep[key] = since
+        if (known := skus_of.get(w.skus)) is None:
+            items = _skus_json(w)
+            known = skus_of[w.skus] = (items, json.dumps(items, sort_keys=True))
+        if (text := iso.get(id(since))) is None:
+            text = iso[id(since)] = since.isoformat()
+        rows.append(
+            {
+                "UserId": w.user_id,
+                "UserPrincipalName": w.upn,
+                "GroupId": w.group_id,
+                "Group": w.group_name,
+                "Reason": w.reason,
+                "Decision": w.decision,
+                "Place": w.place,
+                "Seat": w.seat,
+                "Since": text,
+                "SinceSource": source,
+                "SkusJson": known[1],
+            }
+        )
+        counted.append((w.user_id, w.seat, since, known[0]))
+    _keep_unread(wl, first_seen, keep)
+    return StoredList(rows, keep, _summary(wl, len(rows), _count_skus(counted, now)))

@@ -4,12 +4,14 @@ accounts, sudden losses. msgraph-sdk over HTTP to the simulator, records in Azur
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.report import render_run
 from shared.run import execute_run, read_run
 from shared.settings import Mode
+from shared.store import to_properties
 from tests.integration.conftest import World
 from tests.integration.tenants import E5, EMS, PBI, POLICY, YAMMER, TenantBuilder
 
@@ -334,3 +336,29 @@ def test_a_run_of_some_groups_forgets_the_accounts_it_read_enabled_and_keeps_the
     assert report.status == "succeeded" and report.limited_to
     # Read enabled: its row goes. Not read by this run: its row stays, whatever it is now.
     assert set(world.store.disabled_first_seen()) == {unseen}
+
+
+def test_a_run_whose_removal_reports_outgrow_a_table_property_reads_back_whole(
+    world_factory: Any,
+):
+    """The M tenant's disabled members (500 groups, 20 listed each) made reports of ~200,000
+    characters: cut to fit one Table property, the run no longer read back (its page failed)."""
+    t = TenantBuilder(e5=400, ems=400, pbi=5)
+    for g in range(15):
+        members = t.users_named(f"a-disabled-member-with-a-long-name-{g:02d}-", 20)
+        for x in t.users:
+            if x["id"] in members:
+                x["accountEnabled"] = False
+        t.group(f"LIC-Staff-{g:02d}", "e5-full", members, CARRY)
+    world = world_factory(t.build(), POLICY)
+    summary = run(world)
+    reports = {k: v for k, v in summary["removals"].items() if k != "removals"}
+    assert len(json.dumps(reports)) > 40_000
+    recorded = read_run(world.store, summary["runId"])
+    assert recorded is not None
+    assert {k: v for k, v in recorded["removals"].items() if k != "removals"} == reports
+    # A run recorded by an earlier version kept its reports cut short: it reads back without them.
+    cut = {"RowKey": "removals-report", "Kind": "removals", **to_properties({"report": reports})}
+    world.store.put_group_results(summary["runId"], [cut])
+    older = read_run(world.store, summary["runId"])
+    assert older is not None and older["removals"] == {"removals": recorded["removals"]["removals"]}

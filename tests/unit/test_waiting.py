@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 
 from shared.model import AssignedLicense, LicenseState, Membership
 from shared.planner import make_plan
@@ -11,7 +13,11 @@ from shared.waiting import (
     SEAT_NONE,
     SEAT_PLANNED,
     entry_json,
+    order_key,
     sku_counts,
+    stored_list,
+    summary_json,
+    to_row,
     waiting_list,
     waiting_sentence,
     with_since,
@@ -199,3 +205,48 @@ def test_first_seen_rows_of_an_untagged_group_go_in_a_full_run_and_stay_in_a_lim
     limited = waiting_list(snap, plan, _policy(), limited_to=(g.id,))
     _, keep = with_since(limited, seen, NOW)
     assert keep == seen
+
+
+@pytest.mark.parametrize("with_unread_group", [False, True])
+def test_what_a_run_stores_is_the_dated_list_as_the_api_shows_it(with_unread_group: bool):
+    """stored_list (the run's one pass) says what with_since, entry_json, to_row and summary_json
+    say: the same rows in the same order, the same first-seen rows, the same counts."""
+    bi = group("LIC-BI", "powerbi", (AssignedLicense(PBI),))
+    sales = group("LIC-Sales", "e5-full")  # blocked: waits for E5 and EMS
+    hidden = group("LIC-Hidden", "powerbi", (AssignedLicense(PBI),))
+    stuck = [user(f"s{i}", states=(cv(PBI, bi.id, f"2026-11-2{i}T08:00:00Z"),)) for i in range(4)]
+    stuck.append(user("nostamp", states=(cv(PBI, bi.id, None),)))
+    both = user("both", states=(cv(PBI, bi.id),))
+    members = [user(f"m{i}") for i in range(5)]
+    snap = snapshot(
+        default_skus(e5=1, pbi=5, consumed_pbi=4),
+        (bi, [*stuck, both]),
+        (sales, members),
+        *([(hidden, Membership(error="403 on /members"))] if with_unread_group else []),
+    )
+    plan = make_plan(snap, _policy())
+    wl = waiting_list(snap, plan, _policy())
+    assert list(wl.entries) == sorted(wl.entries, key=order_key)
+    if not with_unread_group:  # an unread group holds the plan's writes back
+        assert {w.seat for w in wl.entries} == {SEAT_PLANNED, SEAT_NONE}
+    plus_two = timezone(timedelta(hours=2))
+    seen = {
+        wl.entries[0].key: NOW - timedelta(days=40),  # earlier than Graph's date
+        wl.entries[-1].key: (NOW - timedelta(days=2)).astimezone(plus_two),  # another offset
+        wl.entries[-2].key: NOW - timedelta(days=2),  # the same time in UTC
+        f"someone_{hidden.id}": NOW - timedelta(days=3),  # unread: kept
+        "someone_untagged-group": NOW,  # gone
+    }
+    dated, keep = with_since(wl, seen, NOW)
+    items = [entry_json(w) for w in dated.entries]
+    stored = stored_list(wl, seen, NOW)
+    assert stored.rows == [to_row(i) for i in items]
+    assert [list(r) for r in stored.rows] == [list(to_row(i)) for i in items]  # property order
+    assert stored.keep == keep and list(stored.keep) == list(keep)
+    assert stored.summary == summary_json(dated, NOW, items)
+    assert stored.summary["skus"] and stored.summary["complete"] is not with_unread_group
+    assert (f"someone_{hidden.id}" in keep) is with_unread_group
+    assert {r["Since"] for r in stored.rows} >= {
+        (NOW - timedelta(days=2)).astimezone(plus_two).isoformat(),
+        (NOW - timedelta(days=2)).isoformat(),
+    }
