@@ -189,6 +189,7 @@ async def collect(
             warnings.append(f"requested group(s) not tagged by the policy: {', '.join(missing)}")
         groups = [g for g in groups if g.id in only_group_ids]
     members = await read_members(graph, groups, max_concurrency, sizes)
+    graph.forget_members()
     return Snapshot(
         skus=tuple(skus),
         groups=tuple(groups),
