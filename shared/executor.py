@@ -69,6 +69,10 @@ class WriteGuard(Protocol):
     async def still_holds(self) -> bool: ...
 
 
+class LeaseLostError(Exception):
+    """A write not made because the run lost its lease before its turn."""
+
+
 LEASE_LOST = (
     "lease lost: the run could not confirm it still holds the tenant's run lease (another run "
     "took it over, or storage did not answer); nothing written for this group"
@@ -88,6 +92,10 @@ async def apply_plan(
 
     async def reprocess(user_id: str) -> Exception | None:
         async with gate:
+            # Queued behind other groups' writes after this group's lease check: a lease lost
+            # meanwhile (the renewal loop, another group's check) stops it here.
+            if guard is not None and guard.lost:
+                return LeaseLostError(guard.lost)
             try:
                 await graph.reprocess_user(user_id)
             except Exception as exc:  # isolated: the group's outcome names it
@@ -121,7 +129,20 @@ def _group_outcome(
     """The group's outcome once its writes are done: failed, naming the first user (in the plan's
     order) whose reprocessing failed and how many of them succeeded; else applied."""
     done = sum(1 for e in errors if e is None)
-    failed = [(u, e) for u, e in zip(users, errors, strict=True) if e is not None]
+    skipped = sum(1 for e in errors if isinstance(e, LeaseLostError))
+    failed = [
+        (u, e)
+        for u, e in zip(users, errors, strict=True)
+        if e is not None and not isinstance(e, LeaseLostError)
+    ]
+    if skipped:
+        return Outcome(
+            "failed",
+            f"{LEASE_LOST.split(';')[0]} while its users waited to be reprocessed; reprocessed "
+            f"{done} of {len(users)} user(s)"
+            + (f", {len(failed)} failed" if failed else "")
+            + ", the others not written",
+        )
     if failed:
         user_id, exc = failed[0]
         outcome = _failed(exc, f"reprocessLicenseAssignment for user {user_id}", "reprocess_user")

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.credentials import credential_for
+from shared.executor import Outcome, apply_plan
+from shared.graph import GraphClient, required_roles
 from shared.run import RunReport, execute_run, read_run
 from shared.settings import Mode
 from tests.integration.conftest import World
-from tests.integration.tenants import POLICY, TenantBuilder
+from tests.integration.tenants import PBI, POLICY, TenantBuilder
 
 
 def slow_world(world_factory: Any, groups: int = 4, latency_ms: int = 150) -> World:
@@ -137,3 +140,39 @@ def test_rows_left_running_or_queued_by_a_dead_worker_are_closed_by_the_next_run
     assert queued is not None and queued["status"] == "failed"
     assert "never started" in queued["error"]
     assert read_run(world.store, fresh)["status"] == "queued"  # type: ignore[index]
+
+
+class _LostRightAfterTheCheck:
+    """The group's lease check passes; the renewal loop then finds the lease gone."""
+
+    lost: str | None = None
+
+    async def still_holds(self) -> bool:
+        self.lost = "the run lost the tenant's run lease to another run"
+        return True
+
+
+def test_users_queued_for_reprocessing_are_not_written_once_the_lease_is_lost(
+    world_factory: Any,
+):
+    t = TenantBuilder(pbi=2)
+    t.group("LIC-BI", "powerbi", t.users_named("bi", 5), [{"skuId": PBI, "disabledPlans": []}])
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin("PATCH", f"/_sim/skus/{PBI}", {"enabled": 5})  # seats for the 3 stuck users
+    plan = asyncio.run(execute_run(world.settings, "plan", "test")).plan
+    assert plan is not None and [len(g.reprocess_user_ids) for g in plan.changes] == [3]
+    world.clear_requests()
+
+    async def apply() -> dict[str, Outcome]:
+        graph = GraphClient(
+            credential_for(world.settings, required_roles()), world.settings.graph_base_url
+        )
+        try:
+            return await apply_plan(plan, graph, 1, _LostRightAfterTheCheck())
+        finally:
+            await graph.close()
+
+    [outcome] = asyncio.run(apply()).values()
+    assert world.licence_writes() == [], "a write went out after the lease was lost"
+    assert outcome.status == "failed"
+    assert "lease lost" in outcome.detail and "0 of 3" in outcome.detail
