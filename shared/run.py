@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -414,13 +415,21 @@ async def _processed_groups(graph: GraphClient, group_ids: list[str]) -> set[str
             if value == PROCESSING_COMPLETE:
                 done.add(str(raw["id"]).lower())
 
-    # A failed query fails the measurement (the planned figures stand) and cancels the rest.
-    try:
-        async with asyncio.TaskGroup() as tasks:
-            for n in range(0, len(group_ids), IN_CLAUSE_LIMIT):
-                tasks.create_task(poll(group_ids[n : n + IN_CLAUSE_LIMIT]))
-    except ExceptionGroup as group:
-        raise group.exceptions[0] from None
+    # Every query answers (or fails) before this decides; a cancelled run cancels them all.
+    # A failed read fails the measurement (the planned figures stand); anything else is a bug.
+    outcomes = await asyncio.gather(
+        *(
+            poll(group_ids[n : n + IN_CLAUSE_LIMIT])
+            for n in range(0, len(group_ids), IN_CLAUSE_LIMIT)
+        ),
+        return_exceptions=True,
+    )
+    errors = [e for e in outcomes if isinstance(e, BaseException)]
+    for error in errors:
+        if not isinstance(error, GraphReadError):
+            raise error
+    if errors:
+        raise errors[0]
     return done
 
 
@@ -495,6 +504,31 @@ def tune_gc() -> None:
     """Raise the collector's thresholds for the process, unless someone already raised them."""
     if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
         gc.set_threshold(*GC_THRESHOLDS)
+
+
+class _SnapshotFreeze:
+    """gc.freeze is process-wide and two runs may share a process (host.json batchSize 2): the
+    heap is unfrozen only when the last run that froze it ends, never by a run that did not."""
+
+    def __init__(self) -> None:
+        self._runs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def freeze(self, run_id: str) -> None:
+        with self._lock:
+            gc.freeze()
+            self._runs.add(run_id)
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            if run_id not in self._runs:
+                return
+            self._runs.discard(run_id)
+            if not self._runs:
+                gc.unfreeze()
+
+
+SNAPSHOT_FREEZE = _SnapshotFreeze()
 
 
 async def execute_run(
@@ -594,7 +628,7 @@ async def execute_run(
                 tracer_provider=tracer_provider,
             )
         finally:
-            gc.unfreeze()  # the snapshot is collectable again (frozen in _execute_leased)
+            SNAPSHOT_FREEZE.release(report.run_id)  # frozen in _execute_leased
             await guard.stop()
 
 
@@ -689,7 +723,7 @@ async def _execute_leased(
                 # The snapshot (every member of every group) lives until the run ends: frozen,
                 # the collections planning and recording set off do not walk it each time.
                 # Unfrozen when the run ends (execute_run).
-                gc.freeze()
+                SNAPSHOT_FREEZE.freeze(report.run_id)
             with tracer.start_as_current_span(SPAN_PLAN) as plan_span:
                 report.plan = make_plan(snapshot, resolved)
                 await _plan_removals(report, snapshot, resolved, store)
