@@ -20,6 +20,8 @@ class Outcome:
     detail: str = ""
     # Graph answered 403: the permissions the refused operation declares (`@requires`)
     missing_permissions: tuple[str, ...] = ()
+    # Graph accepted the group's assignLicense (so Entra is processing it), whatever came after
+    licences_written: bool = False
 
 
 def budget_problem(plan: Plan, budget: ChangeBudget) -> str | None:
@@ -117,14 +119,15 @@ async def apply_plan(
                     return group.group_id, _failed(exc, "assignLicense", "assign_group_licenses")
         users = group.reprocess_user_ids
         errors = await asyncio.gather(*(reprocess(u) for u in users))
-        return group.group_id, _group_outcome(group, users, errors)
+        written = bool(group.add_licenses or group.remove_licenses)
+        return group.group_id, _group_outcome(group, users, errors, written)
 
     results = await asyncio.gather(*(one(g) for g in plan.changes))
     return dict(results)
 
 
 def _group_outcome(
-    group: GroupPlan, users: Sequence[str], errors: Sequence[Exception | None]
+    group: GroupPlan, users: Sequence[str], errors: Sequence[Exception | None], written: bool
 ) -> Outcome:
     """The group's outcome once its writes are done: failed, naming the first user (in the plan's
     order) whose reprocessing failed and how many of them succeeded; else applied."""
@@ -135,28 +138,30 @@ def _group_outcome(
         for u, e in zip(users, errors, strict=True)
         if e is not None and not isinstance(e, LeaseLostError)
     ]
+    accepted = "assignLicense accepted; " if written else ""
     if skipped:
         return Outcome(
             "failed",
-            f"{LEASE_LOST.split(';')[0]} while its users waited to be reprocessed; reprocessed "
-            f"{done} of {len(users)} user(s)"
+            f"{accepted}{LEASE_LOST.split(';')[0]} while its users waited to be reprocessed; "
+            f"reprocessed {done} of {len(users)} user(s)"
             + (f", {len(failed)} failed" if failed else "")
             + ", the others not written",
+            licences_written=written,
         )
     if failed:
         user_id, exc = failed[0]
         outcome = _failed(exc, f"reprocessLicenseAssignment for user {user_id}", "reprocess_user")
-        if len(users) == 1:
-            return outcome
+        of = f"; reprocessed {done} of {len(users)} user(s)" if len(users) > 1 else ""
         return Outcome(
             outcome.status,
-            f"{outcome.detail}; reprocessed {done} of {len(users)} user(s)",
+            f"{accepted}{outcome.detail}{of}",
             outcome.missing_permissions,
+            licences_written=written,
         )
     if group.decision is Decision.REPROCESS:
-        return Outcome("applied", f"reprocessed {done} user(s)")
+        return Outcome("applied", f"reprocessed {done} user(s)", licences_written=written)
     extra = f"; reprocessed {done} user(s)" if done else ""
-    return Outcome("applied", f"assignLicense accepted{extra}")
+    return Outcome("applied", f"assignLicense accepted{extra}", licences_written=written)
 
 
 async def apply_removals(

@@ -364,7 +364,8 @@ async def measure_after_writes(
         g.group_id
         for g in (plan.changes if plan else [])
         if (g.add_licenses or g.remove_licenses)
-        and report.outcomes.get(g.group_id, Outcome("not-applied")).status == "applied"
+        # applied, or accepted and then one of its users' reprocessing failed: Entra assigns
+        and report.outcomes.get(g.group_id, Outcome("not-applied")).licences_written
     }
     # A member removed: Entra takes the group's licences back when it processes the change.
     written |= {

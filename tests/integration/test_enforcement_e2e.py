@@ -368,3 +368,31 @@ def test_the_demo_tenant_shows_every_decision_in_graph_and_in_table_storage(worl
         assert group_written == (decision in ("assign", "repair")), (name, decision)
     reprocessed = [p for p in written if p.endswith("/reprocessLicenseAssignment")]
     assert len(reprocessed) == sum(g["reprocessUsers"] for g in recorded["groups"]) > 0
+
+
+def test_a_repaired_group_whose_reprocess_failed_is_still_waited_for_before_seats_are_measured(
+    world_factory: Any,
+):
+    # LIC-Team lacks EMS (a repair) and two of its members are stuck without an E5 seat; seats
+    # are bought, and one of the two reprocesses fails. Its assignLicense was accepted all the
+    # same: the seats after the run must count what Entra assigns for it, not the figure before.
+    t = TenantBuilder(e5=2, ems=20)
+    users = t.users_named("team", 4)
+    t.group("LIC-Team", "e5-full", users, [{"skuId": E5, "disabledPlans": []}])
+    world = world_factory(t.build(), POLICY)
+    world.sim.admin("PATCH", f"/_sim/skus/{E5}", {"enabled": 4})
+    world.sim.admin(
+        "POST",
+        "/_sim/faults",
+        {"path": f"/users/{users[-1]}/reprocessLicenseAssignment", "status": 400, "count": 100},
+    )
+    summary = run(world)
+    team = by_name(summary)["LIC-Team"]
+    assert team["decision"] == "repair" and team["reprocessUsers"] == 2
+    assert team["outcome"] == "failed"
+    assert team["outcomeDetail"].startswith("assignLicense accepted; ")
+    ems = next(s for s in summary["skus"] if s["skuPartNumber"] == "EMSPREMIUM")
+    assert ems["freeAfterSource"] == "measured"
+    # What Graph counts once it has processed the group, not the 20 free before it did.
+    consumed = {s["skuId"]: s["consumedUnits"] for s in world.wait_for_processing()["skus"]}
+    assert ems["freeAfter"] == 20 - consumed[EMS] < 20
