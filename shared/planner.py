@@ -162,9 +162,15 @@ class _Candidate:
     carries_any: bool  # the group already carries at least one licence
     count_violations: set[str]  # members this group's assignment left in CountViolation
     processing: bool
-    member_ids: frozenset[str]
+    # The members as read (not a set of their ids: every group's candidate is alive until the
+    # plan is made, and on a million-user tenant those sets were ~90 MB)
+    membership: Membership
     # user -> SKUs a reprocess would retry: their seat errors from any group, read or not
     retries: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def member_ids(self) -> frozenset[str]:
+        return frozenset(u.id for u in self.membership.users)
 
 
 class _Ledger:
@@ -456,7 +462,7 @@ def _precheck(
         bool(group.assigned_licenses),
         count_violations,
         processing,
-        frozenset(u.id for u in membership.users),
+        membership,
         retries,
     )
 
