@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -534,7 +533,7 @@ def queue_run(
     ensure_tables False: the caller made the tables already (the nightly fan-out, once a tick:
     every tenant's rows are in the same tables)."""
     now = now or datetime.now(UTC)
-    run_id = new_run_id(now, secrets.token_hex(3))
+    run_id = new_run_id(now)
     run = {
         "runId": run_id,
         "mode": request.mode,

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -561,7 +560,7 @@ async def execute_run(
     clock = time.monotonic()
     now = datetime.now(UTC)
     report = RunReport(
-        run_id or new_run_id(now, secrets.token_hex(3)),
+        run_id or new_run_id(now),
         mode,
         trigger,
         now,

@@ -25,6 +25,7 @@ has no prefix: its rows are where they always were.
 from __future__ import annotations
 
 import json
+import secrets
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -63,7 +64,12 @@ def table_service(settings: Settings) -> TableServiceClient:
     return TableServiceClient(settings.tables_endpoint, credential=DefaultAzureCredential())
 
 
-def new_run_id(now: datetime, suffix: str) -> str:
+def new_run_id(now: datetime, suffix: str | None = None) -> str:
+    """`<UTC second>-<six hex digits>`. By default the digits start with the milliseconds left in
+    that second (three hex digits), then three random ones: runs started within one second (a
+    small tenant's plan takes less) still sort newest first by RowKey (`run_row_key`)."""
+    if suffix is None:
+        suffix = f"{999 - now.microsecond // 1000:03x}{secrets.randbelow(0x1000):03x}"
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + suffix
 
 
