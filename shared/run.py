@@ -166,7 +166,9 @@ class RunReport:
             )
         return out
 
-    def summary(self) -> dict[str, Any]:
+    def headline(self) -> dict[str, Any]:
+        """The run's own fields (who, when, status, counts): the head of `summary()` and of the
+        run's Table row, without the per-group and per-SKU rows."""
         plan = self.plan
         return {
             "runId": self.run_id,
@@ -187,6 +189,12 @@ class RunReport:
             "usersAffected": plan.users_affected if plan else 0,
             "graphRequests": self.graph_requests,
             "graphWrites": self.graph_writes,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            **self.headline(),
             "groups": self.group_rows(),
             "skus": self.sku_rows(),
             "alerts": self.alerts,
@@ -892,28 +900,10 @@ async def _record(store: TableStore, report: RunReport, graph: GraphClient | Non
 
 
 def _run_entity(report: RunReport) -> dict[str, Any]:
-    plan = report.plan  # the summary's fields the run row holds, not the whole summary
     return {
         **run_to_entity(
             {
-                "runId": report.run_id,
-                "tenantId": report.tenant_id,
-                "tenantName": report.tenant_name,
-                "mode": report.mode,
-                "trigger": report.trigger,
-                "requestedBy": report.requested_by,
-                "status": report.status,
-                "startedAt": report.started_at.isoformat(),
-                "finishedAt": report.finished_at.isoformat() if report.finished_at else None,
-                "policyFile": report.policy_file,
-                "policyDigest": report.policy_digest,
-                "error": report.error,
-                "refusedReason": report.refused_reason,
-                "counts": plan.counts() if plan else {},
-                "groupsChanged": plan.groups_changed if plan else 0,
-                "usersAffected": plan.users_affected if plan else 0,
-                "graphRequests": report.graph_requests,
-                "graphWrites": report.graph_writes,
+                **report.headline(),  # not the whole summary: its group and SKU rows are rows
                 "alerts": report.alerts,
                 "warnings": report.warnings(),
                 "requestedNotTagged": report.plan.requested_not_tagged if report.plan else [],

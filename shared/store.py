@@ -837,7 +837,7 @@ class TableStore:
         dates: dict[str, datetime] = {}
         parsed: dict[str, datetime] = {}  # most people share a date (first seen by one run)
         for chunk in chunks:
-            for key, iso_since in _unpack(chunk).items():
+            for key, iso_since in unpack_json(chunk).items():
                 if (when := parsed.get(iso_since)) is None:
                     when = parsed[iso_since] = datetime.fromisoformat(iso_since)
                 dates[key] = when
@@ -869,7 +869,7 @@ class TableStore:
             {
                 "PartitionKey": WAITING_SINCE_PARTITION,
                 "RowKey": f"{prefix}{n:05d}",
-                **_pack({k: text[id(keep[k])] for k in part}),
+                **pack_json({k: text[id(keep[k])] for k in part}),
             }
             for n, part in enumerate(_chunks(keys, WAITING_SINCE_PER_CHUNK))
         )
@@ -903,7 +903,7 @@ class TableStore:
                 "First": n * WAITING_ITEMS_PER_CHUNK + 1,
                 "Count": len(part),
                 "Total": len(items),
-                **_pack(part),
+                **pack_json(part),
             }
             for n, part in enumerate(_chunks(items, WAITING_ITEMS_PER_CHUNK))
         )
@@ -959,7 +959,7 @@ class TableStore:
                     f"{int(chunk['First']) - 1} are missing"
                 )
             expect += int(chunk["Count"])
-            for i, item in enumerate(_unpack(chunk)):
+            for i, item in enumerate(unpack_json(chunk)):
                 position = int(chunk["First"]) + i
                 if position > after:
                     out.append({"RowKey": waiting_item_key(position), **item})
@@ -1025,34 +1025,24 @@ _PACK_LEVEL = 1
 _PACK_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def _pack(value: Any) -> dict[str, Any]:
-    """`value` as the properties Parts, Data00, Data01, ...: its JSON, zlib-compressed.
-    Anything not plain JSON (a datetime, say) is written as its str(), as json.dumps did."""
+def pack_json(value: Any) -> dict[str, Any]:
+    """`value` as the properties Parts, Data00, Data01, ...: its JSON, zlib-compressed (for a
+    value too long for one string property: the waiting list, a run's removal reports).
+    Anything not plain JSON (a datetime, say) is written as its str(), as json.dumps did.
+    ValueError if even packed it exceeds an entity."""
     data = zlib.compress(orjson.dumps(value, default=str, option=_PACK_OPTIONS), _PACK_LEVEL)
     parts = [data[i : i + _PACKED_PART_BYTES] for i in range(0, len(data), _PACKED_PART_BYTES)]
     if len(parts) > _PACKED_PARTS:
-        raise ValueError(
-            f"a waiting-list chunk of {len(data)} compressed bytes exceeds a Table entity's 1 MiB"
-        )
+        raise ValueError(f"{len(data)} compressed bytes exceed a Table entity's 1 MiB")
     return {"Parts": len(parts), **{f"Data{i:02d}": p for i, p in enumerate(parts)}}
 
 
-def pack_json(value: Any) -> dict[str, Any]:
-    """A value too long for one string property as packed properties (Parts, Data00, ...);
-    ValueError if even packed it exceeds an entity."""
-    return _pack(value)
-
-
 def unpack_json(entity: Mapping[str, Any]) -> Any:
-    """pack_json reversed."""
-    return _unpack(entity)
-
-
-def _unpack(entity: Mapping[str, Any]) -> Any:
+    """pack_json reversed; RuntimeError if a part is missing."""
     count = int(entity["Parts"])
     pieces = [entity.get(f"Data{i:02d}") for i in range(count)]
     if not all(isinstance(p, bytes) for p in pieces):
-        raise RuntimeError(f"waiting-list row {entity.get('RowKey')} is missing parts")
+        raise RuntimeError(f"packed row {entity.get('RowKey')} is missing parts")
     data = zlib.decompress(b"".join(p for p in pieces if isinstance(p, bytes)))
     try:
         return orjson.loads(data)
